@@ -1,0 +1,132 @@
+"""The exception tree of sendseven-watch.
+
+::
+
+    WatchError
+    ├── ConfigError                 bad configuration or usage (exit 2); names the key/file
+    ├── FileRejected                a file that can never be sent (goes to failed/)
+    └── ApiError                    anything that went wrong talking to the API
+        ├── TransientError          worth retrying with backoff
+        │   ├── TransportError      connection refused/reset, timeout, upload deadline
+        │   └── ServerBusy          429 and 5xx (``retry_after`` when the API said so)
+        ├── AuthError               401/403: the credentials are wrong for *every* file
+        └── RequestRejected         any other 4xx: wrong for *this* file (``reason``)
+
+Errors carry what is needed to act on them: ``status``, ``detail`` (the API's own text,
+trimmed), ``reason`` (the stable word that goes into sidecars and logs).
+Messages never contain the API token; :func:`redact` is applied wherever text from
+outside (exception strings, API replies) enters an error.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+#: The API's own error text is trimmed to this many characters in logs and sidecars.
+DETAIL_MAX_CHARS = 500
+
+_SECRETS: set[str] = set()
+
+
+def register_secret(secret: str | None) -> None:
+    """Remember a secret so that :func:`redact` removes it from any text."""
+    if secret and len(secret) >= 4:
+        _SECRETS.add(secret)
+
+
+def redact(text: str, secrets: Iterable[str] = ()) -> str:
+    """Return ``text`` with every registered secret (and ``secrets``) replaced."""
+    for secret in (*_SECRETS, *secrets):
+        if secret:
+            text = text.replace(secret, "[REDACTED]")
+    return text
+
+
+def trim(text: str, limit: int = DETAIL_MAX_CHARS) -> str:
+    """Trim (and redact) outside text for a log line or a sidecar."""
+    text = redact(text.strip())
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+class WatchError(Exception):
+    """Base of every error this package raises on purpose."""
+
+
+class ConfigError(WatchError):
+    """The configuration (or the command line) is invalid.
+
+    ``key`` is the dotted config key (``api.token``, ``inboxes[1].path``) or the file name
+    that is wrong; the CLI prints ``str(error)`` as its one line and exits 2.
+    """
+
+    def __init__(self, key: str, message: str) -> None:
+        self.key = key
+        self.message = redact(message)
+        super().__init__(f"{key}: {self.message}")
+
+
+class FileRejected(WatchError):
+    """A file that can never be sent as it is: it goes to ``failed/`` with ``reason``."""
+
+    def __init__(self, reason: str, detail: str, status: int | None = None) -> None:
+        self.reason = reason
+        self.detail = trim(detail)
+        self.status = status
+        super().__init__(f"{reason}: {self.detail}")
+
+
+class ApiError(WatchError):
+    """Something went wrong talking to the API."""
+
+    def __init__(self, detail: str, *, status: int | None = None, endpoint: str = "") -> None:
+        self.detail = trim(detail)
+        self.status = status
+        self.endpoint = endpoint
+        where = f"{endpoint}: " if endpoint else ""
+        code = f"HTTP {status}: " if status is not None else ""
+        super().__init__(f"{where}{code}{self.detail}")
+
+
+class TransientError(ApiError):
+    """Worth trying again later; ``retry_after`` is the API's own hint in seconds."""
+
+    retry_after: float | None = None
+
+
+class TransportError(TransientError):
+    """No usable HTTP reply: connection refused or reset, a timeout, the upload deadline."""
+
+
+class ServerBusy(TransientError):
+    """429 or 5xx."""
+
+    def __init__(
+        self,
+        detail: str,
+        *,
+        status: int,
+        endpoint: str = "",
+        retry_after: float | None = None,
+    ) -> None:
+        super().__init__(detail, status=status, endpoint=endpoint)
+        self.retry_after = retry_after
+
+
+class AuthError(ApiError):
+    """401 or 403: the token (or its scopes) is refused. No file is failed for this."""
+
+
+class RequestRejected(ApiError):
+    """Any other 4xx: this file cannot be sent; ``reason`` is the sidecar's word."""
+
+    def __init__(self, detail: str, *, status: int, endpoint: str = "") -> None:
+        super().__init__(detail, status=status, endpoint=endpoint)
+        self.reason = REASON_BY_STATUS.get(status, "rejected")
+
+
+#: The sidecar ``reason`` for each 4xx status the API documents (others: ``rejected``).
+REASON_BY_STATUS = {
+    404: "conversation_not_found",
+    413: "too_large",
+    415: "unsupported_type",
+}
