@@ -1,0 +1,275 @@
+"""Claims and archive moves: the only code that renames files.
+
+A claimed file waits in ``<inbox>/.sendseven-watch/<owner>/<claim_id>/<name>``:
+
+- ``<owner>`` is one running daemon process. It holds an exclusive ``flock`` on that folder
+  for as long as it lives, so another daemon (or the next run after a crash) can tell a live
+  owner from a dead one and adopt only the dead one's claims.
+- ``<claim_id>`` is a folder of its own so that the original name, up to 255 bytes, is kept,
+  and so that two files of the same name can be in progress at once.
+- Claiming is one ``rename(2)`` from the inbox: atomic, so of two daemons racing for a file
+  exactly one wins and the other sees ``ENOENT``.
+
+Archive moves never overwrite: ``link(2)`` + ``unlink(2)`` fails with ``EEXIST`` instead of
+replacing a file, and the next free name (``scan (1).pdf``) is tried. Directories are fsynced
+after the renames that matter, so that a power cut cannot undo a claim or an archive.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import fcntl
+import json
+import os
+import secrets
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+
+#: The hidden folder inside each inbox that holds the claims. Hidden: never an inbox,
+#: never taken as a file, never archived into.
+WORK_DIR = ".sendseven-watch"
+SENT_DIR = "sent"
+FAILED_DIR = "failed"
+SIDECAR_SUFFIX = ".error.json"
+#: Longest file name most filesystems take, in bytes.
+NAME_MAX = 255
+
+
+def utc_now() -> str:
+    """The current time as ISO 8601 UTC with a ``Z``."""
+    return datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def fsync_dir(path: Path) -> None:
+    """Make the renames in ``path`` durable (best effort: some filesystems refuse)."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+@dataclass(frozen=True)
+class Claim:
+    """A file taken out of its inbox, waiting in its claim folder."""
+
+    inbox: Path
+    """The inbox folder it was dropped into."""
+    claim_id: str
+    """Unique id of this claim; also the file's ``Idempotency-Key``."""
+    name: str
+    """The original file name."""
+    owner_dir: Path
+    """The owner folder the claim lives in now."""
+
+    @property
+    def folder(self) -> Path:
+        return self.owner_dir / self.claim_id
+
+    @property
+    def path(self) -> Path:
+        return self.folder / self.name
+
+
+def new_claim_id() -> str:
+    """A fresh claim id (and Idempotency-Key)."""
+    return f"sw-{secrets.token_hex(12)}"
+
+
+class Owner:
+    """This process's claim folders, one per inbox, each held with an exclusive flock."""
+
+    def __init__(self, owner_id: str | None = None) -> None:
+        self.owner_id = owner_id or secrets.token_hex(6)
+        self._locks: dict[Path, int] = {}
+
+    def folder(self, inbox: Path) -> Path:
+        """This owner's claim folder in ``inbox``, created and locked on first use."""
+        folder = inbox / WORK_DIR / self.owner_id
+        if inbox not in self._locks:
+            folder.mkdir(parents=True, exist_ok=True)
+            fd = os.open(folder, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            self._locks[inbox] = fd
+        return folder
+
+    def release(self, inbox: Path | None = None) -> None:
+        """Unlock (and forget) the claim folder of one inbox, or of all."""
+        for key in [inbox] if inbox is not None else list(self._locks):
+            fd = self._locks.pop(key, None) if key is not None else None
+            if fd is not None:
+                os.close(fd)
+
+    def claim(self, inbox: Path, name: str) -> Claim | None:
+        """Take ``inbox/name`` by atomic rename; ``None`` when someone else was faster."""
+        claim = Claim(inbox, new_claim_id(), name, self.folder(inbox))
+        claim.folder.mkdir()
+        try:
+            os.rename(inbox / name, claim.path)
+        except FileNotFoundError:
+            claim.folder.rmdir()
+            return None
+        except OSError:
+            claim.folder.rmdir()
+            raise
+        fsync_dir(inbox)
+        fsync_dir(claim.folder)
+        return claim
+
+    def own_claims(self, inbox: Path) -> Iterator[Claim]:
+        """Claims in this owner's folder of ``inbox`` (e.g. after adopting)."""
+        folder = inbox / WORK_DIR / self.owner_id
+        yield from _claims_in(inbox, folder)
+
+    def adopt_orphans(self, inbox: Path) -> list[Claim]:
+        """Move the claims of dead owners of ``inbox`` into this owner's folder."""
+        root = inbox / WORK_DIR
+        adopted: list[Claim] = []
+        try:
+            others = [p for p in root.iterdir() if p.name != self.owner_id]
+        except FileNotFoundError:
+            return adopted
+        for other in others:
+            if not other.is_dir() or other.is_symlink():
+                continue
+            try:
+                fd = os.open(other, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+            except OSError:
+                continue
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                os.close(fd)  # a live daemon owns it
+                continue
+            try:
+                mine = self.folder(inbox)
+                for old in _claims_in(inbox, other):
+                    try:
+                        os.rename(old.folder, mine / old.claim_id)
+                    except OSError:
+                        continue
+                    adopted.append(Claim(inbox, old.claim_id, old.name, mine))
+                for leftover in other.iterdir():  # empty claim folders of a crash
+                    with contextlib.suppress(OSError):
+                        leftover.rmdir()
+                with contextlib.suppress(OSError):
+                    other.rmdir()
+            finally:
+                os.close(fd)
+        if adopted:
+            fsync_dir(self.folder(inbox))
+        return adopted
+
+
+def _claims_in(inbox: Path, owner_dir: Path) -> Iterator[Claim]:
+    try:
+        folders = sorted(owner_dir.iterdir())
+    except FileNotFoundError:
+        return
+    for folder in folders:
+        if folder.is_symlink() or not folder.is_dir():
+            continue
+        names = [p.name for p in folder.iterdir() if not p.name.startswith(".")]
+        if len(names) == 1:
+            yield Claim(inbox, folder.name, names[0], owner_dir)
+        elif not names:
+            # Claimed folder whose file already went to sent/ or failed/ (or never came).
+            yield Claim(inbox, folder.name, "", owner_dir)
+
+
+def drop_claim_folder(claim: Claim) -> None:
+    """Remove the (empty) claim folder once the file is archived."""
+    with contextlib.suppress(OSError):
+        claim.folder.rmdir()
+
+
+def _candidates(name: str) -> Iterator[str]:
+    """``name``, then ``stem (1).ext``, ``stem (2).ext``, …, each within NAME_MAX bytes."""
+    yield name
+    stem, dot, ext = name.rpartition(".")
+    if not stem:  # no extension, or a leading-dot name
+        stem, dot, ext = name, "", ""
+    n = 1
+    while True:
+        suffix = f" ({n}){dot}{ext}"
+        room = NAME_MAX - len(suffix.encode()) - len(SIDECAR_SUFFIX)
+        short = stem.encode()[:room].decode(errors="ignore")
+        yield f"{short}{suffix}"
+        n += 1
+
+
+def _free(folder: Path, candidate: str, with_sidecar: bool) -> bool:
+    if (folder / candidate).exists() or (folder / candidate).is_symlink():
+        return False
+    return not (with_sidecar and (folder / (candidate + SIDECAR_SUFFIX)).exists())
+
+
+def move_no_overwrite(source: Path, folder: Path, name: str, *, with_sidecar: bool = False) -> Path:
+    """Move ``source`` into ``folder`` under ``name`` or the next free variant of it."""
+    folder.mkdir(exist_ok=True)
+    earlier = _earlier_link(source, folder)
+    if earlier is not None:  # a crash fell between link and unlink: finish that move
+        os.unlink(source)
+        return earlier
+    for candidate in _candidates(name):
+        if not _free(folder, candidate, with_sidecar):
+            continue
+        target = folder / candidate
+        try:
+            os.link(source, target)
+        except FileExistsError:
+            continue
+        except OSError as exc:
+            if exc.errno not in (errno.EPERM, errno.ENOTSUP, errno.EOPNOTSUPP, errno.EXDEV):
+                raise
+            # Filesystems without hard links (some SMB/FAT mounts): the check above is
+            # our only guard, and rename is still atomic for the file itself.
+            os.rename(source, target)
+        else:
+            os.unlink(source)
+        fsync_dir(folder)
+        return target
+    raise AssertionError("unreachable: _candidates never ends")
+
+
+def _earlier_link(source: Path, folder: Path) -> Path | None:
+    """The name in ``folder`` that already is ``source`` (same inode), if any."""
+    st = source.lstat()
+    if st.st_nlink < 2:
+        return None
+    with os.scandir(folder) as entries:
+        for entry in entries:
+            with contextlib.suppress(OSError):
+                other = entry.stat(follow_symlinks=False)
+                if (other.st_ino, other.st_dev) == (st.st_ino, st.st_dev):
+                    return Path(entry.path)
+    return None
+
+
+def move_to_sent(claim: Claim) -> Path:
+    """Archive a sent file into ``<inbox>/sent/``."""
+    target = move_no_overwrite(claim.path, claim.inbox / SENT_DIR, claim.name)
+    drop_claim_folder(claim)
+    return target
+
+
+def move_to_failed(claim: Claim, sidecar: Mapping[str, object]) -> Path:
+    """Archive a failed file into ``<inbox>/failed/`` next to ``<name>.error.json``."""
+    folder = claim.inbox / FAILED_DIR
+    # The sidecar is written in the claim folder first so that it appears complete.
+    draft = claim.folder / f".sidecar{SIDECAR_SUFFIX}"
+    target = move_no_overwrite(claim.path, folder, claim.name, with_sidecar=True)
+    body = {**sidecar, "file": claim.name}
+    draft.write_text(json.dumps(body, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+    os.replace(draft, folder / (target.name + SIDECAR_SUFFIX))
+    fsync_dir(folder)
+    drop_claim_folder(claim)
+    return target

@@ -1,0 +1,207 @@
+"""The journal: each claimed file's stage, in sqlite (WAL), durable before each side effect.
+
+Stages, in order::
+
+    claimed ──► uploaded(attachment_id) ──► sending ──► sent(message_id) ──► archived
+        └──────────────┴──────────────────────┴──► failed(reason) ─────────► archived
+
+A restart after SIGKILL resumes each claim from its stage without repeating a completed
+step: ``sent`` is archived without a new send; ``uploaded`` is sent without a new upload;
+``sending`` is sent again with the same ``Idempotency-Key`` (the claim id), which is the one
+repeat that exactly-once over HTTP cannot avoid.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, fields
+from pathlib import Path
+from typing import Any
+
+JOURNAL_FILE = "journal.sqlite3"
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS claims (
+    claim_id        TEXT PRIMARY KEY,
+    inbox           TEXT NOT NULL,
+    conversation_id TEXT NOT NULL,
+    name            TEXT NOT NULL,
+    stage           TEXT NOT NULL,
+    arrived_ns      INTEGER NOT NULL,
+    claimed_at      REAL NOT NULL,
+    updated_at      REAL NOT NULL,
+    size            INTEGER,
+    sha256          TEXT,
+    message_type    TEXT,
+    content_type    TEXT,
+    attachment_id   TEXT,
+    message_id      TEXT,
+    attempts        INTEGER NOT NULL DEFAULT 0,
+    first_failure   REAL,
+    reason          TEXT,
+    detail          TEXT,
+    status          INTEGER,
+    archived_as     TEXT
+);
+CREATE INDEX IF NOT EXISTS claims_inbox_stage ON claims (inbox, stage);
+"""
+
+STAGES = ("claimed", "uploaded", "sending", "sent", "failed", "archived")
+OPEN_STAGES = ("claimed", "uploaded", "sending", "sent", "failed")
+
+
+@dataclass(frozen=True)
+class Entry:
+    """One claim as the journal knows it."""
+
+    claim_id: str
+    """The claim id; also the Idempotency-Key of the send."""
+    inbox: str
+    """The inbox folder (absolute path)."""
+    conversation_id: str
+    """Where the file goes."""
+    name: str
+    """The original file name."""
+    stage: str
+    """One of :data:`STAGES`."""
+    arrived_ns: int
+    """The file's mtime when claimed: the order within a conversation."""
+    claimed_at: float
+    """Wall-clock time of the claim (epoch seconds)."""
+    updated_at: float
+    """Wall-clock time of the last change."""
+    size: int | None = None
+    """Size in bytes, once known."""
+    sha256: str | None = None
+    """Hex sha256 of the bytes uploaded, once known."""
+    message_type: str | None = None
+    """image/document/video/audio, once classified."""
+    content_type: str | None = None
+    """The detected MIME type, once classified."""
+    attachment_id: str | None = None
+    """The API's attachment id, once uploaded."""
+    message_id: str | None = None
+    """The API's message id, once sent."""
+    attempts: int = 0
+    """Attempts at the API made so far."""
+    first_failure: float | None = None
+    """Wall-clock time of the first transient failure (for ``retry.give_up_after``)."""
+    reason: str | None = None
+    """The failure reason, when failed (or the last error while retrying)."""
+    detail: str | None = None
+    """Human text for the failure or the last error."""
+    status: int | None = None
+    """The HTTP status of the failure or the last error."""
+    archived_as: str | None = None
+    """Where the file went (sent/ or failed/ path)."""
+
+
+_COLUMNS = tuple(f.name for f in fields(Entry))
+
+
+class Journal:
+    """A thread-safe handle on ``<state_dir>/journal.sqlite3``."""
+
+    def __init__(self, state_dir: Path) -> None:
+        state_dir.mkdir(parents=True, exist_ok=True)
+        self.path = state_dir / JOURNAL_FILE
+        # One connection shared under a lock: writes are tiny and sqlite serialises them
+        # anyway; ``timeout`` covers a second daemon holding the write lock for a moment.
+        self._db = sqlite3.connect(
+            self.path, timeout=30.0, isolation_level=None, check_same_thread=False
+        )
+        self._lock = threading.Lock()
+        with self._lock:
+            self._db.execute("PRAGMA journal_mode=WAL")
+            self._db.execute("PRAGMA synchronous=FULL")
+            self._db.executescript(_SCHEMA)
+
+    def close(self) -> None:
+        with self._lock:
+            self._db.close()
+
+    @contextmanager
+    def _write(self) -> Iterator[sqlite3.Connection]:
+        with self._lock:
+            self._db.execute("BEGIN IMMEDIATE")
+            try:
+                yield self._db
+            except BaseException:
+                self._db.execute("ROLLBACK")
+                raise
+            self._db.execute("COMMIT")
+
+    def record_claim(
+        self, claim_id: str, inbox: Path, conversation_id: str, name: str, arrived_ns: int
+    ) -> Entry:
+        """A new claim (or, after a crash before it was journaled, a recovered one)."""
+        now = time.time()
+        with self._write() as db:
+            db.execute(
+                "INSERT OR IGNORE INTO claims (claim_id, inbox, conversation_id, name, stage,"
+                " arrived_ns, claimed_at, updated_at) VALUES (?, ?, ?, ?, 'claimed', ?, ?, ?)",
+                (claim_id, str(inbox), conversation_id, name, arrived_ns, now, now),
+            )
+        entry = self.get(claim_id)
+        assert entry is not None
+        return entry
+
+    def update(self, claim_id: str, **changes: Any) -> None:
+        """Set columns of one claim (``stage=``, ``attachment_id=``, …) durably."""
+        unknown = set(changes) - set(_COLUMNS)
+        if unknown:
+            raise ValueError(f"unknown journal columns: {sorted(unknown)}")
+        changes["updated_at"] = time.time()
+        assignments = ", ".join(f"{column} = ?" for column in changes)
+        with self._write() as db:
+            db.execute(
+                f"UPDATE claims SET {assignments} WHERE claim_id = ?",  # noqa: S608 - column names checked above
+                (*changes.values(), claim_id),
+            )
+
+    def get(self, claim_id: str) -> Entry | None:
+        with self._lock:
+            row = self._db.execute(
+                f"SELECT {', '.join(_COLUMNS)} FROM claims WHERE claim_id = ?",  # noqa: S608
+                (claim_id,),
+            ).fetchone()
+        return Entry(*row) if row else None
+
+    def open_entries(self, inbox: Path | None = None) -> list[Entry]:
+        """Claims not yet archived, oldest arrival first."""
+        query = f"SELECT {', '.join(_COLUMNS)} FROM claims WHERE stage != 'archived'"  # noqa: S608
+        args: tuple[str, ...] = ()
+        if inbox is not None:
+            query += " AND inbox = ?"
+            args = (str(inbox),)
+        with self._lock:
+            rows = self._db.execute(query + " ORDER BY arrived_ns, name", args).fetchall()
+        return [Entry(*row) for row in rows]
+
+    def last_errors(self) -> dict[str, Entry]:
+        """Per inbox, the most recent claim that failed or is retrying with an error."""
+        query = (
+            f"SELECT {', '.join(_COLUMNS)} FROM claims WHERE reason IS NOT NULL"  # noqa: S608
+            " ORDER BY updated_at"
+        )
+        with self._lock:
+            rows = self._db.execute(query).fetchall()
+        return {entry.inbox: entry for entry in (Entry(*row) for row in rows)}
+
+    def forget(self, claim_id: str) -> None:
+        """Drop a claim whose file never arrived in its claim folder."""
+        with self._write() as db:
+            db.execute("DELETE FROM claims WHERE claim_id = ?", (claim_id,))
+
+    def prune_archived(self, older_than_s: float) -> int:
+        """Delete archived claims last changed more than ``older_than_s`` ago."""
+        cutoff = time.time() - older_than_s
+        with self._write() as db:
+            cursor = db.execute(
+                "DELETE FROM claims WHERE stage = 'archived' AND updated_at < ?", (cutoff,)
+            )
+            return cursor.rowcount

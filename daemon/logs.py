@@ -1,0 +1,119 @@
+"""structlog setup: one JSON object per line on stdout (journald keeps them), or a console
+renderer for humans at a terminal.
+
+Every line has ``timestamp`` (ISO 8601 UTC), ``level`` and ``event``; exceptions are rendered
+as a structured ``exception`` field, never a bare traceback on stderr. Every string that goes
+out passes :func:`daemon.errors.redact`, so a registered token can never be printed.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+import threading
+import types
+from collections.abc import MutableMapping
+from typing import Any, TextIO
+
+import structlog
+from structlog.typing import EventDict, WrappedLogger
+
+from daemon.errors import redact
+
+LEVELS = {"debug": logging.DEBUG, "info": logging.INFO, "warning": logging.WARNING,
+          "error": logging.ERROR}
+
+
+def _redact_values(_: WrappedLogger, __: str, event_dict: EventDict) -> EventDict:
+    for key, value in event_dict.items():
+        if isinstance(value, str):
+            event_dict[key] = redact(value)
+    return event_dict
+
+
+class _LineWriter:
+    """A print-logger whose writes are whole lines under a lock (threads never interleave)."""
+
+    def __init__(self, stream: TextIO) -> None:
+        self._stream = stream
+        self._lock = threading.Lock()
+
+    def msg(self, message: str) -> None:
+        with self._lock:
+            try:
+                self._stream.write(message + "\n")
+                self._stream.flush()
+            except (OSError, ValueError):
+                # stdout closed (journald restarted, pipe gone): losing a log line must
+                # never take the daemon down with it.
+                pass
+
+    log = debug = info = warning = warn = error = critical = exception = msg
+
+
+class _LineWriterFactory:
+    def __init__(self, stream: TextIO) -> None:
+        self._writer = _LineWriter(stream)
+
+    def __call__(self, *args: Any) -> _LineWriter:
+        return self._writer
+
+
+def configure(level: str = "info", fmt: str = "json", stream: TextIO | None = None) -> None:
+    """Configure structlog for the whole process (call again to change level or format)."""
+    out = stream if stream is not None else sys.stdout
+    processors: list[Any] = [
+        structlog.contextvars.merge_contextvars,
+        structlog.processors.add_log_level,
+        structlog.processors.TimeStamper(fmt="iso", utc=True),
+    ]
+    if fmt == "console":
+        processors += [_redact_values, structlog.dev.ConsoleRenderer(colors=out.isatty())]
+    else:
+        processors += [
+            structlog.processors.dict_tracebacks,
+            _redact_values,
+            structlog.processors.JSONRenderer(ensure_ascii=False, default=str),
+        ]
+    structlog.configure(
+        processors=processors,
+        wrapper_class=structlog.make_filtering_bound_logger(LEVELS.get(level, logging.INFO)),
+        logger_factory=_LineWriterFactory(out),
+        cache_logger_on_first_use=False,
+    )
+    _install_excepthooks()
+
+
+def _install_excepthooks() -> None:
+    """Uncaught exceptions (main or any thread) become one structured log line."""
+
+    def hook(
+        exc_type: type[BaseException],
+        exc: BaseException,
+        tb: types.TracebackType | None,
+    ) -> None:
+        structlog.get_logger().error(
+            "unhandled_exception", exc_info=(exc_type, exc, tb)
+        )
+
+    def thread_hook(args: threading.ExceptHookArgs) -> None:
+        if args.exc_value is None:
+            return
+        structlog.get_logger().error(
+            "unhandled_exception",
+            thread=args.thread.name if args.thread else None,
+            exc_info=(args.exc_type, args.exc_value, args.exc_traceback),
+        )
+
+    sys.excepthook = hook
+    threading.excepthook = thread_hook
+
+
+def get_logger(**initial: Any) -> Any:
+    """A bound logger (typed loosely: structlog's bound loggers are dynamic)."""
+    return structlog.get_logger(**initial)
+
+
+def drop_none(fields: MutableMapping[str, Any]) -> dict[str, Any]:
+    """Fields for a log line, leaving out the ones that have no value."""
+    return {key: value for key, value in fields.items() if value is not None}
