@@ -17,6 +17,7 @@ import hashlib
 import os
 import time
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC
 from pathlib import Path
@@ -212,8 +213,11 @@ class ApiClient:
         *,
         connect_timeout: float = 10.0,
         read_timeout: float = 120.0,
+        on_request: Callable[[str, int | None, float], None] | None = None,
     ) -> None:
         self.url = url.rstrip("/")
+        #: Called after every request with (endpoint, status or None, seconds): metrics.
+        self.on_request = on_request
         self._timeouts = (connect_timeout, read_timeout)
         self._session = requests.Session()
         self._session.headers.update(
@@ -229,28 +233,33 @@ class ApiClient:
         self._session.close()
 
     def _post(self, endpoint: str, **kwargs: Any) -> dict[str, Any]:
+        started = time.monotonic()
+        status: int | None = None
         try:
-            response = self._session.post(
-                f"{self.url}/{endpoint}", timeout=self._timeouts, **kwargs
-            )
-        except ApiError:
-            raise
-        except requests.RequestException as exc:
-            # The exception text can carry the URL but never the headers: no token here.
-            cause = exc.__context__
-            if isinstance(cause, ApiError):  # raised inside the body reader
-                raise cause from None
-            raise TransportError(f"{type(exc).__name__}: {exc}", endpoint=endpoint) from None
-        with response:
-            raise_for_status(response, endpoint)
             try:
-                body = response.json()
-            except ValueError:
-                raise ServerBusy(
-                    "reply is not JSON", status=response.status_code, endpoint=endpoint
-                ) from None
+                response = self._session.post(
+                    f"{self.url}/{endpoint}", timeout=self._timeouts, **kwargs
+                )
+            except requests.RequestException as exc:
+                cause = exc.__context__
+                if isinstance(cause, ApiError):  # raised inside the body reader
+                    raise cause from None
+                # The text can carry the URL but never the headers: no token here.
+                raise TransportError(f"{type(exc).__name__}: {exc}", endpoint=endpoint) from None
+            with response:
+                status = response.status_code
+                raise_for_status(response, endpoint)
+                try:
+                    body = response.json()
+                except ValueError:
+                    raise ServerBusy(
+                        "reply is not JSON", status=status, endpoint=endpoint
+                    ) from None
+        finally:
+            if self.on_request is not None:
+                self.on_request(endpoint, status, time.monotonic() - started)
         if not isinstance(body, dict) or not isinstance(body.get("id"), str):
-            raise ServerBusy("reply has no id", status=response.status_code, endpoint=endpoint)
+            raise ServerBusy("reply has no id", status=status, endpoint=endpoint)
         return body
 
     def upload(self, path: Path, filename: str, content_type: str) -> Attachment:

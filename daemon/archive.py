@@ -102,10 +102,13 @@ class Owner:
         return folder
 
     def release(self, inbox: Path | None = None) -> None:
-        """Unlock (and forget) the claim folder of one inbox, or of all."""
+        """Unlock (and forget) the claim folder of one inbox, or of all; an empty one
+        is removed (a claim left in it is adopted by the next run)."""
         for key in [inbox] if inbox is not None else list(self._locks):
             fd = self._locks.pop(key, None) if key is not None else None
             if fd is not None:
+                with contextlib.suppress(OSError):
+                    (key / WORK_DIR / self.owner_id).rmdir()
                 os.close(fd)
 
     def claim(self, inbox: Path, name: str) -> Claim | None:

@@ -177,7 +177,7 @@ class RequestRecord:
     """The client's ``host:port``: equal for requests on one kept-alive connection."""
 
 
-class _Refusal(Exception):  # noqa: N818 — control flow inside the server, never raised outside
+class _Refusal(Exception):
     """An error reply: ``status`` with a JSON body ``{"error", "message"}``."""
 
     def __init__(self, status: int, error: str, message: str) -> None:

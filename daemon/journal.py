@@ -147,7 +147,8 @@ class Journal:
                 (claim_id, str(inbox), conversation_id, name, arrived_ns, now, now),
             )
         entry = self.get(claim_id)
-        assert entry is not None
+        if entry is None:
+            raise RuntimeError(f"claim {claim_id} vanished from the journal")
         return entry
 
     def update(self, claim_id: str, **changes: Any) -> None:

@@ -16,19 +16,40 @@ from collections.abc import MutableMapping
 from typing import Any, TextIO
 
 import structlog
+import structlog.tracebacks
 from structlog.typing import EventDict, WrappedLogger
 
 from daemon.errors import redact
 
-LEVELS = {"debug": logging.DEBUG, "info": logging.INFO, "warning": logging.WARNING,
-          "error": logging.ERROR}
+LEVELS = {
+    "debug": logging.DEBUG,
+    "info": logging.INFO,
+    "warning": logging.WARNING,
+    "error": logging.ERROR,
+}
+
+
+def _leading_fields(_: WrappedLogger, __: str, event_dict: EventDict) -> EventDict:
+    """``timestamp``, ``level`` and ``event`` first: what a human scans for."""
+    head = {
+        key: event_dict.pop(key) for key in ("timestamp", "level", "event") if key in event_dict
+    }
+    return {**head, **event_dict}
+
+
+def _redacted(value: Any) -> Any:
+    if isinstance(value, str):
+        return redact(value)
+    if isinstance(value, dict):
+        return {key: _redacted(item) for key, item in value.items()}
+    if isinstance(value, list | tuple):
+        return [_redacted(item) for item in value]
+    return value
 
 
 def _redact_values(_: WrappedLogger, __: str, event_dict: EventDict) -> EventDict:
-    for key, value in event_dict.items():
-        if isinstance(value, str):
-            event_dict[key] = redact(value)
-    return event_dict
+    """Every string, however deep (tracebacks too), loses any registered secret."""
+    return {key: _redacted(value) for key, value in event_dict.items()}
 
 
 class _LineWriter:
@@ -71,8 +92,12 @@ def configure(level: str = "info", fmt: str = "json", stream: TextIO | None = No
         processors += [_redact_values, structlog.dev.ConsoleRenderer(colors=out.isatty())]
     else:
         processors += [
-            structlog.processors.dict_tracebacks,
+            # Tracebacks as data, without local variables: a local may hold the token.
+            structlog.processors.ExceptionRenderer(
+                structlog.tracebacks.ExceptionDictTransformer(show_locals=False)
+            ),
             _redact_values,
+            _leading_fields,
             structlog.processors.JSONRenderer(ensure_ascii=False, default=str),
         ]
     structlog.configure(
@@ -92,9 +117,7 @@ def _install_excepthooks() -> None:
         exc: BaseException,
         tb: types.TracebackType | None,
     ) -> None:
-        structlog.get_logger().error(
-            "unhandled_exception", exc_info=(exc_type, exc, tb)
-        )
+        structlog.get_logger().error("unhandled_exception", exc_info=(exc_type, exc, tb))
 
     def thread_hook(args: threading.ExceptHookArgs) -> None:
         if args.exc_value is None:

@@ -82,12 +82,18 @@ def clean_env() -> dict[str, str]:
     return env
 
 
-def run_cli(*args: str, cwd: Path | None = None, timeout: float = 90,
-            env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+def run_cli(
+    *args: str, cwd: Path | None = None, timeout: float = 90, env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess[str]:
     """Run the installed ``sendseven-watch`` and wait for it."""
     return subprocess.run(
-        [COMMAND, *args], capture_output=True, text=True, timeout=timeout, cwd=cwd,
-        env=env if env is not None else clean_env(), check=False,
+        [COMMAND, *args],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        cwd=cwd,
+        env=env if env is not None else clean_env(),
+        check=False,
     )
 
 
@@ -103,15 +109,19 @@ def events(lines: list[dict[str, Any]], name: str) -> list[dict[str, Any]]:
 class Daemon:
     """``sendseven-watch run`` in a subprocess, its stdout collected line by line."""
 
-    def __init__(self, config: Path, *extra: str, env: dict[str, str] | None = None,
-                 cwd: Path | None = None) -> None:
+    def __init__(
+        self, config: Path, *extra: str, env: dict[str, str] | None = None, cwd: Path | None = None
+    ) -> None:
         self.lines: list[dict[str, Any]] = []
         self.raw: list[str] = []
         self._cond = threading.Condition()
         self.process = subprocess.Popen(
             [COMMAND, "run", "-c", str(config), *extra],
-            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-            env=env if env is not None else clean_env(), cwd=cwd,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            env=env if env is not None else clean_env(),
+            cwd=cwd,
         )
         self._reader = threading.Thread(target=self._read, daemon=True)
         self._reader.start()
@@ -124,8 +134,9 @@ class Daemon:
                 self.lines.append(json.loads(raw))
                 self._cond.notify_all()
 
-    def wait_for(self, predicate: Callable[[list[dict[str, Any]]], bool],
-                 timeout: float = 30) -> list[dict[str, Any]]:
+    def wait_for(
+        self, predicate: Callable[[list[dict[str, Any]]], bool], timeout: float = 30
+    ) -> list[dict[str, Any]]:
         """Block until ``predicate(lines)`` holds; fail the test on timeout or exit."""
         deadline = time.monotonic() + timeout
         with self._cond:

@@ -40,7 +40,11 @@ def test_upload_then_send(api: FakeApi, tmp_path: Path) -> None:
     assert (received.filename, received.content_type) == ("scan.pdf", "application/pdf")
     [sent] = api.messages()
     assert sent.id == message.id
-    assert (sent.conversation_id, sent.text, sent.idempotency_key) == ("conv_1", "hello", "sw-key-1")
+    assert (sent.conversation_id, sent.text, sent.idempotency_key) == (
+        "conv_1",
+        "hello",
+        "sw-key-1",
+    )
     assert sent.attachment_ids == (attachment.id,)
 
 
@@ -65,9 +69,18 @@ def test_unusual_names_survive_the_multipart_header(api: FakeApi, tmp_path: Path
 
 @pytest.mark.parametrize(
     ("status", "error"),
-    [(401, AuthError), (403, AuthError), (400, RequestRejected), (404, RequestRejected),
-     (413, RequestRejected), (415, RequestRejected), (500, ServerBusy), (502, ServerBusy),
-     (503, ServerBusy), (429, ServerBusy)],
+    [
+        (401, AuthError),
+        (403, AuthError),
+        (400, RequestRejected),
+        (404, RequestRejected),
+        (413, RequestRejected),
+        (415, RequestRejected),
+        (500, ServerBusy),
+        (502, ServerBusy),
+        (503, ServerBusy),
+        (429, ServerBusy),
+    ],
 )
 def test_status_codes_become_typed_errors(
     api: FakeApi, tmp_path: Path, status: int, error: type[Exception]

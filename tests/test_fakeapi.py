@@ -17,7 +17,7 @@ import requests
 
 from daemon.fakeapi import DROP, MB, FakeApi, Faults
 
-TOKEN = "test-token"  # noqa: S105 — the fake API's test token
+TOKEN = "test-token"
 TENANT = "test-tenant"
 CONVERSATION = "conv_1"
 #: Seconds a client waits for the fake API; generous, never a timing assertion.

@@ -1,0 +1,179 @@
+"""watchdog glue only: events and rescans become candidate paths.
+
+One non-recursive watch per inbox, plus one on the spool for folders that appear while we
+run. watchdog >= 6 shares one inotify instance between watches, so a hundred inboxes cost a
+hundred watches, not a hundred instances. Handlers only hand paths on, inside try/except:
+they run on the observer's one thread, and an exception there would kill it.
+
+Events get lost (inotify queue overflow, network shares that send none), so every inbox is
+also scanned at start and every ``rescan_interval``; and the observer is supervised and
+rebuilt when it dies (the polling emitter stops itself on an OSError, e.g. a share that went
+away).
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+from collections.abc import Callable, Iterable
+from pathlib import Path
+
+from watchdog.events import (
+    DirCreatedEvent,
+    DirMovedEvent,
+    FileClosedEvent,
+    FileCreatedEvent,
+    FileMovedEvent,
+    FileSystemEvent,
+    FileSystemEventHandler,
+)
+from watchdog.observers.api import BaseObserver
+
+from daemon.config import InboxConfig
+from daemon.logs import get_logger
+
+#: How often the polling observer looks at each inbox, in seconds.
+POLL_INTERVAL_SECONDS = 1.0
+
+_EVENTS: list[type[FileSystemEvent]] = [
+    FileCreatedEvent,
+    FileMovedEvent,
+    FileClosedEvent,
+    DirCreatedEvent,
+    DirMovedEvent,
+]
+
+
+def make_observer(mode: str) -> tuple[BaseObserver, str]:
+    """The observer for ``auto | inotify | polling``, and the name of what was chosen."""
+    if mode in ("auto", "inotify"):
+        try:
+            from watchdog.observers.inotify import InotifyObserver  # noqa: PLC0415
+        except ImportError:  # not Linux
+            if mode == "inotify":
+                raise
+        else:
+            return InotifyObserver(), "inotify"
+    from watchdog.observers.polling import PollingObserver  # noqa: PLC0415
+
+    return PollingObserver(timeout=POLL_INTERVAL_SECONDS), "polling"
+
+
+class _Handler(FileSystemEventHandler):
+    def __init__(self, watcher: Watcher) -> None:
+        self._watcher = watcher
+
+    def on_any_event(self, event: FileSystemEvent) -> None:
+        try:
+            path = event.dest_path if isinstance(event, FileMovedEvent | DirMovedEvent) else None
+            raw = path or event.src_path
+            self._watcher.event(Path(os.fsdecode(raw)), is_dir=event.is_directory)
+        except Exception:  # an exception here would kill the observer thread
+            self._watcher.log.exception("event_handler_error")
+
+
+class Watcher:
+    """Feeds candidates from watchdog events, start-up scans and periodic rescans."""
+
+    def __init__(
+        self,
+        mode: str,
+        spool: Path | None,
+        inboxes: Iterable[InboxConfig],
+        on_candidate: Callable[[InboxConfig, str], None],
+        on_new_folder: Callable[[Path], None],
+    ) -> None:
+        self.mode = mode
+        self.spool = spool
+        self.log = get_logger()
+        self._on_candidate = on_candidate
+        self._on_new_folder = on_new_folder
+        self._lock = threading.RLock()
+        self._inboxes: dict[Path, InboxConfig] = {i.path: i for i in inboxes}
+        self._observer: BaseObserver | None = None
+        self._handler = _Handler(self)
+        self.kind = ""
+
+    @property
+    def inboxes(self) -> list[InboxConfig]:
+        with self._lock:
+            return list(self._inboxes.values())
+
+    def start(self) -> None:
+        with self._lock:
+            observer, self.kind = make_observer(self.mode)
+            if self.spool is not None:
+                observer.schedule(self._handler, str(self.spool), event_filter=_EVENTS)
+            for inbox in self._inboxes.values():
+                observer.schedule(self._handler, str(inbox.path), event_filter=_EVENTS)
+            observer.start()
+            self._observer = observer
+
+    def stop(self) -> None:
+        with self._lock:
+            observer, self._observer = self._observer, None
+        if observer is not None:
+            observer.stop()
+            observer.join(timeout=10)
+
+    def alive(self) -> bool:
+        with self._lock:
+            return self._observer is not None and self._observer.is_alive()
+
+    def supervise(self) -> bool:
+        """Rebuild a dead observer; True when it had to be restarted."""
+        if self.alive():
+            return False
+        self.log.error("observer_restarted", observer=self.kind)
+        self.stop()
+        self.start()
+        return True
+
+    def add(self, inbox: InboxConfig) -> None:
+        with self._lock:
+            if inbox.path in self._inboxes:
+                return
+            self._inboxes[inbox.path] = inbox
+            if self._observer is not None:
+                self._observer.schedule(self._handler, str(inbox.path), event_filter=_EVENTS)
+
+    def remove(self, path: Path) -> None:
+        with self._lock:
+            if self._inboxes.pop(path, None) is None or self._observer is None:
+                return
+            for watch in list(self._observer.emitters):
+                if Path(watch.watch.path) == path:
+                    self._observer.unschedule(watch.watch)
+
+    def event(self, path: Path, *, is_dir: bool) -> None:
+        parent = path.parent
+        with self._lock:
+            inbox = self._inboxes.get(parent)
+        if inbox is not None and not is_dir:
+            self._on_candidate(inbox, path.name)
+        elif is_dir and self.spool is not None and parent == self.spool:
+            self._on_new_folder(path)
+
+    def scan(self) -> int:
+        """Offer every file of every inbox (start-up and rescans); new spool folders too."""
+        if self.spool is not None:
+            try:
+                for entry in os.scandir(self.spool):
+                    if (
+                        entry.is_dir(follow_symlinks=False)
+                        and Path(entry.path) not in self._inboxes
+                    ):
+                        self._on_new_folder(Path(entry.path))
+            except OSError as error:
+                self.log.error("scan_failed", folder=str(self.spool), error=str(error))
+        offered = 0
+        for inbox in self.inboxes:
+            try:
+                entries = list(os.scandir(inbox.path))
+            except OSError as error:
+                self.log.error("scan_failed", folder=str(inbox.path), error=str(error))
+                continue
+            for entry in entries:
+                self._on_candidate(inbox, entry.name)
+                offered += 1
+        return offered

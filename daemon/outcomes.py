@@ -1,0 +1,62 @@
+"""What happened to files, counted per inbox: the numbers behind ``status`` and metrics.
+
+The pipeline reports every outcome here; listeners (the metrics exporter) subscribe.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections import Counter
+from collections.abc import Callable
+from typing import Any
+
+from daemon.config import InboxConfig
+from daemon.journal import Entry
+
+#: (what, inbox, fields): what is queued, sent (``entry``), failed (``reason``) or retried.
+Listener = Callable[[str, InboxConfig, dict[str, Any]], None]
+#: (endpoint, status or None, seconds) for every API request.
+RequestListener = Callable[[str, int | None, float], None]
+
+
+class Outcomes:
+    """Thread-safe counters of queued, sent, failed and retried files."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self.counts: Counter[tuple[str, str]] = Counter()
+        self.last_sent_at: float | None = None
+        self._listeners: list[Listener] = []
+        self._request_listeners: list[RequestListener] = []
+
+    def subscribe(self, listener: Listener) -> None:
+        self._listeners.append(listener)
+
+    def _emit(self, what: str, inbox: InboxConfig, **fields: Any) -> None:
+        with self._lock:
+            self.counts[(what, inbox.name)] += 1
+            if what == "sent":
+                self.last_sent_at = time.time()
+        for listener in self._listeners:
+            listener(what, inbox, fields)
+
+    def queued(self, inbox: InboxConfig) -> None:
+        self._emit("queued", inbox)
+
+    def sent(self, inbox: InboxConfig, entry: Entry) -> None:
+        self._emit("sent", inbox, entry=entry)
+
+    def failed(self, inbox: InboxConfig, reason: str) -> None:
+        self._emit("failed", inbox, reason=reason)
+
+    def retried(self, inbox: InboxConfig) -> None:
+        self._emit("retried", inbox)
+
+    def request(self, endpoint: str, status: int | None, seconds: float) -> None:
+        """One API request finished (``status`` None: no HTTP reply at all)."""
+        for listener in self._request_listeners:
+            listener(endpoint, status, seconds)
+
+    def subscribe_requests(self, listener: RequestListener) -> None:
+        self._request_listeners.append(listener)

@@ -1,0 +1,262 @@
+"""Wiring and lifecycle: the only module that puts the parts together.
+
+Start-up: open the journal, resume unfinished claims (ours from a crash, or a dead
+daemon's), start the workers, watch every inbox, scan them all, tell systemd READY=1.
+Then, until SIGTERM/SIGINT: supervise the observer, rescan every ``rescan_interval``, reload
+the configuration on SIGHUP, ping the systemd watchdog while healthy.
+Shutdown: take no new file, let the requests in flight finish (bounded), exit 0.
+"""
+
+from __future__ import annotations
+
+import signal
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import FrameType
+
+from daemon import __version__
+from daemon.archive import Owner
+from daemon.config import Config, InboxConfig, load_config
+from daemon.errors import ConfigError, register_secret
+from daemon.inbox import Watcher
+from daemon.journal import Journal
+from daemon.logs import configure, get_logger
+from daemon.notify import Notifier, WatchdogPinger
+from daemon.outcomes import Outcomes
+from daemon.pipeline import Pipeline
+from daemon.settle import Settled, Settler
+
+#: How long SIGTERM waits for requests in flight before exiting anyway, in seconds.
+#: Whatever is cut short stays claimed and journaled, and is resumed by the next start.
+STOP_TIMEOUT_SECONDS = 60.0
+#: How often the main loop looks after the observer, in seconds.
+SUPERVISE_SECONDS = 2.0
+
+EXIT_OK = 0
+EXIT_FAILURE = 1
+EXIT_USAGE = 2
+EXIT_AUTH = 3
+
+
+@dataclass
+class ConfigSource:
+    """Where the configuration comes from, so that SIGHUP can load it again."""
+
+    path: Path
+    env_file: Path | None = None
+    log_level: str | None = None
+
+    def load(self) -> Config:
+        config = load_config(self.path, env_file=self.env_file)
+        register_secret(config.api.token)
+        return config
+
+
+@dataclass
+class _Signals:
+    stop: threading.Event = field(default_factory=threading.Event)
+    reload: threading.Event = field(default_factory=threading.Event)
+    wake: threading.Event = field(default_factory=threading.Event)
+    name: str = ""
+
+    def install(self) -> None:
+        def on_stop(signum: int, _: FrameType | None) -> None:
+            self.name = signal.Signals(signum).name
+            self.stop.set()
+            self.wake.set()
+
+        def on_reload(_: int, __: FrameType | None) -> None:
+            self.reload.set()
+            self.wake.set()
+
+        signal.signal(signal.SIGTERM, on_stop)
+        signal.signal(signal.SIGINT, on_stop)
+        signal.signal(signal.SIGHUP, on_reload)
+
+
+class Service:
+    """One running daemon (or one ``--once`` pass)."""
+
+    def __init__(self, source: ConfigSource, config: Config, *, once: bool = False) -> None:
+        self.source = source
+        self.config = config
+        self.once = once
+        self.log = get_logger()
+        self.outcomes = Outcomes()
+        self.journal = Journal(config.state_dir)
+        self.owner = Owner()
+        self.pipeline = Pipeline(
+            config, self.journal, self.owner, once=once, outcomes=self.outcomes
+        )
+        self.settler = Settler(config.settle_seconds, config.ignore, self._take)
+        self.watcher = Watcher(
+            config.observer, config.spool, config.all_inboxes(), self._offer, self._new_folder
+        )
+        self.notifier = Notifier()
+        self.signals = _Signals()
+        self._hooks: list[Callable[[], None]] = []
+
+    # -- the parts talk through these ------------------------------------------------
+
+    def _offer(self, inbox: InboxConfig, name: str) -> None:
+        self.settler.offer(inbox, name)
+
+    def _take(self, batch: list[Settled]) -> None:
+        for item in batch:
+            try:
+                self.pipeline.take(item.inbox, item.name, item.mtime_ns)
+            except OSError as error:
+                self.log.error(
+                    "claim_failed", inbox=item.inbox.name, file=item.name, error=str(error)
+                )
+
+    def _new_folder(self, path: Path) -> None:
+        inbox = self.config.spool_inbox(path)
+        if inbox is None or inbox.path in {i.path for i in self.watcher.inboxes}:
+            return
+        self.watcher.add(inbox)
+        self.log.info(
+            "inbox_added",
+            inbox=inbox.name,
+            path=str(inbox.path),
+            conversation_id=inbox.conversation_id,
+        )
+        self.pipeline.resume(inbox)
+        for entry in sorted(path.iterdir()):
+            self.settler.offer(inbox, entry.name)
+
+    # -- running ---------------------------------------------------------------------
+
+    def healthy(self) -> bool:
+        return (self.once or self.watcher.alive()) and self.pipeline.gate.is_open
+
+    def run(self) -> int:
+        self.signals.install()
+        try:
+            return self._run_once() if self.once else self._run_forever()
+        finally:
+            self.journal.close()
+            self.owner.release()
+
+    def _start_common(self) -> None:
+        self.pipeline.start()
+        for inbox in self.watcher.inboxes:
+            self.pipeline.resume(inbox)
+        self.settler.start()
+
+    def _run_once(self) -> int:
+        self._start_common()
+        self.watcher.scan()
+        while not self.signals.stop.is_set():
+            if self.pipeline.auth_refused is not None:
+                break
+            settled = self.settler.pending() == 0
+            if settled and self.pipeline.wait_idle(timeout=0.2) and self.settler.pending() == 0:
+                break
+            if not settled:
+                self.signals.stop.wait(0.05)
+        self._shutdown()
+        if self.pipeline.auth_refused is not None:
+            return EXIT_AUTH
+        return EXIT_OK
+
+    def _run_forever(self) -> int:
+        self._start_common()
+        self.watcher.start()
+        self.watcher.scan()
+        inboxes = self.watcher.inboxes
+        self.log.info(
+            "daemon_started",
+            version=__version__,
+            inboxes=[str(i.path) for i in inboxes],
+            observer=self.watcher.kind,
+        )
+        self.notifier.ready(f"watching {len(inboxes)} inboxes")
+        pinger = WatchdogPinger(self.notifier, self.healthy)
+        pinger.start()
+        next_rescan = time.monotonic() + self.config.rescan_interval
+        try:
+            while not self.signals.stop.is_set():
+                self.signals.wake.wait(SUPERVISE_SECONDS)
+                self.signals.wake.clear()
+                if self.signals.reload.is_set():
+                    self.signals.reload.clear()
+                    self.reload()
+                if self.signals.stop.is_set():
+                    break
+                self.watcher.supervise()
+                for hook in self._hooks:
+                    hook()
+                if time.monotonic() >= next_rescan:
+                    self.watcher.scan()
+                    next_rescan = time.monotonic() + self.config.rescan_interval
+        finally:
+            pinger.stop()
+        self.log.info("daemon_stopping", signal=self.signals.name or None)
+        self.notifier.stopping("finishing requests in flight")
+        self._shutdown()
+        return EXIT_OK
+
+    def add_hook(self, hook: Callable[[], None]) -> None:
+        """Run ``hook`` on every turn of the main loop (retention, metrics)."""
+        self._hooks.append(hook)
+
+    def _shutdown(self) -> None:
+        self.watcher.stop()
+        self.settler.stop()
+        if not self.pipeline.stop(STOP_TIMEOUT_SECONDS):
+            self.log.warning("stop_timeout", seconds=STOP_TIMEOUT_SECONDS)
+
+    def reload(self) -> None:
+        """SIGHUP: load the configuration again; keep the old one if the new one is bad."""
+        self.notifier.reloading()
+        try:
+            new = self.source.load()
+        except ConfigError as error:
+            self.log.error("config_invalid", key=error.key, error=str(error))
+            self.notifier.ready("configuration invalid; old one kept")
+            return
+        old = self.config
+        changes = _changes(old, new)
+        self.config = new
+        configure(self.source.log_level or new.log.level, new.log.format)
+        self.pipeline.reload(new)
+        self.settler.settle_seconds = new.settle_seconds
+        self.settler.ignore = new.ignore
+        self.watcher.spool = new.spool
+        wanted = {i.path: i for i in new.all_inboxes()}
+        for inbox in self.watcher.inboxes:
+            if inbox.path not in wanted:
+                self.watcher.remove(inbox.path)
+        for inbox in wanted.values():
+            if inbox.path not in {i.path for i in self.watcher.inboxes}:
+                self.watcher.add(inbox)
+                self.pipeline.resume(inbox)
+        restart = [k for k in ("state_dir", "workers", "observer", "metrics") if k in changes]
+        self.log.info("config_reloaded", changed=sorted(changes), restart_required=restart)
+        self.watcher.scan()
+        self.notifier.ready(f"watching {len(self.watcher.inboxes)} inboxes")
+
+
+def _changes(old: Config, new: Config) -> set[str]:
+    """The top-level keys whose values differ (``api`` covers a new token, unnamed)."""
+    keys = (
+        "api",
+        "spool",
+        "inboxes",
+        "text",
+        "state_dir",
+        "workers",
+        "settle_seconds",
+        "observer",
+        "rescan_interval",
+        "ignore",
+        "retry",
+        "log",
+        "metrics",
+        "sent_retention_days",
+    )
+    return {key for key in keys if getattr(old, key) != getattr(new, key)}

@@ -1,0 +1,184 @@
+"""Is this file finished? Candidates wait here until their size and times stand still.
+
+A file is taken once its size, mtime and ctime have not changed for ``settle_seconds``:
+either we watched it stand still that long, or its ctime (which no writer can set back, and
+which every write, ``utime`` and rename moves forward) is that old already. A close event
+is never enough on its own: scanners close and reopen between pages.
+
+Names that are hidden, match an ignore pattern, or are not regular files (symlinks, FIFOs,
+sockets, folders) are never taken.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import heapq
+import os
+import stat
+import threading
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from pathlib import Path
+
+from daemon.config import InboxConfig
+from daemon.logs import get_logger
+
+Signature = tuple[int, int, int, int]
+#: Longest sleep of the settle thread when nothing is due, in seconds.
+IDLE_WAKEUP_SECONDS = 1.0
+
+
+def is_ignored(name: str, patterns: Iterable[str]) -> bool:
+    """Hidden names and names matching an ignore pattern are never taken."""
+    return name.startswith(".") or any(fnmatch.fnmatchcase(name, p) for p in patterns)
+
+
+def signature(st: os.stat_result) -> Signature:
+    return (st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_ino)
+
+
+@dataclass(frozen=True)
+class Settled:
+    """A file that has stood still long enough to be taken."""
+
+    inbox: InboxConfig
+    name: str
+    mtime_ns: int
+
+
+@dataclass
+class _Candidate:
+    inbox: InboxConfig
+    name: str
+    signature: Signature
+    changed_at: float  # monotonic time of the last change we saw
+
+
+class Settler:
+    """Watches candidates until they are finished, then hands them over in arrival order."""
+
+    def __init__(
+        self,
+        settle_seconds: float,
+        ignore: Iterable[str],
+        on_settled: Callable[[list[Settled]], None],
+    ) -> None:
+        self.settle_seconds = settle_seconds
+        self.ignore = tuple(ignore)
+        self._on_settled = on_settled
+        self._cond = threading.Condition()
+        self._pending: dict[Path, _Candidate] = {}
+        self._due: list[tuple[float, Path]] = []
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._warned: set[Path] = set()
+        self._log = get_logger()
+
+    def start(self) -> None:
+        self._thread = threading.Thread(target=self._run, name="settler", daemon=True)
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        with self._cond:
+            self._cond.notify_all()
+        if self._thread is not None:
+            self._thread.join()
+
+    def pending(self) -> int:
+        with self._cond:
+            return len(self._pending)
+
+    def waiting_in(self, inbox: Path) -> int:
+        with self._cond:
+            return sum(1 for c in self._pending.values() if c.inbox.path == inbox)
+
+    def offer(self, inbox: InboxConfig, name: str) -> None:
+        """A file may have appeared or changed (an event or a rescan). Never raises."""
+        if is_ignored(name, self.ignore):
+            return
+        path = inbox.path / name
+        with self._cond:
+            if path in self._pending:
+                return
+        try:
+            st = path.lstat()
+        except OSError:
+            return
+        if not stat.S_ISREG(st.st_mode):
+            self._warn_once(path, inbox, st)
+            return
+        now = time.monotonic()
+        age = time.time() - max(st.st_mtime, st.st_ctime)
+        due = now + max(0.0, min(self.settle_seconds, self.settle_seconds - age))
+        with self._cond:
+            if path in self._pending:
+                return
+            self._pending[path] = _Candidate(inbox, name, signature(st), now)
+            heapq.heappush(self._due, (due, path))
+            self._cond.notify_all()
+
+    def _warn_once(self, path: Path, inbox: InboxConfig, st: os.stat_result) -> None:
+        if stat.S_ISDIR(st.st_mode) or path in self._warned:
+            return
+        self._warned.add(path)
+        kind = "symlink" if stat.S_ISLNK(st.st_mode) else "not a regular file"
+        self._log.warning("file_ignored", inbox=inbox.name, file=path.name, why=kind)
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            try:
+                settled = self._check_due()
+                if settled:
+                    settled.sort(key=lambda s: (s.mtime_ns, s.name))
+                    try:
+                        self._on_settled(settled)
+                    finally:
+                        # Pending until handed over, so that `--once` never sees a gap
+                        # between "settled" and "claimed" and a rescan never re-offers.
+                        with self._cond:
+                            for item in settled:
+                                self._pending.pop(item.inbox.path / item.name, None)
+            except Exception:  # noqa: BLE001 - the settle thread must outlive any bug
+                self._log.exception("settler_error")
+                self._stop.wait(IDLE_WAKEUP_SECONDS)
+
+    def _check_due(self) -> list[Settled]:
+        with self._cond:
+            while not self._stop.is_set():
+                wait = self._due[0][0] - time.monotonic() if self._due else IDLE_WAKEUP_SECONDS
+                if wait <= 0:
+                    break
+                self._cond.wait(min(wait, IDLE_WAKEUP_SECONDS))
+            due: list[Path] = []
+            now = time.monotonic()
+            while self._due and self._due[0][0] <= now:
+                due.append(heapq.heappop(self._due)[1])
+        return [s for path in due if (s := self._check(path)) is not None]
+
+    def _check(self, path: Path) -> Settled | None:
+        with self._cond:
+            candidate = self._pending.get(path)
+        if candidate is None:
+            return None
+        try:
+            st = path.lstat()
+        except OSError:
+            st = None
+        if st is None or not stat.S_ISREG(st.st_mode):
+            with self._cond:
+                self._pending.pop(path, None)
+            return None
+        now = time.monotonic()
+        current = signature(st)
+        watched = now - candidate.changed_at
+        age = time.time() - max(st.st_mtime, st.st_ctime)
+        if current == candidate.signature and max(watched, age) >= self.settle_seconds:
+            return Settled(candidate.inbox, candidate.name, st.st_mtime_ns)
+        if current != candidate.signature:
+            candidate.signature = current
+            candidate.changed_at = now
+        with self._cond:
+            heapq.heappush(self._due, (candidate.changed_at + self.settle_seconds, path))
+        return None
