@@ -142,9 +142,11 @@ class Service:
             self.owner.release()
 
     def _start_common(self) -> None:
-        self.pipeline.start()
+        # Unfinished claims are queued before any worker starts, so that the oldest of
+        # them, not whichever was found first, goes out first.
         for inbox in self.watcher.inboxes:
             self.pipeline.resume(inbox)
+        self.pipeline.start()
         self.settler.start()
 
     def _run_once(self) -> int:

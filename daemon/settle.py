@@ -53,6 +53,11 @@ class _Candidate:
     name: str
     signature: Signature
     changed_at: float  # monotonic time of the last change we saw
+    settled: bool = False  # finished, but held back behind an older unfinished file
+
+    @property
+    def order(self) -> tuple[int, str]:
+        return (self.signature[1], self.name)
 
 
 class Settler:
@@ -129,22 +134,43 @@ class Settler:
     def _run(self) -> None:
         while not self._stop.is_set():
             try:
-                settled = self._check_due()
-                if settled:
-                    settled.sort(key=lambda s: (s.mtime_ns, s.name))
-                    try:
-                        self._on_settled(settled)
-                    finally:
-                        # Pending until handed over, so that `--once` never sees a gap
-                        # between "settled" and "claimed" and a rescan never re-offers.
-                        with self._cond:
-                            for item in settled:
-                                self._pending.pop(item.inbox.path / item.name, None)
+                inboxes = self._check_due()
+                for inbox in inboxes:
+                    self._release(inbox)
             except Exception:  # noqa: BLE001 - the settle thread must outlive any bug
                 self._log.exception("settler_error")
                 self._stop.wait(IDLE_WAKEUP_SECONDS)
 
-    def _check_due(self) -> list[Settled]:
+    def _release(self, inbox: Path) -> None:
+        """Hand over the finished files of ``inbox`` in arrival order (mtime, then name).
+
+        A finished file waits while an older file of its inbox is still settling: arrival
+        order is kept even when files finish at different moments. A file still being
+        written never holds others back for long: every write moves its mtime to now.
+        """
+        with self._cond:
+            waiting = sorted(
+                (c for c in self._pending.values() if c.inbox.path == inbox),
+                key=lambda c: c.order,
+            )
+        ready: list[Settled] = []
+        for candidate in waiting:
+            if not candidate.settled:
+                break
+            ready.append(Settled(candidate.inbox, candidate.name, candidate.signature[1]))
+        if not ready:
+            return
+        try:
+            self._on_settled(ready)
+        finally:
+            # Pending until handed over, so that `--once` never sees a gap between
+            # "settled" and "claimed", and a rescan never offers a file twice.
+            with self._cond:
+                for item in ready:
+                    self._pending.pop(item.inbox.path / item.name, None)
+
+    def _check_due(self) -> set[Path]:
+        """Look at the candidates that are due; the inboxes where one settled."""
         with self._cond:
             while not self._stop.is_set():
                 wait = self._due[0][0] - time.monotonic() if self._due else IDLE_WAKEUP_SECONDS
@@ -155,9 +181,9 @@ class Settler:
             now = time.monotonic()
             while self._due and self._due[0][0] <= now:
                 due.append(heapq.heappop(self._due)[1])
-        return [s for path in due if (s := self._check(path)) is not None]
+        return {inbox for path in due if (inbox := self._check(path)) is not None}
 
-    def _check(self, path: Path) -> Settled | None:
+    def _check(self, path: Path) -> Path | None:
         with self._cond:
             candidate = self._pending.get(path)
         if candidate is None:
@@ -169,13 +195,14 @@ class Settler:
         if st is None or not stat.S_ISREG(st.st_mode):
             with self._cond:
                 self._pending.pop(path, None)
-            return None
+            return candidate.inbox.path  # files held behind this one may go now
         now = time.monotonic()
         current = signature(st)
         watched = now - candidate.changed_at
         age = time.time() - max(st.st_mtime, st.st_ctime)
         if current == candidate.signature and max(watched, age) >= self.settle_seconds:
-            return Settled(candidate.inbox, candidate.name, st.st_mtime_ns)
+            candidate.settled = True
+            return candidate.inbox.path
         if current != candidate.signature:
             candidate.signature = current
             candidate.changed_at = now

@@ -1,0 +1,172 @@
+"""Nothing lost, nothing sent twice: flaky APIs, lost replies, SIGKILL, wrong tokens, two
+daemons — each against the fake API's fault knobs over real HTTP."""
+
+from __future__ import annotations
+
+import os
+import random
+import signal
+import time
+from collections import defaultdict
+from pathlib import Path
+
+import pytest
+from conftest import TOKEN, Daemon, events, run_cli, wait_until, write_config
+
+from daemon.fakeapi import FakeApi, Faults
+
+
+def _drop_pdfs(inbox: Path, count: int, prefix: str = "doc", start_s: int = 1_000_000) -> list[str]:
+    """``count`` small PDFs whose arrival order (mtime) is their name order."""
+    inbox.mkdir(parents=True, exist_ok=True)
+    names = [f"{prefix}-{n:03d}.pdf" for n in range(count)]
+    for n, name in enumerate(names):
+        path = inbox / name
+        path.write_bytes(b"%PDF-1.4\n" + name.encode() * 20)
+        os.utime(path, (start_s + n, start_s + n))
+    return names
+
+
+def _filename(api: FakeApi) -> dict[str, str]:
+    return {a.id: a.filename for a in api.attachments()}
+
+
+def _assert_each_file_sent_once(api: FakeApi, conversations: dict[str, list[str]]) -> None:
+    """Every file has exactly one Idempotency-Key; repeats carry it; order is kept."""
+    names = _filename(api)
+    keys_by_file: dict[str, set[str | None]] = defaultdict(set)
+    order: dict[str, list[str]] = defaultdict(list)
+    for message in api.messages():
+        name = names[message.attachment_ids[0]]
+        keys_by_file[(message.conversation_id, name)].add(message.idempotency_key)  # type: ignore[index]
+        if not message.duplicate:
+            order[message.conversation_id].append(name)
+    for conversation, expected in conversations.items():
+        assert order[conversation] == expected, conversation
+        for name in expected:
+            assert len(keys_by_file[(conversation, name)]) == 1, name  # type: ignore[index]
+
+
+def test_a_flaky_api_still_gets_every_file_once_and_in_order(
+    api: FakeApi, tmp_path: Path
+) -> None:
+    """20% 5xx, 10% dropped connections, 429 every 7th: 60 files all sent, in order."""
+    api.faults = Faults(error_rate=0.2, drop_rate=0.1, rate_limit_every=7, retry_after_s=0.05,
+                        seed=7)
+    config = write_config(tmp_path, api.url, workers=4,
+                          retry={"initial_delay": 0.02, "max_delay": 0.2, "give_up_after": 300})
+    conversations = {
+        f"conv_{c}": _drop_pdfs(tmp_path / "spool" / f"conv_{c}", 20, prefix=f"c{c}")
+        for c in range(3)
+    }
+    result = run_cli("run", "-c", str(config), "--once", timeout=180)
+    assert result.returncode == 0, result.stderr
+    for conversation, names in conversations.items():
+        sent = tmp_path / "spool" / conversation / "sent"
+        assert sorted(p.name for p in sent.iterdir()) == names
+    _assert_each_file_sent_once(api, conversations)
+    assert events([__import__("json").loads(x) for x in result.stdout.splitlines()],
+                  "retry_scheduled")
+
+
+def test_a_lost_reply_is_repeated_once_with_the_same_key(
+    api: FakeApi, tmp_path: Path, daemons: list[Daemon]
+) -> None:
+    """The server accepted the send but the reply was lost: one repeat, same key."""
+    api.faults = Faults(lose_reply_rate=1.0)
+    config = write_config(tmp_path, api.url, retry={"initial_delay": 1.0, "max_delay": 2})
+    _drop_pdfs(tmp_path / "spool" / "conv_1", 1)
+    daemon = Daemon(config)
+    daemons.append(daemon)
+    wait_until(lambda: len(api.messages()) >= 1, timeout=30, step=0.01)
+    api.faults = Faults()
+    daemon.wait_event("file_sent")
+    assert daemon.stop() == 0
+    messages = api.messages()
+    assert len(messages) == 2
+    assert messages[0].idempotency_key == messages[1].idempotency_key
+    assert [m.duplicate for m in messages] == [False, True]
+    [retry] = events(daemon.lines, "retry_scheduled")
+    assert retry["status"] == 502
+
+
+@pytest.mark.parametrize("seed", [1, 2, 3])
+def test_sigkill_at_random_moments_loses_and_duplicates_nothing(
+    api: FakeApi, tmp_path: Path, daemons: list[Daemon], seed: int
+) -> None:
+    """Killed -9 several times mid-batch: after a last run every file is sent exactly once."""
+    rng = random.Random(seed)
+    api.faults = Faults(latency_s=0.01, upload_latency_s=0.02, seed=seed)
+    config = write_config(tmp_path, api.url, workers=3, settle_seconds=0.1)
+    conversations = {
+        "conv_a": _drop_pdfs(tmp_path / "spool" / "conv_a", 50, prefix="a"),
+        "conv_b": _drop_pdfs(tmp_path / "spool" / "conv_b", 50, prefix="b"),
+    }
+    for _ in range(4):
+        daemon = Daemon(config)
+        daemons.append(daemon)
+        time.sleep(rng.uniform(0.3, 1.5))
+        daemon.process.send_signal(signal.SIGKILL)
+        daemon.process.wait(10)
+    final = run_cli("run", "-c", str(config), "--once", timeout=120)
+    assert final.returncode == 0, final.stderr
+    for conversation, names in conversations.items():
+        inbox = tmp_path / "spool" / conversation
+        assert sorted(p.name for p in (inbox / "sent").iterdir()) == names
+        assert not [p for p in inbox.iterdir() if p.is_file()]
+        assert not (inbox / "failed").exists()
+        leftovers = [p for p in (inbox / ".sendseven-watch").rglob("*") if p.is_file()]
+        assert leftovers == []
+    _assert_each_file_sent_once(api, conversations)
+
+
+def test_a_refused_token_fails_nothing_and_recovers_without_restart(
+    api: FakeApi, tmp_path: Path, daemons: list[Daemon]
+) -> None:
+    """401: auth_failed is logged, no file fails; once the token works, all go out."""
+    api.accept_tokens("the-new-token")
+    config = write_config(tmp_path, api.url, retry={"initial_delay": 0.1, "max_delay": 0.5})
+    names = _drop_pdfs(tmp_path / "spool" / "conv_1", 5)
+    daemon = Daemon(config)
+    daemons.append(daemon)
+    daemon.wait_event("auth_failed")
+    time.sleep(1.0)
+    assert not events(daemon.lines, "file_sent") and not events(daemon.lines, "file_failed")
+    api.accept_tokens(TOKEN)
+    daemon.wait_event("file_sent", count=5)
+    assert daemon.stop() == 0
+    assert events(daemon.lines, "auth_restored")
+    assert not events(daemon.lines, "file_failed")
+    assert sorted(p.name for p in (tmp_path / "spool" / "conv_1" / "sent").iterdir()) == names
+
+
+def test_two_daemons_on_one_spool_send_each_file_once(
+    api: FakeApi, tmp_path: Path, daemons: list[Daemon]
+) -> None:
+    """Two processes racing on the same folders: 60 files, each sent exactly once."""
+    api.faults = Faults(latency_s=0.005)
+    config = write_config(tmp_path, api.url, settle_seconds=0.2)
+    first, second = Daemon(config), Daemon(config)
+    daemons.extend([first, second])
+    first.wait_event("daemon_started")
+    second.wait_event("daemon_started")
+    conversations = {
+        f"conv_{c}": _drop_pdfs(tmp_path / "spool" / f"conv_{c}", 20, prefix=f"c{c}",
+                                start_s=int(time.time()) - 100)
+        for c in range(3)
+    }
+    wait_until(
+        lambda: sum(
+            len(list((tmp_path / "spool" / c / "sent").glob("*"))) for c in conversations
+            if (tmp_path / "spool" / c / "sent").exists()
+        ) == 60,
+        timeout=60,
+    )
+    assert first.stop() == 0
+    assert second.stop() == 0
+    messages = [m for m in api.messages() if not m.duplicate]
+    assert len(messages) == 60
+    assert len({m.idempotency_key for m in messages}) == 60
+    names = _filename(api)
+    assert len({(m.conversation_id, names[m.attachment_ids[0]]) for m in messages}) == 60
+    assert events(first.lines, "file_sent") and events(second.lines, "file_sent")
