@@ -481,8 +481,8 @@ class Pipeline:
             self._save_attempts(job, attempts)
             self.journal.update(job.claim.claim_id, stage="sent", message_id=message.id)
             entry = self.journal.get(job.claim.claim_id) or entry
-        target = self._locally(lambda: move_to_sent(job.claim))
-        self.journal.update(job.claim.claim_id, stage="archived", archived_as=str(target))
+        target = self._locally(job, lambda: move_to_sent(job.claim))
+        self.journal.update(job.claim.claim_id, stage="archived", archived_as=target)
         self.outcomes.sent(job.inbox, entry)
         self._log.info(
             "file_sent",
@@ -497,7 +497,7 @@ class Pipeline:
             message_id=entry.message_id,
             attempts=entry.attempts,
             duration_ms=round((time.monotonic() - job.started) * 1000),
-            archived_as=target.name,
+            archived_as=target,
         )
 
     def _fail(self, job: Job, rejected: FileRejected) -> None:
@@ -525,8 +525,8 @@ class Pipeline:
             "attempts": entry.attempts,
             "failed_at": utc_now(),
         }
-        target = self._locally(lambda: move_to_failed(job.claim, sidecar))
-        self.journal.update(job.claim.claim_id, stage="archived", archived_as=str(target))
+        target = self._locally(job, lambda: move_to_failed(job.claim, sidecar))
+        self.journal.update(job.claim.claim_id, stage="archived", archived_as=target)
         self.outcomes.failed(job.inbox, rejected.reason)
         self._log.warning(
             "file_failed",
@@ -540,18 +540,32 @@ class Pipeline:
             status=rejected.status,
             detail=rejected.detail,
             attempts=entry.attempts,
-            archived_as=target.name,
+            archived_as=target,
         )
         job.state = "failed"
 
-    def _locally(self, step: Callable[[], Path]) -> Path:
-        """A local step (rename, sidecar) retried until it works: a full disk or a
-        read-only ``sent/`` keeps the file claimed, never drops it."""
+    def _locally(self, job: Job, step: Callable[[], Path]) -> str | None:
+        """Archive the claimed file; the archived name, or None when it vanished.
+
+        Retried until it works: a full disk or a read-only ``sent/`` keeps the file
+        claimed, never drops it. A file someone deleted from its claim folder is gone:
+        that is logged and the claim is closed.
+        """
         while True:
+            if not job.claim.path.exists() and not job.claim.path.is_symlink():
+                self._log.error("file_vanished", inbox=job.inbox.name, file=job.entry.name)
+                drop_claim_folder(job.claim)
+                return None
             try:
-                return step()
+                return step().name
             except OSError as error:
-                self._log.error("archive_failed", error=str(error), retry_in_s=LOCAL_RETRY_SECONDS)
+                self._log.error(
+                    "archive_failed",
+                    inbox=job.inbox.name,
+                    file=job.entry.name,
+                    error=str(error),
+                    retry_in_s=LOCAL_RETRY_SECONDS,
+                )
                 if self.stop_event.wait(LOCAL_RETRY_SECONDS):
                     raise Stopped from None
 
