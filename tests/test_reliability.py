@@ -170,3 +170,27 @@ def test_two_daemons_on_one_spool_send_each_file_once(
     names = _filename(api)
     assert len({(m.conversation_id, names[m.attachment_ids[0]]) for m in messages}) == 60
     assert events(first.lines, "file_sent") and events(second.lines, "file_sent")
+
+
+def test_sighup_with_a_new_token_resumes_the_paused_files(
+    api: FakeApi, tmp_path: Path, daemons: list[Daemon]
+) -> None:
+    """Files paused behind a refused token go out after a reload brings the right one."""
+    import yaml
+
+    api.accept_tokens("rotated-token-2")
+    config = write_config(tmp_path, api.url, retry={"initial_delay": 5, "max_delay": 30})
+    names = _drop_pdfs(tmp_path / "spool" / "conv_1", 3)
+    daemon = Daemon(config)
+    daemons.append(daemon)
+    daemon.wait_event("auth_failed")
+    data = yaml.safe_load(config.read_text())
+    data["api"]["token"] = "rotated-token-2"
+    config.write_text(yaml.safe_dump(data))
+    daemon.signal(signal.SIGHUP)
+    [reloaded] = daemon.wait_event("config_reloaded")
+    assert reloaded["changed"] == ["api"]
+    daemon.wait_event("file_sent", count=3, timeout=20)
+    assert daemon.stop() == 0
+    assert sorted(p.name for p in (tmp_path / "spool" / "conv_1" / "sent").iterdir()) == names
+    assert "rotated-token-2" not in "".join(daemon.raw)
