@@ -668,6 +668,9 @@ class _Server(ThreadingHTTPServer):
 class _Handler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"  # keep-alive, so clients can reuse connections
     server_version = "FakeSendSeven/1"
+    # Headers and body go out in separate writes; with Nagle on, a keep-alive client
+    # waits for the delayed ACK (~40 ms) on every reply, as no real API server would.
+    disable_nagle_algorithm = True
     timeout = IDLE_TIMEOUT_S
 
     def setup(self) -> None:

@@ -80,13 +80,13 @@ class Watcher:
         mode: str,
         spool: Path | None,
         inboxes: Iterable[InboxConfig],
-        on_candidate: Callable[[InboxConfig, str], None],
+        on_candidates: Callable[[InboxConfig, list[str]], None],
         on_new_folder: Callable[[Path], None],
     ) -> None:
         self.mode = mode
         self.spool = spool
         self.log = get_logger()
-        self._on_candidate = on_candidate
+        self._on_candidates = on_candidates
         self._on_new_folder = on_new_folder
         self._lock = threading.RLock()
         self._inboxes: dict[Path, InboxConfig] = {i.path: i for i in inboxes}
@@ -150,7 +150,7 @@ class Watcher:
         with self._lock:
             inbox = self._inboxes.get(parent)
         if inbox is not None and not is_dir:
-            self._on_candidate(inbox, path.name)
+            self._on_candidates(inbox, [path.name])
         elif is_dir and self.spool is not None and parent == self.spool:
             self._on_new_folder(path)
 
@@ -173,7 +173,6 @@ class Watcher:
             except OSError as error:
                 self.log.error("scan_failed", folder=str(inbox.path), error=str(error))
                 continue
-            for entry in entries:
-                self._on_candidate(inbox, entry.name)
-                offered += 1
+            self._on_candidates(inbox, [entry.name for entry in entries])
+            offered += len(entries)
         return offered

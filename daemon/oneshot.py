@@ -15,9 +15,9 @@ from daemon.api import ApiClient
 from daemon.archive import new_claim_id
 from daemon.classify import classify_file
 from daemon.config import Config
+from daemon.delivery import render_caption
 from daemon.errors import FileRejected
 from daemon.logs import get_logger
-from daemon.pipeline import render_caption
 from daemon.retry import Attempts, AuthGate, AuthRefused, Backoff, RetryPolicy
 
 

@@ -1,8 +1,7 @@
 """Per-conversation ordered workers: claim → classify → upload → send → archive.
 
-The one place that turns errors into outcomes and log events.
-
-Scheduling. Each conversation has a :class:`Lane`: its claimed files in arrival order.
+This module schedules; :mod:`daemon.delivery` carries out the steps of each file.
+ Each conversation has a :class:`Lane`: its claimed files in arrival order.
 ``workers`` threads take tasks round-robin across lanes; a task is "classify and upload the
 next file of this lane". Uploads of one lane may run ahead in parallel, but sends keep the
 order: whichever worker finds the lane's head ready becomes the lane's *driver* and sends
@@ -15,43 +14,22 @@ never blocks the head: no deadlock, and no worker ever sits waiting for its turn
 from __future__ import annotations
 
 import bisect
-import contextlib
-import hashlib
 import threading
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from datetime import datetime
-from pathlib import Path
-from typing import Any
 
-from daemon.api import ApiClient, FileChanged
-from daemon.archive import Claim, Owner, drop_claim_folder, move_to_failed, move_to_sent, utc_now
-from daemon.classify import classify_file, extension_mismatch
-from daemon.config import Config, InboxConfig, render_text
-from daemon.errors import FileRejected, trim
-from daemon.journal import Entry, Journal
+from daemon.api import ApiClient
+from daemon.archive import Owner, drop_claim_folder
+from daemon.config import Config, InboxConfig
+from daemon.delivery import Delivery, Job
+from daemon.journal import Journal
 from daemon.logs import get_logger
 from daemon.outcomes import Outcomes
-from daemon.retry import Attempts, AuthGate, AuthRefused, Backoff, RetryPolicy, Stopped
+from daemon.retry import AuthGate, AuthRefused, Stopped
 
-#: Seconds between attempts at a local step that failed (full disk, read-only ``sent/``).
-LOCAL_RETRY_SECONDS = 5.0
-
-
-@dataclass(eq=False)
-class Job:
-    """One claimed file on its way through the pipeline."""
-
-    claim: Claim
-    inbox: InboxConfig
-    entry: Entry
-    state: str = "queued"  # queued → preparing → ready → sending → done
-    started: float = field(default_factory=time.monotonic)
-
-    @property
-    def order(self) -> tuple[int, str]:
-        return (self.entry.arrived_ns, self.entry.name)
+#: Seconds before a file whose step hit an unforeseen error is tried again.
+RETRY_BROKEN_SECONDS = 5.0
 
 
 @dataclass(eq=False)
@@ -104,6 +82,15 @@ class Pipeline:
         self._threads: list[threading.Thread] = []
         self._local = threading.local()
         self._generation = 0
+        self.delivery = Delivery(
+            config=lambda: self.config,
+            journal=journal,
+            outcomes=self.outcomes,
+            gate=self.gate,
+            stop=self.stop_event,
+            client=self._client,
+            once=once,
+        )
 
     # -- lifecycle -------------------------------------------------------------------
 
@@ -240,8 +227,6 @@ class Pipeline:
         while (task := self._next_task()) is not None:
             lane, job = task
             if self._guarded(lane, job, self._prepare):
-                if job.state == "failed":
-                    self._finish(lane, job)
                 self._drive(lane)
 
     def _guarded(self, lane: Lane, job: Job, step: Callable[[Job], None]) -> bool:
@@ -258,7 +243,7 @@ class Pipeline:
             # it stays claimed and is tried again a little later.
             self._log.exception("file_error", inbox=job.inbox.name, file=job.entry.name)
             self._park(lane, job)
-            timer = threading.Timer(LOCAL_RETRY_SECONDS, self._unpark, (job,))
+            timer = threading.Timer(RETRY_BROKEN_SECONDS, self._unpark, (job,))
             timer.daemon = True
             timer.start()
         else:
@@ -270,6 +255,13 @@ class Pipeline:
             if job.state == "parked" and not self._stopping:
                 job.state = "queued"
                 self._cond.notify_all()
+
+    def _prepare(self, job: Job) -> None:
+        ready = self.delivery.prepare(job)
+        with self._cond:
+            job.state = "ready" if ready else "failed"
+        if not ready:
+            self._finish(self._lanes[job.inbox.conversation_id], job)
 
     def _park(self, lane: Lane, job: Job) -> None:
         """Stopping mid-file: the claim stays, journaled, for the next run."""
@@ -314,7 +306,7 @@ class Pipeline:
                         self._cond.notify_all()
                         return
                     head.state = "sending"
-                if self._guarded(lane, head, self._deliver):
+                if self._guarded(lane, head, self.delivery.deliver):
                     self._finish(lane, head)
         except BaseException:
             with self._cond:
@@ -340,280 +332,3 @@ class Pipeline:
             local.generation = self._generation
         client: ApiClient = local.client
         return client
-
-    def _policy(self, job: Job) -> RetryPolicy:
-        retry = self.config.retry
-
-        def on_retry(attempt: int, delay: float, error: Exception) -> None:
-            status = getattr(error, "status", None)
-            fields: dict[str, Any] = {"status": status} if status else {"error": str(error)}
-            self._log.warning(
-                "retry_scheduled",
-                inbox=job.inbox.name,
-                file=job.entry.name,
-                attempt=attempt,
-                delay_s=round(delay, 3),
-                **fields,
-            )
-            self.outcomes.retried(job.inbox)
-            self.journal.update(
-                job.claim.claim_id, attempts=attempt, detail=trim(str(error)), status=status
-            )
-
-        return RetryPolicy(
-            Backoff(retry.initial_delay, retry.max_delay),
-            retry.give_up_after,
-            self.gate,
-            self.stop_event,
-            once=self.once,
-            on_retry=on_retry,
-            on_auth_failed=lambda e: self._log.error(
-                "auth_failed", status=e.status, detail=e.detail
-            ),
-            on_auth_ok=lambda: self._log.info("auth_restored"),
-        )
-
-    def _attempts(self, job: Job) -> Attempts:
-        entry = self.journal.get(job.claim.claim_id) or job.entry
-        return Attempts(entry.attempts, entry.first_failure)
-
-    def _save_attempts(self, job: Job, attempts: Attempts) -> None:
-        self.journal.update(
-            job.claim.claim_id, attempts=attempts.count, first_failure=attempts.first_failure
-        )
-
-    def _prepare(self, job: Job) -> None:
-        """Classify and upload (unless the journal says that is done already)."""
-        entry = self.journal.get(job.claim.claim_id) or job.entry
-        job.entry = entry
-        if entry.stage in ("uploaded", "sending", "sent"):
-            self._ready(job)
-            return
-        if entry.stage == "failed":
-            self._fail(job, FileRejected(entry.reason or "unreadable", entry.detail or ""))
-            return
-        try:
-            content_type = self._classify(job)
-            attempts = self._attempts(job)
-            policy = self._policy(job)
-            while True:
-                try:
-                    attachment = policy.call(
-                        lambda: self._client().upload(job.claim.path, job.entry.name, content_type),
-                        attempts,
-                    )
-                    break
-                except FileChanged:
-                    # Still being written by someone holding it open: wait it out.
-                    self._save_attempts(job, attempts)
-                    policy.sleep(max(self.config.settle_seconds, 1.0))
-            self._save_attempts(job, attempts)
-            self.journal.update(
-                job.claim.claim_id,
-                stage="uploaded",
-                attachment_id=attachment.id,
-                sha256=attachment.sha256,
-                size=attachment.size,
-            )
-        except FileRejected as rejected:
-            self._fail(job, rejected)
-            return
-        self._ready(job)
-
-    def _classify(self, job: Job) -> str:
-        """Classify by the bytes; journal the result; the content type to upload as."""
-        kind = classify_file(job.claim.path)
-        self.journal.update(
-            job.claim.claim_id,
-            size=kind.size,
-            message_type=kind.message_type,
-            content_type=kind.content_type,
-        )
-        if kind.reason is not None or kind.message_type is None or kind.content_type is None:
-            raise FileRejected(kind.reason or "unsupported_type", kind.detail or "")
-        mismatch = extension_mismatch(job.entry.name, kind.content_type)
-        if mismatch is not None:
-            self._log.warning(
-                "extension_mismatch",
-                file=job.entry.name,
-                extension=mismatch,
-                content_type=kind.content_type,
-            )
-        return kind.content_type
-
-    def _ready(self, job: Job) -> None:
-        with self._cond:
-            job.state = "ready"
-
-    def _deliver(self, job: Job) -> None:
-        """Send (unless already sent) and archive into ``sent/``."""
-        entry = self.journal.get(job.claim.claim_id) or job.entry
-        if entry.stage != "sent":
-            if not (entry.attachment_id and entry.message_type):
-                raise RuntimeError(
-                    f"journal entry {entry.claim_id} is {entry.stage} without upload"
-                )
-            self.journal.update(job.claim.claim_id, stage="sending")
-            attempts = Attempts(entry.attempts, entry.first_failure)
-            text = render_caption(
-                job.inbox.text,
-                name=entry.name,
-                message_type=entry.message_type,
-                content_type=entry.content_type,
-                size=entry.size,
-                inbox=job.inbox.name,
-            )
-            try:
-                message = self._policy(job).call(
-                    lambda: self._client().send(
-                        job.inbox.conversation_id,
-                        entry.message_type or "",
-                        [entry.attachment_id or ""],
-                        text,
-                        job.claim.claim_id,
-                    ),
-                    attempts,
-                )
-            except FileRejected as rejected:
-                self._save_attempts(job, attempts)
-                self._fail(job, rejected)
-                return
-            self._save_attempts(job, attempts)
-            self.journal.update(job.claim.claim_id, stage="sent", message_id=message.id)
-            entry = self.journal.get(job.claim.claim_id) or entry
-        target = self._locally(job, lambda: move_to_sent(job.claim))
-        self.journal.update(job.claim.claim_id, stage="archived", archived_as=target)
-        self.outcomes.sent(job.inbox, entry)
-        self._log.info(
-            "file_sent",
-            inbox=job.inbox.name,
-            conversation_id=job.inbox.conversation_id,
-            file=entry.name,
-            size=entry.size,
-            sha256=entry.sha256,
-            message_type=entry.message_type,
-            content_type=entry.content_type,
-            attachment_id=entry.attachment_id,
-            message_id=entry.message_id,
-            attempts=entry.attempts,
-            duration_ms=round((time.monotonic() - job.started) * 1000),
-            archived_as=target,
-        )
-
-    def _fail(self, job: Job, rejected: FileRejected) -> None:
-        """Archive into ``failed/`` with a sidecar, and say so."""
-        self.journal.update(
-            job.claim.claim_id,
-            stage="failed",
-            reason=rejected.reason,
-            detail=rejected.detail,
-            status=rejected.status,
-        )
-        entry = self.journal.get(job.claim.claim_id) or job.entry
-        sha256 = entry.sha256 or _sha256_of(job.claim.path)
-        size = entry.size if entry.size is not None else _size_of(job.claim.path)
-        sidecar = {
-            "reason": rejected.reason,
-            "detail": rejected.detail,
-            "status": rejected.status,
-            "file": entry.name,
-            "conversation_id": job.inbox.conversation_id,
-            "message_type": entry.message_type,
-            "content_type": entry.content_type,
-            "size": size,
-            "sha256": sha256,
-            "attempts": entry.attempts,
-            "failed_at": utc_now(),
-        }
-        target = self._locally(job, lambda: move_to_failed(job.claim, sidecar))
-        self.journal.update(job.claim.claim_id, stage="archived", archived_as=target)
-        self.outcomes.failed(job.inbox, rejected.reason)
-        self._log.warning(
-            "file_failed",
-            inbox=job.inbox.name,
-            conversation_id=job.inbox.conversation_id,
-            file=entry.name,
-            size=size,
-            message_type=entry.message_type,
-            content_type=entry.content_type,
-            reason=rejected.reason,
-            status=rejected.status,
-            detail=rejected.detail,
-            attempts=entry.attempts,
-            archived_as=target,
-        )
-        job.state = "failed"
-
-    def _locally(self, job: Job, step: Callable[[], Path]) -> str | None:
-        """Archive the claimed file; the archived name, or None when it vanished.
-
-        Retried until it works: a full disk or a read-only ``sent/`` keeps the file
-        claimed, never drops it. A file someone deleted from its claim folder is gone:
-        that is logged and the claim is closed.
-        """
-        while True:
-            if not job.claim.path.exists() and not job.claim.path.is_symlink():
-                self._log.error("file_vanished", inbox=job.inbox.name, file=job.entry.name)
-                drop_claim_folder(job.claim)
-                return None
-            try:
-                return step().name
-            except OSError as error:
-                self._log.error(
-                    "archive_failed",
-                    inbox=job.inbox.name,
-                    file=job.entry.name,
-                    error=str(error),
-                    retry_in_s=LOCAL_RETRY_SECONDS,
-                )
-                if self.stop_event.wait(LOCAL_RETRY_SECONDS):
-                    raise Stopped from None
-
-
-def _sha256_of(path: Path) -> str | None:
-    digest = hashlib.sha256()
-    try:
-        with path.open("rb") as handle:
-            for chunk in iter(lambda: handle.read(1024 * 1024), b""):
-                digest.update(chunk)
-    except OSError:
-        return None
-    return digest.hexdigest()
-
-
-def _size_of(path: Path) -> int | None:
-    with contextlib.suppress(OSError):
-        return path.lstat().st_size
-    return None
-
-
-def render_caption(
-    template: str | None,
-    *,
-    name: str,
-    message_type: str | None,
-    content_type: str | None,
-    size: int | None,
-    inbox: str,
-) -> str | None:
-    """The message text for a file from its inbox's caption template (None: no text)."""
-    if not template:
-        return None
-    stem, dot, ext = name.rpartition(".")
-    if not stem:
-        stem, ext = name, ""
-    now = datetime.now().astimezone()
-    return render_text(
-        template,
-        {
-            "filename": name,
-            "stem": stem,
-            "ext": ext if dot else "",
-            "message_type": message_type,
-            "content_type": content_type,
-            "size": size,
-            "inbox": inbox,
-            "date": now.strftime("%Y-%m-%d"),
-            "time": now.strftime("%H:%M:%S"),
-        },
-    )

@@ -101,8 +101,8 @@ class Service:
 
     # -- the parts talk through these ------------------------------------------------
 
-    def _offer(self, inbox: InboxConfig, name: str) -> None:
-        self.settler.offer(inbox, name)
+    def _offer(self, inbox: InboxConfig, names: list[str]) -> None:
+        self.settler.offer(inbox, names)
 
     def _take(self, batch: list[Settled]) -> None:
         for item in batch:
@@ -125,8 +125,7 @@ class Service:
             conversation_id=inbox.conversation_id,
         )
         self.pipeline.resume(inbox)
-        for entry in sorted(path.iterdir()):
-            self.settler.offer(inbox, entry.name)
+        self.settler.offer(inbox, [entry.name for entry in path.iterdir()])
 
     # -- running ---------------------------------------------------------------------
 

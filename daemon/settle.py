@@ -99,29 +99,36 @@ class Settler:
         with self._cond:
             return sum(1 for c in self._pending.values() if c.inbox.path == inbox)
 
-    def offer(self, inbox: InboxConfig, name: str) -> None:
-        """A file may have appeared or changed (an event or a rescan). Never raises."""
-        if is_ignored(name, self.ignore):
-            return
-        path = inbox.path / name
-        with self._cond:
-            if path in self._pending:
-                return
-        try:
-            st = path.lstat()
-        except OSError:
-            return
-        if not stat.S_ISREG(st.st_mode):
-            self._warn_once(path, inbox, st)
-            return
+    def offer(self, inbox: InboxConfig, names: Iterable[str]) -> None:
+        """Files may have appeared or changed (an event, a scan). Never raises.
+
+        A scan's files are offered together, so that none of them is handed over
+        before the older ones of the same scan are even known.
+        """
+        fresh: list[tuple[Path, _Candidate, float]] = []
         now = time.monotonic()
-        age = time.time() - max(st.st_mtime, st.st_ctime)
-        due = now + max(0.0, min(self.settle_seconds, self.settle_seconds - age))
+        for name in names:
+            if is_ignored(name, self.ignore):
+                continue
+            path = inbox.path / name
+            with self._cond:
+                if path in self._pending:
+                    continue
+            try:
+                st = path.lstat()
+            except OSError:
+                continue
+            if not stat.S_ISREG(st.st_mode):
+                self._warn_once(path, inbox, st)
+                continue
+            age = time.time() - max(st.st_mtime, st.st_ctime)
+            due = now + max(0.0, min(self.settle_seconds, self.settle_seconds - age))
+            fresh.append((path, _Candidate(inbox, name, signature(st), now), due))
         with self._cond:
-            if path in self._pending:
-                return
-            self._pending[path] = _Candidate(inbox, name, signature(st), now)
-            heapq.heappush(self._due, (due, path))
+            for path, candidate, due in fresh:
+                if path not in self._pending:
+                    self._pending[path] = candidate
+                    heapq.heappush(self._due, (due, path))
             self._cond.notify_all()
 
     def _warn_once(self, path: Path, inbox: InboxConfig, st: os.stat_result) -> None:

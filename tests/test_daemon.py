@@ -212,7 +212,7 @@ def test_a_dead_observer_is_restarted_and_the_rescan_finds_missed_files(tmp_path
     box = InboxConfig(
         path=inbox, conversation_id="conv_1", text=None, name="conv_1", from_spool=False
     )
-    watcher = Watcher("inotify", None, [box], lambda _, name: seen.append(name), lambda _: None)
+    watcher = Watcher("inotify", None, [box], lambda _, names: seen.extend(names), lambda _: None)
     watcher.start()
     try:
         (inbox / "live.pdf").write_bytes(b"%PDF")

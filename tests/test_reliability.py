@@ -78,7 +78,11 @@ def test_a_lost_reply_is_repeated_once_with_the_same_key(
     _drop_pdfs(tmp_path / "spool" / "conv_1", 1)
     daemon = Daemon(config)
     daemons.append(daemon)
-    wait_until(lambda: len(api.messages()) >= 1, timeout=30, step=0.01)
+    wait_until(
+        lambda: any(r.path.endswith("/messages") and r.status == 502 for r in api.requests()),
+        timeout=30,
+        step=0.01,
+    )
     api.faults = Faults()
     daemon.wait_event("file_sent")
     assert daemon.stop() == 0
