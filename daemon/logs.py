@@ -89,7 +89,12 @@ def configure(level: str = "info", fmt: str = "json", stream: TextIO | None = No
         structlog.processors.TimeStamper(fmt="iso", utc=True),
     ]
     if fmt == "console":
-        processors += [_redact_values, structlog.dev.ConsoleRenderer(colors=out.isatty())]
+        processors += [
+            # The traceback as text before redaction, so that it passes through it too.
+            structlog.processors.format_exc_info,
+            _redact_values,
+            structlog.dev.ConsoleRenderer(colors=_is_tty(out)),
+        ]
     else:
         processors += [
             # Tracebacks as data, without local variables: a local may hold the token.
@@ -107,6 +112,48 @@ def configure(level: str = "info", fmt: str = "json", stream: TextIO | None = No
         cache_logger_on_first_use=False,
     )
     _install_excepthooks()
+    _route_stdlib_logging()
+
+
+def _is_tty(stream: TextIO) -> bool:
+    try:
+        return stream.isatty()
+    except (AttributeError, ValueError):  # a closed or unusual stream
+        return False
+
+
+class _ToStructlog(logging.Handler):
+    """Records of the standard ``logging`` module (urllib3, watchdog, ``warnings``) become
+    ``library_log`` lines like every other line, instead of bare text on stderr."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            fields: dict[str, Any] = {
+                "logger": record.name,
+                "message": record.getMessage().rstrip(),
+            }
+            if record.exc_info:
+                fields["exc_info"] = record.exc_info
+            level = record.levelname.lower()
+            method = level if level in LEVELS else "error"
+            getattr(structlog.get_logger(), method)("library_log", **fields)
+        except Exception:  # noqa: BLE001 - logging must never raise into the caller
+            self.handleError(record)
+
+
+#: Libraries speak up from this level on, whatever ``log.level`` says: their debug
+#: output (every watchdog event, every urllib3 connection) would drown the daemon's.
+LIBRARY_LEVEL = logging.WARNING
+
+
+def _route_stdlib_logging() -> None:
+    root = logging.getLogger()
+    for handler in list(root.handlers):
+        if isinstance(handler, _ToStructlog):
+            root.removeHandler(handler)
+    root.addHandler(_ToStructlog())
+    root.setLevel(LIBRARY_LEVEL)
+    logging.captureWarnings(True)
 
 
 def _install_excepthooks() -> None:

@@ -1,6 +1,8 @@
 """What happened to files, counted per inbox: the numbers behind ``status`` and metrics.
 
-The pipeline reports every outcome here; listeners (the metrics exporter) subscribe.
+The pipeline reports every outcome here; listeners (the metrics exporter) subscribe. A
+listener runs on the reporting worker's thread, so a listener that raises is logged and
+skipped: counting a file must never be what stops it from being archived.
 """
 
 from __future__ import annotations
@@ -13,8 +15,10 @@ from typing import Any
 
 from daemon.config import InboxConfig
 from daemon.journal import Entry
+from daemon.logs import get_logger
 
-#: (what, inbox, fields): what is queued, sent (``entry``), failed (``reason``) or retried.
+#: (what, inbox, fields): what is queued, sent (``entry``), failed (``reason``,
+#: ``message_type``) or retried.
 Listener = Callable[[str, InboxConfig, dict[str, Any]], None]
 #: (endpoint, status or None, seconds) for every API request.
 RequestListener = Callable[[str, int | None, float], None]
@@ -29,6 +33,7 @@ class Outcomes:
         self.last_sent_at: float | None = None
         self._listeners: list[Listener] = []
         self._request_listeners: list[RequestListener] = []
+        self._log = get_logger()
 
     def subscribe(self, listener: Listener) -> None:
         self._listeners.append(listener)
@@ -39,7 +44,10 @@ class Outcomes:
             if what == "sent":
                 self.last_sent_at = time.time()
         for listener in self._listeners:
-            listener(what, inbox, fields)
+            try:
+                listener(what, inbox, fields)
+            except Exception:  # noqa: BLE001 - see the module docstring
+                self._log.exception("outcome_listener_failed", outcome=what, inbox=inbox.name)
 
     def queued(self, inbox: InboxConfig) -> None:
         self._emit("queued", inbox)
@@ -47,8 +55,8 @@ class Outcomes:
     def sent(self, inbox: InboxConfig, entry: Entry) -> None:
         self._emit("sent", inbox, entry=entry)
 
-    def failed(self, inbox: InboxConfig, reason: str) -> None:
-        self._emit("failed", inbox, reason=reason)
+    def failed(self, inbox: InboxConfig, reason: str, message_type: str | None = None) -> None:
+        self._emit("failed", inbox, reason=reason, message_type=message_type)
 
     def retried(self, inbox: InboxConfig) -> None:
         self._emit("retried", inbox)
@@ -56,7 +64,10 @@ class Outcomes:
     def request(self, endpoint: str, status: int | None, seconds: float) -> None:
         """One API request finished (``status`` None: no HTTP reply at all)."""
         for listener in self._request_listeners:
-            listener(endpoint, status, seconds)
+            try:
+                listener(endpoint, status, seconds)
+            except Exception:  # noqa: BLE001 - see the module docstring
+                self._log.exception("outcome_listener_failed", endpoint=endpoint)
 
     def subscribe_requests(self, listener: RequestListener) -> None:
         self._request_listeners.append(listener)

@@ -24,14 +24,21 @@ from daemon.errors import ConfigError, register_secret
 from daemon.inbox import Watcher
 from daemon.journal import Journal
 from daemon.logs import configure, get_logger
+from daemon.metrics import Metrics, MetricsServer, Probes, refusal
 from daemon.notify import Notifier, WatchdogPinger
 from daemon.outcomes import Outcomes
 from daemon.pipeline import Pipeline
+from daemon.retention import Retention
 from daemon.settle import Settled, Settler
+from daemon.status import count_waiting
 
 #: How long SIGTERM waits for requests in flight before exiting anyway, in seconds.
 #: Whatever is cut short stays claimed and journaled, and is resumed by the next start.
 STOP_TIMEOUT_SECONDS = 60.0
+#: Archived claims stay in the journal this long (for ``status``' last error), in seconds.
+JOURNAL_KEEP_SECONDS = 7 * 24 * 3600.0
+#: How often archived claims are pruned from the journal, in seconds.
+JOURNAL_PRUNE_EVERY_SECONDS = 3600.0
 #: How often the main loop looks after the observer, in seconds.
 SUPERVISE_SECONDS = 2.0
 
@@ -98,6 +105,23 @@ class Service:
         self.notifier = Notifier()
         self.signals = _Signals()
         self._hooks: list[Callable[[], None]] = []
+        self.retention = Retention(
+            lambda: self.watcher.inboxes, lambda: self.config.sent_retention_days
+        )
+        self.add_hook(self.retention.tick)
+        self.add_hook(self._prune_journal)
+        self._journal_pruned_at = 0.0
+        self.metrics_server: MetricsServer | None = None
+        if config.metrics.listen is not None and not once:
+            probes = Probes(
+                inboxes=lambda: self.watcher.inboxes,
+                waiting=lambda inbox: count_waiting(inbox.path, self.config.ignore),
+                in_progress=self.pipeline.counts,
+                auth_refused=lambda: refusal(self.pipeline.gate),
+                observer_alive=self.watcher.alive,
+            )
+            metrics = Metrics(self.outcomes, probes)
+            self.metrics_server = MetricsServer(metrics, config.metrics.listen)
 
     # -- the parts talk through these ------------------------------------------------
 
@@ -149,6 +173,7 @@ class Service:
         self.settler.start()
 
     def _run_once(self) -> int:
+        self.retention.tick()  # cron-driven `--once` runs prune sent/ too
         self._start_common()
         self.watcher.scan()
         while not self.signals.stop.is_set():
@@ -165,6 +190,8 @@ class Service:
         return EXIT_OK
 
     def _run_forever(self) -> int:
+        if self.metrics_server is not None:
+            self.metrics_server.start()  # first: a port that is taken claims no file
         self._start_common()
         self.watcher.start()
         self.watcher.scan()
@@ -176,6 +203,7 @@ class Service:
             observer=self.watcher.kind,
         )
         self.notifier.ready(f"watching {len(inboxes)} inboxes")
+        self.retention.tick()
         pinger = WatchdogPinger(self.notifier, self.healthy)
         pinger.start()
         next_rescan = time.monotonic() + self.config.rescan_interval
@@ -201,6 +229,17 @@ class Service:
         self._shutdown()
         return EXIT_OK
 
+    def _prune_journal(self) -> None:
+        """Forget archived claims after JOURNAL_KEEP_SECONDS (hourly; sent/ and failed/
+        keep the files, the journal only needs what is unfinished)."""
+        now = time.monotonic()
+        if now - self._journal_pruned_at < JOURNAL_PRUNE_EVERY_SECONDS:
+            return
+        self._journal_pruned_at = now
+        pruned = self.journal.prune_archived(JOURNAL_KEEP_SECONDS)
+        if pruned:
+            self.log.info("journal_pruned", claims=pruned)
+
     def add_hook(self, hook: Callable[[], None]) -> None:
         """Run ``hook`` on every turn of the main loop (retention, metrics)."""
         self._hooks.append(hook)
@@ -210,6 +249,8 @@ class Service:
         self.settler.stop()
         if not self.pipeline.stop(STOP_TIMEOUT_SECONDS):
             self.log.warning("stop_timeout", seconds=STOP_TIMEOUT_SECONDS)
+        if self.metrics_server is not None:
+            self.metrics_server.stop()
 
     def reload(self) -> None:
         """SIGHUP: load the configuration again; keep the old one if the new one is bad."""

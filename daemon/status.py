@@ -10,13 +10,16 @@ from __future__ import annotations
 
 import json
 import os
+import sqlite3
+import sys
 from dataclasses import asdict, dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 from daemon.archive import FAILED_DIR, SENT_DIR, SIDECAR_SUFFIX, WORK_DIR, move_no_overwrite
 from daemon.config import Config, InboxConfig
-from daemon.journal import JOURNAL_FILE, Journal
+from daemon.journal import JOURNAL_FILE, Entry, Journal
 from daemon.logs import get_logger
 from daemon.settle import is_ignored
 
@@ -40,63 +43,96 @@ class InboxStatus:
     failed: int
     """Files in ``failed/`` (sidecars not counted)."""
     last_error: dict[str, Any] | None
-    """The most recent error: ``file``, ``reason``, ``status``, ``detail``, ``at``."""
+    """The most recent error: ``file``, ``reason`` (None while ``retrying``), ``status``,
+    ``detail``, ``at`` (ISO 8601 UTC)."""
 
 
-def _count_files(folder: Path, *, skip_sidecars: bool = False) -> int:
+def _is_sidecar(name: str, names: set[str]) -> bool:
+    """A sidecar sits next to its file: ``x.pdf.error.json`` counts as one only when
+    ``x.pdf`` is there too (a failed file may itself be called ``notes.error.json``)."""
+    return name.endswith(SIDECAR_SUFFIX) and name[: -len(SIDECAR_SUFFIX)] in names
+
+
+def _regular_files(folder: Path) -> list[str]:
+    """Names of the non-hidden regular files directly in ``folder`` (none if unreadable)."""
     try:
-        entries = list(os.scandir(folder))
+        with os.scandir(folder) as entries:
+            return [
+                e.name
+                for e in entries
+                if e.is_file(follow_symlinks=False) and not e.name.startswith(".")
+            ]
     except OSError:
-        return 0
-    return sum(
-        1
-        for e in entries
-        if e.is_file(follow_symlinks=False)
-        and not e.name.startswith(".")
-        and not (skip_sidecars and e.name.endswith(SIDECAR_SUFFIX))
-    )
+        return []
 
 
-def _in_progress(inbox: Path) -> int:
+def count_archived(folder: Path) -> int:
+    """Files in ``sent/`` or ``failed/``, sidecars not counted."""
+    names = set(_regular_files(folder))
+    return sum(1 for name in names if not _is_sidecar(name, names))
+
+
+def count_in_progress(inbox: Path) -> int:
+    """Claimed files of every owner, live or dead, not yet archived."""
     total = 0
     try:
-        owners = [p for p in (inbox / WORK_DIR).iterdir() if p.is_dir()]
+        owners = [p for p in (inbox / WORK_DIR).iterdir() if p.is_dir() and not p.is_symlink()]
     except OSError:
         return 0
     for owner in owners:
         try:
-            total += sum(1 for claim in owner.iterdir() if _count_files(claim))
+            total += sum(1 for claim in owner.iterdir() if _regular_files(claim))
         except OSError:
             continue
     return total
 
 
-def _waiting(inbox: Path, ignore: tuple[str, ...]) -> int:
-    try:
-        entries = list(os.scandir(inbox))
-    except OSError:
-        return 0
-    return sum(
-        1 for e in entries if e.is_file(follow_symlinks=False) and not is_ignored(e.name, ignore)
-    )
+def count_waiting(inbox: Path, ignore: tuple[str, ...]) -> int:
+    """Files in the inbox that the daemon would take (settled or not)."""
+    return sum(1 for name in _regular_files(inbox) if not is_ignored(name, ignore))
+
+
+def _iso(epoch: float) -> str:
+    return datetime.fromtimestamp(epoch, UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
+
+
+def _last_errors(journal: Journal) -> dict[str, dict[str, Any]]:
+    """Per inbox path: the latest failure, or error of a file still being retried."""
+    # A failed file has a reason; a file being retried has only the last error's detail.
+    candidates = [*journal.last_errors().values()]
+    candidates += [e for e in journal.open_entries() if e.reason is None and e.detail]
+    latest: dict[str, Entry] = {}
+    for entry in sorted(candidates, key=lambda e: e.updated_at):
+        latest[entry.inbox] = entry
+    return {
+        inbox: {
+            "file": entry.name,
+            "reason": entry.reason,
+            "retrying": entry.reason is None,
+            "status": entry.status,
+            "detail": entry.detail,
+            "at": _iso(entry.updated_at),
+        }
+        for inbox, entry in latest.items()
+    }
 
 
 def collect(config: Config) -> list[InboxStatus]:
     """The status of every inbox the configuration names (no daemon needed)."""
     errors: dict[str, dict[str, Any]] = {}
     if (config.state_dir / JOURNAL_FILE).exists():
-        journal = Journal(config.state_dir)
         try:
-            for inbox, entry in journal.last_errors().items():
-                errors[inbox] = {
-                    "file": entry.name,
-                    "reason": entry.reason,
-                    "status": entry.status,
-                    "detail": entry.detail,
-                    "at": entry.updated_at,
-                }
-        finally:
-            journal.close()
+            journal = Journal(config.state_dir)
+        except (sqlite3.Error, OSError) as error:
+            # Counts still help without the last errors (e.g. no write access to state_dir).
+            print(f"sendseven-watch: cannot read the journal: {error}", file=sys.stderr)
+        else:
+            try:
+                errors = _last_errors(journal)
+            except sqlite3.Error as error:
+                print(f"sendseven-watch: cannot read the journal: {error}", file=sys.stderr)
+            finally:
+                journal.close()
     return [_one(inbox, config, errors.get(str(inbox.path))) for inbox in config.all_inboxes()]
 
 
@@ -105,10 +141,10 @@ def _one(inbox: InboxConfig, config: Config, last_error: dict[str, Any] | None) 
         inbox=inbox.name,
         path=str(inbox.path),
         conversation_id=inbox.conversation_id,
-        waiting=_waiting(inbox.path, config.ignore),
-        in_progress=_in_progress(inbox.path),
-        sent=_count_files(inbox.path / SENT_DIR),
-        failed=_count_files(inbox.path / FAILED_DIR, skip_sidecars=True),
+        waiting=count_waiting(inbox.path, config.ignore),
+        in_progress=count_in_progress(inbox.path),
+        sent=count_archived(inbox.path / SENT_DIR),
+        failed=count_archived(inbox.path / FAILED_DIR),
         last_error=last_error,
     )
 
@@ -136,6 +172,14 @@ def print_status(config: Config, *, as_json: bool) -> int:
     return 0
 
 
+def _read_sidecar(path: Path) -> dict[str, Any]:
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return {}
+    return data if isinstance(data, dict) else {}
+
+
 def requeue(config: Config, *, inbox: str | None, reason: str | None) -> int:
     """Move failed files back into their inbox; print one JSON line per file moved."""
     log = get_logger()
@@ -144,20 +188,12 @@ def requeue(config: Config, *, inbox: str | None, reason: str | None) -> int:
         if inbox is not None and inbox not in (box.name, box.conversation_id, str(box.path)):
             continue
         failed = box.path / FAILED_DIR
-        try:
-            names = sorted(e.name for e in os.scandir(failed) if e.is_file(follow_symlinks=False))
-        except OSError:
-            continue
-        for name in names:
-            if name.endswith(SIDECAR_SUFFIX) or name.startswith("."):
+        names = set(_regular_files(failed))
+        for name in sorted(names):
+            if _is_sidecar(name, names):
                 continue
             sidecar_path = failed / (name + SIDECAR_SUFFIX)
-            sidecar: dict[str, Any] = {}
-            if sidecar_path.exists():
-                try:
-                    sidecar = json.loads(sidecar_path.read_text(encoding="utf-8"))
-                except (OSError, ValueError):
-                    sidecar = {}
+            sidecar = _read_sidecar(sidecar_path)
             if reason is not None and sidecar.get("reason") != reason:
                 continue
             original = sidecar.get("file") if isinstance(sidecar.get("file"), str) else name
