@@ -653,10 +653,20 @@ def _ignore(value: object) -> tuple[str, ...]:
     return tuple(dict.fromkeys(str(pattern) for pattern in value))
 
 
+#: Where metrics listen when only a port is given: never beyond this machine by default.
+METRICS_DEFAULT_HOST = "127.0.0.1"
+
+
 def _listen(section: _Section) -> tuple[str, int] | None:
+    raw = section.data.get("listen")
+    if isinstance(raw, int) and not isinstance(raw, bool):  # `listen: 9464`
+        raw = str(raw)
+        section.data["listen"] = raw
     value = section.string("listen")
     if value is None:
         return None
+    if value.isdigit() or (value.startswith(":") and value[1:].isdigit()):
+        value = f"{METRICS_DEFAULT_HOST}:{value.lstrip(':')}"
     match = re.fullmatch(
         r"\[(?P<v6>[^\]]+)\]:(?P<port6>\d+)|(?P<host>[^:\[\]]+):(?P<port>\d+)", value
     )

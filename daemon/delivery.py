@@ -265,7 +265,7 @@ class Delivery:
         }
         target = self._archive(job, lambda: move_to_failed(job.claim, sidecar))
         self._record(job, stage="archived", archived_as=target)
-        self.outcomes.failed(job.inbox, rejected.reason)
+        self.outcomes.failed(job.inbox, rejected.reason, entry.message_type)
         self._log.warning(
             "file_failed",
             inbox=job.inbox.name,

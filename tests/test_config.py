@@ -375,7 +375,7 @@ def test_unknown_keys_are_errors(tmp_path: Path, yaml_text: str, key: str, hint:
         ("inboxes: {path: .}", "inboxes", "expected a list"),
         ("inboxes: [x]", "inboxes[0]", "expected a mapping"),
         ("sent_retention_days: .inf", "sent_retention_days", "finite"),
-        ("metrics: {listen: 9464}", "metrics.listen", "expected a string"),
+        ("metrics: {listen: [9464]}", "metrics.listen", "expected a string"),
     ],
 )
 def test_wrong_types_name_the_key_and_the_type(
@@ -756,3 +756,14 @@ def test_example_config_documents_every_key() -> None:
         "sent_retention_days", "LoadCredential", "CREDENTIALS_DIRECTORY",
     ):  # fmt: skip
         assert f"{key}:" in example or f"{key}=" in example or f"{{{key}}}" in example, key
+
+
+def test_metrics_listen_with_only_a_port_stays_on_loopback(tmp_path: Path) -> None:
+    """`listen: 9464` and `listen: ":9464"` bind 127.0.0.1, never every interface."""
+    for value in ("9464", "':9464'"):
+        path = tmp_path / "c.yaml"
+        path.write_text(
+            "api: {url: 'http://127.0.0.1:1/api/v1', token: tok-123456, tenant_id: t}\n"
+            f"spool: {tmp_path}\nmetrics: {{listen: {value}}}\n"
+        )
+        assert load_config(path).metrics.listen == ("127.0.0.1", 9464)

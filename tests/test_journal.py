@@ -53,3 +53,16 @@ def test_last_errors_are_per_inbox(tmp_path: Path) -> None:
     assert list(errors) == [str(tmp_path / "a")]
     assert errors[str(tmp_path / "a")].name == "2.pdf"
     journal.close()
+
+
+def test_pruning_forgets_only_archived_claims(tmp_path: Path) -> None:
+    """Archived claims are pruned; unfinished ones are never forgotten."""
+    journal = Journal(tmp_path)
+    journal.record_claim("sw-done", tmp_path, "conv", "a.pdf", 1)
+    journal.record_claim("sw-open", tmp_path, "conv", "b.pdf", 2)
+    journal.update("sw-done", stage="archived")
+    assert journal.prune_archived(3600) == 0  # too recent
+    assert journal.prune_archived(-1) == 1
+    assert journal.get("sw-done") is None
+    assert journal.get("sw-open") is not None
+    journal.close()

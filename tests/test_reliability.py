@@ -47,14 +47,17 @@ def _assert_each_file_sent_once(api: FakeApi, conversations: dict[str, list[str]
             assert len(keys_by_file[(conversation, name)]) == 1, name  # type: ignore[index]
 
 
-def test_a_flaky_api_still_gets_every_file_once_and_in_order(
-    api: FakeApi, tmp_path: Path
-) -> None:
+def test_a_flaky_api_still_gets_every_file_once_and_in_order(api: FakeApi, tmp_path: Path) -> None:
     """20% 5xx, 10% dropped connections, 429 every 7th: 60 files all sent, in order."""
-    api.faults = Faults(error_rate=0.2, drop_rate=0.1, rate_limit_every=7, retry_after_s=0.05,
-                        seed=7)
-    config = write_config(tmp_path, api.url, workers=4,
-                          retry={"initial_delay": 0.02, "max_delay": 0.2, "give_up_after": 300})
+    api.faults = Faults(
+        error_rate=0.2, drop_rate=0.1, rate_limit_every=7, retry_after_s=0.05, seed=7
+    )
+    config = write_config(
+        tmp_path,
+        api.url,
+        workers=4,
+        retry={"initial_delay": 0.02, "max_delay": 0.2, "give_up_after": 300},
+    )
     conversations = {
         f"conv_{c}": _drop_pdfs(tmp_path / "spool" / f"conv_{c}", 20, prefix=f"c{c}")
         for c in range(3)
@@ -65,8 +68,9 @@ def test_a_flaky_api_still_gets_every_file_once_and_in_order(
         sent = tmp_path / "spool" / conversation / "sent"
         assert sorted(p.name for p in sent.iterdir()) == names
     _assert_each_file_sent_once(api, conversations)
-    assert events([__import__("json").loads(x) for x in result.stdout.splitlines()],
-                  "retry_scheduled")
+    assert events(
+        [__import__("json").loads(x) for x in result.stdout.splitlines()], "retry_scheduled"
+    )
 
 
 def test_a_lost_reply_is_repeated_once_with_the_same_key(
@@ -155,15 +159,20 @@ def test_two_daemons_on_one_spool_send_each_file_once(
     first.wait_event("daemon_started")
     second.wait_event("daemon_started")
     conversations = {
-        f"conv_{c}": _drop_pdfs(tmp_path / "spool" / f"conv_{c}", 20, prefix=f"c{c}",
-                                start_s=int(time.time()) - 100)
+        f"conv_{c}": _drop_pdfs(
+            tmp_path / "spool" / f"conv_{c}", 20, prefix=f"c{c}", start_s=int(time.time()) - 100
+        )
         for c in range(3)
     }
     wait_until(
-        lambda: sum(
-            len(list((tmp_path / "spool" / c / "sent").glob("*"))) for c in conversations
-            if (tmp_path / "spool" / c / "sent").exists()
-        ) == 60,
+        lambda: (
+            sum(
+                len(list((tmp_path / "spool" / c / "sent").glob("*")))
+                for c in conversations
+                if (tmp_path / "spool" / c / "sent").exists()
+            )
+            == 60
+        ),
         timeout=60,
     )
     assert first.stop() == 0
