@@ -31,8 +31,9 @@ from watchdog.observers.api import BaseObserver
 
 from daemon.config import InboxConfig
 from daemon.logs import get_logger
+from daemon.poller import FolderPoller
 
-#: How often the polling observer looks at each inbox, in seconds.
+#: How often the folder poller looks at each inbox, in seconds.
 POLL_INTERVAL_SECONDS = 1.0
 
 _EVENTS: list[type[FileSystemEvent]] = [
@@ -44,8 +45,9 @@ _EVENTS: list[type[FileSystemEvent]] = [
 ]
 
 
-def make_observer(mode: str) -> tuple[BaseObserver, str]:
-    """The observer for ``auto | inotify | polling``, and the name of what was chosen."""
+def make_observer(mode: str) -> tuple[BaseObserver | None, str]:
+    """The watchdog observer for ``auto | inotify``, or None (and ``polling``) when the
+    folder poller is to be used instead."""
     if mode in ("auto", "inotify"):
         try:
             from watchdog.observers.inotify import InotifyObserver  # noqa: PLC0415
@@ -54,9 +56,7 @@ def make_observer(mode: str) -> tuple[BaseObserver, str]:
                 raise
         else:
             return InotifyObserver(), "inotify"
-    from watchdog.observers.polling import PollingObserver  # noqa: PLC0415
-
-    return PollingObserver(timeout=POLL_INTERVAL_SECONDS), "polling"
+    return None, "polling"
 
 
 class _Handler(FileSystemEventHandler):
@@ -90,7 +90,7 @@ class Watcher:
         self._on_new_folder = on_new_folder
         self._lock = threading.RLock()
         self._inboxes: dict[Path, InboxConfig] = {i.path: i for i in inboxes}
-        self._observer: BaseObserver | None = None
+        self._observer: BaseObserver | FolderPoller | None = None
         self._handler = _Handler(self)
         self.kind = ""
 
@@ -101,13 +101,31 @@ class Watcher:
 
     def start(self) -> None:
         with self._lock:
-            observer, self.kind = make_observer(self.mode)
-            if self.spool is not None:
-                observer.schedule(self._handler, str(self.spool), event_filter=_EVENTS)
-            for inbox in self._inboxes.values():
-                observer.schedule(self._handler, str(inbox.path), event_filter=_EVENTS)
-            observer.start()
+            made, self.kind = make_observer(self.mode)
+            observer = made or FolderPoller(self._changed, POLL_INTERVAL_SECONDS)
             self._observer = observer
+            if self.spool is not None:
+                self._schedule(self.spool)
+            for inbox in self._inboxes.values():
+                self._schedule(inbox.path)
+            observer.start()
+
+    def _schedule(self, folder: Path) -> None:
+        if isinstance(self._observer, FolderPoller):
+            self._observer.schedule(folder)
+        elif self._observer is not None:
+            self._observer.schedule(self._handler, str(folder), event_filter=_EVENTS)
+
+    def _changed(self, folder: Path, listing: list[tuple[str, bool]]) -> None:
+        """The folder poller saw ``folder``'s listing change."""
+        with self._lock:
+            inbox = self._inboxes.get(folder)
+        if inbox is not None:
+            self._on_candidates(inbox, [name for name, is_dir in listing if not is_dir])
+        if self.spool is not None and folder == self.spool:
+            for name, is_dir in listing:
+                if is_dir and not name.startswith("."):
+                    self._on_new_folder(folder / name)
 
     def stop(self) -> None:
         with self._lock:
@@ -134,16 +152,18 @@ class Watcher:
             if inbox.path in self._inboxes:
                 return
             self._inboxes[inbox.path] = inbox
-            if self._observer is not None:
-                self._observer.schedule(self._handler, str(inbox.path), event_filter=_EVENTS)
+            self._schedule(inbox.path)
 
     def remove(self, path: Path) -> None:
         with self._lock:
             if self._inboxes.pop(path, None) is None or self._observer is None:
                 return
-            for watch in list(self._observer.emitters):
-                if Path(watch.watch.path) == path:
-                    self._observer.unschedule(watch.watch)
+            if isinstance(self._observer, FolderPoller):
+                self._observer.unschedule(path)
+                return
+            for emitter in list(self._observer.emitters):
+                if Path(emitter.watch.path) == path:
+                    self._observer.unschedule(emitter.watch)
 
     def event(self, path: Path, *, is_dir: bool) -> None:
         parent = path.parent

@@ -25,6 +25,10 @@ from daemon.config import InboxConfig
 from daemon.logs import get_logger
 
 Signature = tuple[int, int, int, int]
+#: A look that comes this early is on time (a timer never fires to the microsecond), s.
+TOLERANCE_SECONDS = 0.005
+#: Shortest wait before a changed file is looked at again, in seconds.
+MIN_RECHECK_SECONDS = 0.01
 #: Longest sleep of the settle thread when nothing is due, in seconds.
 IDLE_WAKEUP_SECONDS = 1.0
 
@@ -207,12 +211,20 @@ class Settler:
         current = signature(st)
         watched = now - candidate.changed_at
         age = time.time() - max(st.st_mtime, st.st_ctime)
-        if current == candidate.signature and max(watched, age) >= self.settle_seconds:
+        if (
+            current == candidate.signature
+            and max(watched, age) >= self.settle_seconds - TOLERANCE_SECONDS
+        ):
             candidate.settled = True
             return candidate.inbox.path
         if current != candidate.signature:
             candidate.signature = current
             candidate.changed_at = now
+            watched = 0.0
+        # Look again when the file will have stood still long enough by its own times
+        # (not a whole settle period after we happened to notice the last change).
+        still = max(watched, age) if age >= 0 else watched
+        wait = min(self.settle_seconds, max(MIN_RECHECK_SECONDS, self.settle_seconds - still))
         with self._cond:
-            heapq.heappush(self._due, (candidate.changed_at + self.settle_seconds, path))
+            heapq.heappush(self._due, (now + wait, path))
         return None
