@@ -220,6 +220,13 @@ class ApiClient:
         self.on_request = on_request
         self._timeouts = (connect_timeout, read_timeout)
         self._session = requests.Session()
+        # requests looks up proxies and CA bundles in the environment on every request
+        # (a third of its own CPU time here); look them up once, honouring the same
+        # variables (HTTPS_PROXY, NO_PROXY, REQUESTS_CA_BUNDLE, CURL_CA_BUNDLE).
+        self._session.proxies.update(requests.utils.get_environ_proxies(self.url))
+        bundle = os.environ.get("REQUESTS_CA_BUNDLE") or os.environ.get("CURL_CA_BUNDLE")
+        self._session.verify = bundle or True
+        self._session.trust_env = False
         self._session.headers.update(
             {
                 "Authorization": f"Bearer {token}",

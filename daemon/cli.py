@@ -13,7 +13,7 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from daemon import __version__, fakeapi
+from daemon import __version__
 from daemon.config import Config, describe
 from daemon.errors import ConfigError, WatchError
 from daemon.logs import configure, get_logger
@@ -75,9 +75,9 @@ def build_parser() -> argparse.ArgumentParser:
     _common(status, config=True)
     status.add_argument("--json", action="store_true", help="one JSON document")
 
-    fake = sub.add_parser("fake-api", help="a local SendSeven-compatible server")
-    _common(fake, config=False)
-    fakeapi.add_arguments(fake)
+    # The fake API parses its own options (see `fake-api --help`): importing its server
+    # for every command would slow down the daemon's start.
+    sub.add_parser("fake-api", help="a local SendSeven-compatible server (fake-api --help)")
 
     demo = sub.add_parser("demo", help="the whole flow against the fake API, no account")
     _common(demo, config=False)
@@ -94,7 +94,12 @@ def _load(args: argparse.Namespace) -> tuple[ConfigSource, Config]:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    arguments = list(sys.argv[1:] if argv is None else argv)
+    if arguments[:1] == ["fake-api"]:
+        from daemon import fakeapi  # noqa: PLC0415
+
+        return fakeapi.main(arguments[1:])
+    args = build_parser().parse_args(arguments)
     configure(args.log_level or "info")
     try:
         return _dispatch(args)
@@ -116,8 +121,6 @@ def _dispatch(args: argparse.Namespace) -> int:  # noqa: PLR0911 - one branch pe
         for path in args.files:
             print(json.dumps(classify_file(path).as_json(), ensure_ascii=False), flush=True)
         return EXIT_OK
-    if command == "fake-api":
-        return fakeapi.run_from_args(args)
     if command == "demo":
         from daemon.demo import run_demo  # noqa: PLC0415
 

@@ -177,8 +177,8 @@ class Delivery:
             first_failure=attempts.first_failure,
         )
 
-    def deliver(self, job: Job) -> None:
-        """Send (unless already sent) and archive into ``sent/``."""
+    def send(self, job: Job) -> bool:
+        """Send (unless already sent). False: the file failed for good (and is archived)."""
         entry = job.entry
         if entry.stage != "sent":
             if not (entry.attachment_id and entry.message_type):
@@ -208,7 +208,7 @@ class Delivery:
             except FileRejected as rejected:
                 self._record(job, attempts=attempts.count, first_failure=attempts.first_failure)
                 self.fail(job, rejected)
-                return
+                return False
             self._record(
                 job,
                 stage="sent",
@@ -216,6 +216,10 @@ class Delivery:
                 attempts=attempts.count,
                 first_failure=attempts.first_failure,
             )
+        return True
+
+    def archive_sent(self, job: Job) -> None:
+        """Move a sent file into ``sent/`` and say so."""
         target = self._archive(job, lambda: move_to_sent(job.claim))
         self._record(job, stage="archived", archived_as=target)
         entry = job.entry

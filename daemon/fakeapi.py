@@ -951,6 +951,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         prog="sendseven-watch fake-api", description="A local SendSeven-compatible API."
     )
     add_arguments(parser)
+    parser.add_argument(
+        "--log-level",
+        choices=("debug", "info", "warning", "error"),
+        default=None,
+        help="accepted like every command's; the server logs only with --verbose",
+    )
     return run_from_args(parser.parse_args(argv))
 
 

@@ -16,8 +16,6 @@ from __future__ import annotations
 import sqlite3
 import threading
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
@@ -124,29 +122,28 @@ class Journal:
         with self._lock:
             self._db.close()
 
-    @contextmanager
-    def _write(self) -> Iterator[sqlite3.Connection]:
+    def _write(self, sql: str, args: tuple[object, ...]) -> int:
+        """One statement, committed (and synced) on its own: every write here is a single
+        statement, so sqlite's autocommit makes it atomic without BEGIN/COMMIT round trips.
+        Returns the number of rows changed."""
         with self._lock:
-            self._db.execute("BEGIN IMMEDIATE")
-            try:
-                yield self._db
-            except BaseException:
-                self._db.execute("ROLLBACK")
-                raise
-            self._db.execute("COMMIT")
+            return self._db.execute(sql, args).rowcount
 
     def record_claim(
         self, claim_id: str, inbox: Path, conversation_id: str, name: str, arrived_ns: int
     ) -> Entry:
         """A new claim (or, after a crash before it was journaled, a recovered one)."""
         now = time.time()
-        with self._write() as db:
-            db.execute(
-                "INSERT OR IGNORE INTO claims (claim_id, inbox, conversation_id, name, stage,"
-                " arrived_ns, claimed_at, updated_at) VALUES (?, ?, ?, ?, 'claimed', ?, ?, ?)",
-                (claim_id, str(inbox), conversation_id, name, arrived_ns, now, now),
+        inserted = self._write(
+            "INSERT OR IGNORE INTO claims (claim_id, inbox, conversation_id, name, stage,"
+            " arrived_ns, claimed_at, updated_at) VALUES (?, ?, ?, ?, 'claimed', ?, ?, ?)",
+            (claim_id, str(inbox), conversation_id, name, arrived_ns, now, now),
+        )
+        if inserted:
+            return Entry(
+                claim_id, str(inbox), conversation_id, name, "claimed", arrived_ns, now, now
             )
-        entry = self.get(claim_id)
+        entry = self.get(claim_id)  # journaled before a crash: keep what it knew
         if entry is None:
             raise RuntimeError(f"claim {claim_id} vanished from the journal")
         return entry
@@ -158,11 +155,10 @@ class Journal:
             raise ValueError(f"unknown journal columns: {sorted(unknown)}")
         changes["updated_at"] = time.time()
         assignments = ", ".join(f"{column} = ?" for column in changes)
-        with self._write() as db:
-            db.execute(
-                f"UPDATE claims SET {assignments} WHERE claim_id = ?",  # noqa: S608 - column names checked above
-                (*changes.values(), claim_id),
-            )
+        self._write(
+            f"UPDATE claims SET {assignments} WHERE claim_id = ?",  # noqa: S608 - column names checked above
+            (*changes.values(), claim_id),
+        )
 
     def get(self, claim_id: str) -> Entry | None:
         with self._lock:
@@ -195,14 +191,11 @@ class Journal:
 
     def forget(self, claim_id: str) -> None:
         """Drop a claim whose file never arrived in its claim folder."""
-        with self._write() as db:
-            db.execute("DELETE FROM claims WHERE claim_id = ?", (claim_id,))
+        self._write("DELETE FROM claims WHERE claim_id = ?", (claim_id,))
 
     def prune_archived(self, older_than_s: float) -> int:
         """Delete archived claims last changed more than ``older_than_s`` ago."""
         cutoff = time.time() - older_than_s
-        with self._write() as db:
-            cursor = db.execute(
-                "DELETE FROM claims WHERE stage = 'archived' AND updated_at < ?", (cutoff,)
-            )
-            return cursor.rowcount
+        return self._write(
+            "DELETE FROM claims WHERE stage = 'archived' AND updated_at < ?", (cutoff,)
+        )

@@ -14,6 +14,7 @@ never blocks the head: no deadlock, and no worker ever sits waiting for its turn
 from __future__ import annotations
 
 import bisect
+import queue
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -28,6 +29,10 @@ from daemon.logs import get_logger
 from daemon.outcomes import Outcomes
 from daemon.retry import AuthGate, AuthRefused, Stopped
 
+#: Job states of files whose send is done: the next send of their lane may go.
+_SENT = ("archiving", "done")
+#: Files of one conversation in flight at once (uploads running ahead of its send).
+LANE_AHEAD = 4
 #: Seconds before a file whose step hit an unforeseen error is tried again.
 RETRY_BROKEN_SECONDS = 5.0
 
@@ -46,6 +51,9 @@ class Lane:
 
     def insert(self, job: Job) -> None:
         """Insert in arrival order, but never ahead of a file already started."""
+        if not self.jobs or self.jobs[-1].order <= job.order:
+            self.jobs.append(job)  # the usual case: files are claimed in arrival order
+            return
         first_queued = next(
             (i for i, other in enumerate(self.jobs) if other.state == "queued"), len(self.jobs)
         )
@@ -74,7 +82,12 @@ class Pipeline:
         self.gate = AuthGate()
         self.auth_refused: AuthRefused | None = None
         self._log = get_logger()
-        self._cond = threading.Condition()
+        # One lock, two conditions: workers wait for a file they may start (woken one at
+        # a time: a wake-up for all of them on every change costs more than the work);
+        # `wait_idle` waits for the last file to finish.
+        lock = threading.Lock()
+        self._cond = threading.Condition(lock)
+        self._idle = threading.Condition(lock)
         self._lanes: dict[str, Lane] = {}
         self._rr: list[str] = []
         self._in_flight = 0
@@ -82,6 +95,10 @@ class Pipeline:
         self._threads: list[threading.Thread] = []
         self._local = threading.local()
         self._generation = 0
+        # Sent files are moved to sent/ by one archiver thread, off the lane's critical
+        # path: the next send of the conversation need not wait for the rename.
+        self._to_archive: queue.SimpleQueue[tuple[Lane, Job] | None] = queue.SimpleQueue()
+        self._archiver = threading.Thread(target=self._archive, name="archiver", daemon=True)
         self.delivery = Delivery(
             config=lambda: self.config,
             journal=journal,
@@ -99,17 +116,25 @@ class Pipeline:
             thread = threading.Thread(target=self._work, name=f"worker-{n}", daemon=True)
             thread.start()
             self._threads.append(thread)
+        self._archiver.start()
 
     def stop(self, timeout: float) -> bool:
         """Take no new file, let requests in flight finish; True when all workers ended."""
-        with self._cond:
-            self._stopping = True
-            self._cond.notify_all()
-        self.stop_event.set()
+        self._stop_all()
         deadline = time.monotonic() + timeout
         for thread in self._threads:
             thread.join(max(0.0, deadline - time.monotonic()))
-        return not any(thread.is_alive() for thread in self._threads)
+        self._to_archive.put(None)  # after the workers: what they sent is archived too
+        if self._archiver.is_alive():
+            self._archiver.join(max(0.0, deadline - time.monotonic()))
+        return not any(thread.is_alive() for thread in (*self._threads, self._archiver))
+
+    def _stop_all(self) -> None:
+        with self._cond:
+            self._stopping = True
+            self._cond.notify_all()
+            self._idle.notify_all()
+        self.stop_event.set()
 
     def reload(self, config: Config) -> None:
         """Use a new configuration (new token, retry policy) from the next request on."""
@@ -125,7 +150,7 @@ class Pipeline:
                 remaining = None if deadline is None else deadline - time.monotonic()
                 if remaining is not None and remaining <= 0:
                     return False
-                self._cond.wait(remaining if remaining is not None else 1.0)
+                self._idle.wait(remaining if remaining is not None else 1.0)
         return True
 
     def counts(self) -> dict[str, int]:
@@ -190,7 +215,7 @@ class Pipeline:
                 self._rr.append(lane.conversation_id)
             lane.insert(job)
             self.outcomes.queued(job.inbox)
-            self._cond.notify_all()
+            self._cond.notify()
 
     # -- scheduling ------------------------------------------------------------------
 
@@ -212,8 +237,11 @@ class Pipeline:
 
     def _pick(self) -> tuple[Lane, Job] | None:
         busy = [cid for cid in self._rr if self._lanes[cid].next_queued() is not None]
-        # One lane may use every worker only while no other lane is waiting.
+        # One lane may use every worker only while no other lane is waiting; and it never
+        # runs more than LANE_AHEAD files ahead: its sends are one at a time anyway, and
+        # more uploads in parallel would only slow the send that all of them wait for.
         cap = self.config.workers if len(busy) <= 1 else max(1, self.config.workers - 1)
+        cap = min(cap, LANE_AHEAD)
         for _ in range(len(self._rr)):
             cid = self._rr.pop(0)
             self._rr.append(cid)
@@ -254,7 +282,7 @@ class Pipeline:
         with self._cond:
             if job.state == "parked" and not self._stopping:
                 job.state = "queued"
-                self._cond.notify_all()
+                self._cond.notify()
 
     def _prepare(self, job: Job) -> None:
         ready = self.delivery.prepare(job)
@@ -269,16 +297,14 @@ class Pipeline:
             job.state = "parked"
             lane.in_flight -= 1
             self._in_flight -= 1
-            self._cond.notify_all()
+            self._cond.notify()
+            self._idle.notify_all()
 
     def _refuse(self, refused: AuthRefused) -> None:
         if self.auth_refused is None:
             self.auth_refused = refused
             self._log.error("auth_failed", status=refused.error.status, detail=refused.error.detail)
-        with self._cond:
-            self._stopping = True
-            self._cond.notify_all()
-        self.stop_event.set()
+        self._stop_all()
 
     def _finish(self, lane: Lane, job: Job) -> None:
         with self._cond:
@@ -287,7 +313,8 @@ class Pipeline:
             self._in_flight -= 1
             while lane.jobs and lane.jobs[0].state == "done":
                 lane.jobs.pop(0)
-            self._cond.notify_all()
+            self._cond.notify()
+            self._idle.notify_all()
 
     def _drive(self, lane: Lane) -> None:
         """Send the lane's head while it is ready; one driver per lane at a time."""
@@ -300,18 +327,31 @@ class Pipeline:
                 with self._cond:
                     while lane.jobs and lane.jobs[0].state == "done":
                         lane.jobs.pop(0)
-                    head = lane.jobs[0] if lane.jobs else None
+                    head = next((j for j in lane.jobs if j.state not in _SENT), None)
                     if head is None or head.state != "ready" or self._stopping:
                         lane.driving = False
-                        self._cond.notify_all()
                         return
                     head.state = "sending"
-                if self._guarded(lane, head, self.delivery.deliver):
+                if self._guarded(lane, head, self._send) and head.state == "failed":
                     self._finish(lane, head)
         except BaseException:
             with self._cond:
                 lane.driving = False
             raise
+
+    def _send(self, job: Job) -> None:
+        sent = self.delivery.send(job)
+        with self._cond:
+            job.state = "archiving" if sent else "failed"
+            lane = self._lanes[job.inbox.conversation_id]
+        if sent:
+            self._to_archive.put((lane, job))
+
+    def _archive(self) -> None:
+        while (item := self._to_archive.get()) is not None:
+            lane, job = item
+            if self._guarded(lane, job, self.delivery.archive_sent):
+                self._finish(lane, job)
 
     # -- the steps of one file -------------------------------------------------------
 

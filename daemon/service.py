@@ -16,6 +16,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import FrameType
+from typing import TYPE_CHECKING
 
 from daemon import __version__
 from daemon.archive import Owner
@@ -24,13 +25,15 @@ from daemon.errors import ConfigError, register_secret
 from daemon.inbox import Watcher
 from daemon.journal import Journal
 from daemon.logs import configure, get_logger
-from daemon.metrics import Metrics, MetricsServer, Probes, refusal
 from daemon.notify import Notifier, WatchdogPinger
 from daemon.outcomes import Outcomes
 from daemon.pipeline import Pipeline
 from daemon.retention import Retention
 from daemon.settle import Settled, Settler
 from daemon.status import count_waiting
+
+if TYPE_CHECKING:
+    from daemon.metrics import MetricsServer
 
 #: How long SIGTERM waits for requests in flight before exiting anyway, in seconds.
 #: Whatever is cut short stays claimed and journaled, and is resumed by the next start.
@@ -113,6 +116,9 @@ class Service:
         self._journal_pruned_at = 0.0
         self.metrics_server: MetricsServer | None = None
         if config.metrics.listen is not None and not once:
+            # Imported only when wanted: prometheus_client costs start-up time.
+            from daemon.metrics import Metrics, MetricsServer, Probes, refusal  # noqa: PLC0415
+
             probes = Probes(
                 inboxes=lambda: self.watcher.inboxes,
                 waiting=lambda inbox: count_waiting(inbox.path, self.config.ignore),
