@@ -1,0 +1,935 @@
+"""sendseven-watch benchmark: the daemon against the obvious loop, on this machine, in one run.
+
+    python bench/run.py [--quick] [--only NAME ...] [--workers N] [--json out.json]
+
+Starts the bundled fake API in its own process (bench/fakeserver.py) with a per-request
+latency, runs each scenario against it on 127.0.0.1, and prints one table: every figure next
+to its target, PASS or FAIL. See bench/README.md for what each row means.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import math
+import os
+import platform
+import random
+import shutil
+import signal
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+BENCH = Path(__file__).resolve().parent
+ROOT = BENCH.parent
+DATA = ROOT / "tests" / "data"
+#: The installed console script, next to the interpreter running the benchmark.
+COMMAND = str(Path(sys.executable).parent / "sendseven-watch")
+TOKEN = "bench-token-0123456789"  # noqa: S105 - the fake API's token for this run
+TENANT = "bench-tenant"
+#: Longest run of one daemon or baseline process before it is killed, in seconds.
+RUN_TIMEOUT = 300.0
+#: How long a daemon may take to stop after SIGTERM, in seconds.
+STOP_TIMEOUT = 90.0
+MB = 1024 * 1024
+KB = 1024
+SCENARIOS = (
+    "throughput",
+    "busy",
+    "bigfile",
+    "latency",
+    "backlog",
+    "idle_inotify",
+    "idle_polling",
+)
+
+
+# -- results -----------------------------------------------------------------------------------
+
+
+@dataclass
+class Row:
+    """One line of the table."""
+
+    scenario: str
+    measure: str
+    value: str
+    target: str = ""
+    ok: bool | None = None  # None: informational, no target
+
+    @property
+    def verdict(self) -> str:
+        return "" if self.ok is None else ("PASS" if self.ok else "FAIL")
+
+
+@dataclass
+class Report:
+    rows: list[Row] = field(default_factory=list)
+    raw: dict[str, Any] = field(default_factory=dict)
+
+    def add(
+        self, scenario: str, measure: str, value: str, target: str = "", ok: bool | None = None
+    ) -> None:
+        row = Row(scenario, measure, value, target, ok)
+        self.rows.append(row)
+        verdict = f"  [{row.verdict}]" if row.verdict else ""
+        shown = f"  (target {target})" if target else ""
+        log(f"  {scenario}: {measure} = {value}{shown}{verdict}")
+
+    def table(self) -> str:
+        header = ("scenario", "measure", "value", "target", "result")
+        lines = [header] + [
+            (r.scenario, r.measure, r.value, r.target, r.verdict) for r in self.rows
+        ]
+        widths = [max(len(line[i]) for line in lines) for i in range(len(header))]
+        out = []
+        for n, line in enumerate(lines):
+            out.append("  ".join(cell.ljust(widths[i]) for i, cell in enumerate(line)).rstrip())
+            if n == 0:
+                out.append("  ".join("-" * w for w in widths))
+        return "\n".join(out)
+
+
+def log(text: str) -> None:
+    print(text, file=sys.stderr, flush=True)
+
+
+# -- the machine -------------------------------------------------------------------------------
+
+
+def machine() -> dict[str, Any]:
+    cpu = "unknown"
+    with contextlib.suppress(OSError):
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    ram_kb = 0
+    with contextlib.suppress(OSError, ValueError, IndexError):
+        for line in Path("/proc/meminfo").read_text().splitlines():
+            if line.startswith("MemTotal:"):
+                ram_kb = int(line.split()[1])
+    try:
+        usable = len(os.sched_getaffinity(0))
+    except AttributeError:
+        usable = os.cpu_count() or 0
+    version = "?"
+    with contextlib.suppress(subprocess.SubprocessError, OSError):
+        version = subprocess.run(
+            [COMMAND, "--version"], capture_output=True, text=True, check=True, timeout=30
+        ).stdout.strip()
+    commit = "?"
+    with contextlib.suppress(subprocess.SubprocessError, OSError):
+        commit = subprocess.run(
+            ["git", "-C", str(ROOT), "describe", "--always", "--dirty"],
+            capture_output=True,
+            text=True,
+            check=True,
+            timeout=30,
+        ).stdout.strip()
+    return {
+        "cpu": cpu,
+        "cores": usable,
+        "ram_gb": round(ram_kb / 1024 / 1024, 1),
+        "python": platform.python_version(),
+        "kernel": f"{platform.system()} {platform.release()}",
+        "daemon": version,
+        "commit": commit,
+    }
+
+
+# -- sample files ------------------------------------------------------------------------------
+
+
+def jpeg_bytes(size: int, seed: int = 0) -> bytes:
+    """A JPEG of exactly ``size`` bytes: tests/data/image.jpg with COM segments after SOI.
+
+    Each COM (``FF FE``) segment holds up to 65533 bytes of pseudo-random filler; a decoder
+    skips it by its length, and the classifier (which reads the header) sees a JPEG.
+    """
+    original = (DATA / "image.jpg").read_bytes()
+    pad = size - len(original)
+    if pad < 0:
+        raise ValueError(f"a JPEG cannot be smaller than {len(original)} bytes")
+    rng = random.Random(seed)
+    segments = []
+    while pad >= 4:
+        # 4 bytes of marker and length, then up to 65533 bytes; never leave 1..3 bytes over.
+        body = min(pad - 4, 65533)
+        if 0 < pad - 4 - body < 4:
+            body -= 4
+        segments.append(b"\xff\xfe" + (body + 2).to_bytes(2, "big") + rng.randbytes(body))
+        pad -= body + 4
+    # Only a file 1..3 bytes longer than the original leaves a remainder: after the EOI.
+    return original[:2] + b"".join(segments) + original[2:] + b"\x00" * pad
+
+
+def write_pdf(path: Path, size: int) -> None:
+    """A PDF-headed file of ``size`` bytes: tests/data/document.pdf, then filler after %%EOF."""
+    head = (DATA / "document.pdf").read_bytes()
+    block = random.Random(1).randbytes(MB)
+    with path.open("wb") as out:
+        out.write(head)
+        left = size - len(head)
+        while left > 0:
+            chunk = block[: min(left, len(block))]
+            out.write(chunk)
+            left -= len(chunk)
+
+
+def fill_inbox(
+    inbox: Path, names: Sequence[str], data: bytes, mtimes: Sequence[float] | None = None
+) -> None:
+    inbox.mkdir(parents=True, exist_ok=True)
+    for n, name in enumerate(names):
+        path = inbox / name
+        path.write_bytes(data)
+        if mtimes is not None:
+            os.utime(path, (mtimes[n], mtimes[n]))
+
+
+# -- processes ---------------------------------------------------------------------------------
+
+
+def clean_env() -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("SENDSEVEN_")}
+    env.pop("NOTIFY_SOCKET", None)
+    return env
+
+
+@dataclass
+class Measured:
+    """One finished child process: wall time, exit code, peak RSS and CPU (from wait4)."""
+
+    wall: float
+    code: int
+    max_rss: int  # bytes
+    cpu: float  # seconds, user + system
+    stdout: str = ""
+
+
+def wait_measured(process: subprocess.Popen[Any], started: float, timeout: float) -> Measured:
+    """Reap ``process`` with wait4(2): its own peak RSS and CPU, as /usr/bin/time reports.
+
+    A process still running after ``timeout`` seconds is killed (a hung daemon must not hang
+    the benchmark); its exit code is then -9.
+    """
+    killer = threading.Timer(timeout, process.kill)
+    killer.daemon = True
+    killer.start()
+    try:
+        _, status, usage = os.wait4(process.pid, 0)
+    finally:
+        killer.cancel()
+    wall = time.monotonic() - started
+    process.returncode = os.waitstatus_to_exitcode(status)
+    return Measured(
+        wall=wall,
+        code=process.returncode,
+        max_rss=usage.ru_maxrss * 1024,
+        cpu=usage.ru_utime + usage.ru_stime,
+    )
+
+
+def measure(argv: Sequence[str], cwd: Path, log_path: Path, timeout: float) -> Measured:
+    """Run ``argv`` to completion; stdout and stderr go to ``log_path``."""
+    with log_path.open("wb") as out:
+        started = time.monotonic()
+        process = subprocess.Popen(
+            argv, stdout=out, stderr=subprocess.STDOUT, cwd=cwd, env=clean_env()
+        )
+        result = wait_measured(process, started, timeout)
+    result.stdout = log_path.read_text(errors="replace")
+    return result
+
+
+def proc_cpu_seconds(pid: int) -> float:
+    """User + system CPU of a live process (all its threads), from /proc/<pid>/stat."""
+    stat = Path(f"/proc/{pid}/stat").read_text()
+    fields = stat[stat.rindex(")") + 2 :].split()
+    ticks = int(fields[11]) + int(fields[12])  # utime, stime (fields 14 and 15 of stat)
+    return ticks / os.sysconf("SC_CLK_TCK")
+
+
+def proc_rss(pid: int) -> int:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) * 1024
+    return 0
+
+
+class FakeServer:
+    """bench/fakeserver.py in its own process; commands over a pipe."""
+
+    #: Leave Nagle's algorithm on in the fake API (bench/fakeserver.py explains why not).
+    nagle = False
+
+    def __init__(self, latency: float) -> None:
+        argv = [sys.executable, str(BENCH / "fakeserver.py"), "--token", TOKEN]
+        argv += ["--tenant-id", TENANT, "--latency", str(latency)]
+        if self.nagle:
+            argv.append("--nagle")
+        self.process = subprocess.Popen(
+            argv,
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            text=True,
+            env=clean_env(),
+        )
+        self.url: str = self._read()["url"]
+
+    def _read(self) -> dict[str, Any]:
+        assert self.process.stdout is not None
+        line = self.process.stdout.readline()
+        if not line:
+            raise RuntimeError("the fake API exited")
+        reply: dict[str, Any] = json.loads(line)
+        return reply
+
+    def ask(self, command: str) -> dict[str, Any]:
+        assert self.process.stdin is not None
+        self.process.stdin.write(command + "\n")
+        self.process.stdin.flush()
+        return self._read()
+
+    def count(self) -> int:
+        return int(self.ask("count")["count"])
+
+    def wait(self, n: int, timeout: float) -> int:
+        return int(self.ask(f"wait {n} {timeout}")["count"])
+
+    def messages(self) -> list[dict[str, Any]]:
+        rows: list[dict[str, Any]] = self.ask("dump")["messages"]
+        return rows
+
+    def reset(self) -> None:
+        self.ask("reset")
+
+    def close(self) -> None:
+        with contextlib.suppress(OSError, ValueError):
+            assert self.process.stdin is not None
+            self.process.stdin.write("quit\n")
+            self.process.stdin.close()
+        try:
+            self.process.wait(10)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            self.process.wait()
+        if self.process.stdout is not None:
+            self.process.stdout.close()
+
+
+@contextlib.contextmanager
+def fake_server(latency: float) -> Iterator[FakeServer]:
+    server = FakeServer(latency)
+    try:
+        yield server
+    finally:
+        server.close()
+
+
+def write_config(folder: Path, url: str, **overrides: Any) -> Path:
+    """A daemon configuration for the spool ``folder/spool`` (SPEC §3 keys)."""
+    config: dict[str, Any] = {
+        "api": {"url": url, "token": TOKEN, "tenant_id": TENANT},
+        "spool": str(folder / "spool"),
+    }
+    config.update(overrides)
+    (folder / "spool").mkdir(parents=True, exist_ok=True)
+    path = folder / "config.yaml"
+    path.write_text(yaml.safe_dump(config), encoding="utf-8")
+    return path
+
+
+class RunningDaemon:
+    """``sendseven-watch run`` (watch mode) in the background, its log in a file."""
+
+    def __init__(self, config: Path, log_path: Path) -> None:
+        self.log_path = log_path
+        self._out = log_path.open("wb")
+        self.started_wall = time.time()
+        self.started = time.monotonic()
+        self.process = subprocess.Popen(
+            [COMMAND, "run", "-c", str(config)],
+            stdout=self._out,
+            stderr=subprocess.STDOUT,
+            cwd=config.parent,
+            env=clean_env(),
+        )
+
+    def wait_for_event(self, event: str, timeout: float) -> None:
+        deadline = time.monotonic() + timeout
+        needle = f'"event": "{event}"'
+        while time.monotonic() < deadline:
+            if needle in self.log_path.read_text(errors="replace"):
+                return
+            if self.process.poll() is not None:
+                raise RuntimeError(f"the daemon exited: {self.tail()}")
+            time.sleep(0.05)
+        raise RuntimeError(f"no {event} within {timeout}s: {self.tail()}")
+
+    def tail(self) -> str:
+        return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-15:])
+
+    def stop(self) -> Measured:
+        self.process.send_signal(signal.SIGTERM)
+        result = wait_measured(self.process, self.started, STOP_TIMEOUT)
+        self._out.close()
+        return result
+
+
+# -- helpers for the figures -------------------------------------------------------------------
+
+
+def percentile(values: Sequence[float], p: float) -> float:
+    """Nearest-rank percentile (p in 0..100)."""
+    ordered = sorted(values)
+    rank = max(1, math.ceil(p / 100 * len(ordered)))
+    return ordered[rank - 1]
+
+
+def fmt_s(seconds: float) -> str:
+    return f"{seconds:.2f} s"
+
+
+def fmt_ms(seconds: float) -> str:
+    return f"{seconds * 1000:.0f} ms"
+
+
+def fmt_mb(size: float) -> str:
+    return f"{size / MB:.1f} MB"
+
+
+def check_exit(what: str, result: Measured) -> None:
+    if result.code != 0:
+        tail = "\n".join(result.stdout.splitlines()[-15:])
+        raise RuntimeError(f"{what} exited {result.code}:\n{tail}")
+
+
+def sent_count(spool: Path) -> int:
+    return sum(
+        len(list((inbox / "sent").iterdir()))
+        for inbox in spool.iterdir()
+        if (inbox / "sent").is_dir()
+    )
+
+
+@dataclass
+class Options:
+    quick: bool
+    workers: int
+    latency: float
+    settle: float
+    idle_seconds: float
+    warmup: float
+    repeat: int
+    work: Path
+
+    def scale(self, full: int, quick: int) -> int:
+        return quick if self.quick else full
+
+
+# -- the scenarios -----------------------------------------------------------------------------
+
+
+def run_daemon_once(folder: Path, url: str, opts: Options, **config: Any) -> Measured:
+    path = write_config(folder, url, workers=opts.workers, settle_seconds=opts.settle, **config)
+    argv = [COMMAND, "run", "-c", str(path), "--once"]
+    result = measure(argv, folder, folder / "daemon.log", RUN_TIMEOUT)
+    check_exit("sendseven-watch run --once", result)
+    return result
+
+
+def run_baseline(folder: Path, url: str, inboxes: Sequence[Path]) -> Measured:
+    argv = [sys.executable, str(BENCH / "baseline.py"), "--url", url, "--token", TOKEN]
+    argv += ["--tenant-id", TENANT, *map(str, inboxes)]
+    result = measure(argv, folder, folder / "baseline.log", RUN_TIMEOUT)
+    check_exit("bench/baseline.py", result)
+    return result
+
+
+def wait_settled(opts: Options) -> None:
+    """Files written just now must be older than settle_seconds, as in 'present at start'."""
+    time.sleep(opts.settle + 0.2)
+
+
+def compare_runs(
+    report: Report,
+    name: str,
+    opts: Options,
+    *,
+    conversations: int,
+    per_conversation: int,
+    target: float,
+    mtimes: Callable[[int], list[float]] | None = None,
+) -> None:
+    """The baseline loop once, then the daemon (``run --once``) ``opts.repeat`` times, each on
+    its own identical copy of the spool; judged on the daemon's median wall time."""
+    folder = opts.work / name
+    data = jpeg_bytes(150 * KB)
+    names_of = [
+        [f"scan_{c:02d}_{(i * 37) % per_conversation:04d}.jpg" for i in range(per_conversation)]
+        for c in range(conversations)
+    ]
+    sides = ["baseline", *(f"daemon{n}" for n in range(opts.repeat))]
+    for side in sides:
+        for c in range(conversations):
+            stamps = mtimes(per_conversation) if mtimes else None
+            fill_inbox(folder / side / "spool" / f"conv_{c:02d}", names_of[c], data, stamps)
+    wait_settled(opts)
+    total = conversations * per_conversation
+    runs: list[Measured] = []
+    kept = True
+    with fake_server(opts.latency) as server:
+        log(f"[{name}] baseline loop: {total} files …")
+        inboxes = sorted((folder / "baseline" / "spool").iterdir())
+        base = run_baseline(folder / "baseline", server.url, inboxes)
+        if server.count() != total:
+            raise RuntimeError(f"baseline delivered {server.count()} of {total}")
+        for side in sides[1:]:
+            server.reset()
+            spool = folder / side / "spool"
+            expected = expected_order(spool)
+            log(f"[{name}] daemon run --once (workers={opts.workers}), {side} …")
+            runs.append(run_daemon_once(folder / side, server.url, opts))
+            received = server.messages()
+            if len(received) != total or sent_count(spool) != total:
+                raise RuntimeError(f"daemon delivered {len(received)} of {total}")
+            got: dict[str, list[str]] = {}
+            for row in received:
+                got.setdefault(row["conversation_id"], []).append(row["filename"])
+            kept = kept and got == expected
+    walls = sorted(run.wall for run in runs)
+    wall = statistics.median(walls)
+    cpu = statistics.median(run.cpu for run in runs)
+    ratio = base.wall / wall
+    report.add(
+        name,
+        f"baseline loop, {total} files",
+        f"{fmt_s(base.wall)} ({total / base.wall:.1f} files/s)",
+    )
+    spread = f", {len(runs)} runs {walls[0]:.2f}-{walls[-1]:.2f} s" if len(runs) > 1 else ""
+    report.add(
+        name,
+        f"daemon --once, workers={opts.workers} (median)",
+        f"{fmt_s(wall)} ({total / wall:.1f} files/s{spread})",
+    )
+    report.add(name, "speed-up vs baseline", f"{ratio:.1f}x", f">= {target:g}x", ratio >= target)
+    report.add(
+        name,
+        "CPU per file: daemon / baseline",
+        f"{cpu / total * 1000:.1f} ms / {base.cpu / total * 1000:.1f} ms",
+    )
+    shown = "yes" if kept else "NO"
+    runs_said = f"{len(runs)} run" + ("s" if len(runs) > 1 else "")
+    report.add(name, f"order kept in each conversation ({runs_said})", shown, "yes", kept)
+    report.raw[name] = {
+        "baseline": asdict(base) | {"stdout": ""},
+        "daemon": [asdict(run) | {"stdout": ""} for run in runs],
+    }
+
+
+def expected_order(spool: Path) -> dict[str, list[str]]:
+    """Per conversation, the file names in the order SPEC §5 promises: mtime, then name."""
+    order = {}
+    for inbox in spool.iterdir():
+        files = [(p.stat().st_mtime_ns, p.name) for p in inbox.iterdir() if p.is_file()]
+        order[inbox.name] = [name for _, name in sorted(files)]
+    return order
+
+
+def scenario_throughput(report: Report, opts: Options) -> None:
+    conversations, per = 10, opts.scale(50, 10)
+    compare_runs(
+        report, "throughput", opts, conversations=conversations, per_conversation=per, target=8
+    )
+    floor = conversations * per * 2 * opts.latency / opts.workers
+    report.add("throughput", "wire floor (2 requests x latency / workers)", fmt_s(floor))
+
+
+def scenario_busy(report: Report, opts: Options) -> None:
+    per = opts.scale(200, 50)
+    base_time = time.time() - 3600
+
+    def stamps(n: int) -> list[float]:
+        return [base_time + i for i in range(n)]
+
+    compare_runs(
+        report, "busy", opts, conversations=1, per_conversation=per, target=3, mtimes=stamps
+    )
+    report.add("busy", "wire floor (sequential sends x latency)", fmt_s(per * opts.latency))
+
+
+def _curl_upload_and_send(url: str, path: Path, folder: Path) -> float:
+    auth = ["-H", f"Authorization: Bearer {TOKEN}", "-H", f"X-Tenant-ID: {TENANT}"]
+    started = time.monotonic()
+    upload = subprocess.run(
+        [
+            "curl",
+            "-sS",
+            "--fail-with-body",
+            *auth,
+            "-F",
+            f"file=@{path};type=application/pdf",
+            f"{url}/attachments",
+        ],
+        capture_output=True,
+        text=True,
+        check=True,
+        cwd=folder,
+    )
+    attachment = json.loads(upload.stdout)["id"]
+    body = json.dumps(
+        {"conversation_id": "conv_big", "message_type": "document", "attachments": [attachment]}
+    )
+    send = ["curl", "-sS", "--fail-with-body", "-o", os.devnull, *auth]
+    send += ["-H", "Content-Type: application/json", "--data-binary", body, f"{url}/messages"]
+    subprocess.run(send, capture_output=True, check=True, cwd=folder)
+    return time.monotonic() - started
+
+
+def file_durations(log_text: str) -> list[float]:
+    """Seconds from claim to sent of each ``file_sent`` line in a daemon log."""
+    found = []
+    for line in log_text.splitlines():
+        with contextlib.suppress(ValueError):
+            event = json.loads(line)
+            if isinstance(event, dict) and event.get("event") == "file_sent":
+                found.append(float(event["duration_ms"]) / 1000)
+    return found
+
+
+def scenario_bigfile(report: Report, opts: Options) -> None:
+    size = opts.scale(95, 20) * MB
+    folder = opts.work / "bigfile"
+    sample = folder / "big.pdf"
+    folder.mkdir(parents=True)
+    write_pdf(sample, size)
+    sides = ["baseline", *(f"daemon{n}" for n in range(opts.repeat))]
+    for side in sides:
+        (folder / side / "spool" / "conv_big").mkdir(parents=True)
+        shutil.copyfile(sample, folder / side / "spool" / "conv_big" / "big.pdf")
+    wait_settled(opts)
+    if shutil.which("curl") is None:
+        raise RuntimeError("curl is not installed")
+    with fake_server(opts.latency) as server:
+        log(f"[bigfile] curl -F, {fmt_mb(size)} …")
+        curls = sorted(_curl_upload_and_send(server.url, sample, folder) for _ in range(3))
+        log("[bigfile] baseline loop …")
+        base = run_baseline(
+            folder / "baseline", server.url, [folder / "baseline" / "spool" / "conv_big"]
+        )
+        runs = []
+        for side in sides[1:]:
+            log(f"[bigfile] daemon run --once, {side} …")
+            runs.append(run_daemon_once(folder / side, server.url, opts))
+        received = server.messages()
+    sizes = [row["size"] for row in received]
+    if sizes != [size] * (len(curls) + len(sides)):
+        raise RuntimeError(f"the fake API received sizes {sizes}")
+    curl = statistics.median(curls)
+    per_file = statistics.median(d for run in runs for d in file_durations(run.stdout))
+    wall = statistics.median(run.wall for run in runs)
+    peak = max(run.max_rss for run in runs)
+    n = f"median of {len(runs)}"
+    report.add("bigfile", f"curl -F + send, {size // MB} MB (median of {len(curls)})", fmt_s(curl))
+    report.add("bigfile", "baseline loop, process wall", fmt_s(base.wall))
+    report.add("bigfile", f"daemon --once, process wall ({n})", fmt_s(wall))
+    report.add("bigfile", f"daemon file time, claim to sent ({n})", fmt_s(per_file))
+    ratio = per_file / curl
+    report.add("bigfile", "daemon file time / curl", f"{ratio:.2f}x", "<= 1.3x", ratio <= 1.3)
+    report.add("bigfile", "daemon process wall / curl", f"{wall / curl:.2f}x")
+    report.add(
+        "bigfile",
+        "baseline peak RSS",
+        f"{fmt_mb(base.max_rss)} ({base.max_rss / size:.2f}x the file)",
+    )
+    report.add("bigfile", "daemon peak RSS (max of runs)", fmt_mb(peak), "< 60 MB", peak < 60 * MB)
+    report.raw["bigfile"] = {
+        "curl_walls": curls,
+        "baseline": asdict(base) | {"stdout": ""},
+        "daemon": [asdict(run) | {"stdout": ""} for run in runs],
+    }
+
+
+def scenario_latency(report: Report, opts: Options) -> None:
+    count = opts.scale(50, 10)
+    gap = 0.1
+    folder = opts.work / "latency"
+    inbox = folder / "spool" / "conv_latency"
+    inbox.mkdir(parents=True)
+    data = jpeg_bytes(150 * KB)
+    with fake_server(opts.latency) as server:
+        config = write_config(folder, server.url, workers=opts.workers, settle_seconds=opts.settle)
+        daemon = RunningDaemon(config, folder / "daemon.log")
+        try:
+            daemon.wait_for_event("daemon_started", 30)
+            time.sleep(0.5)
+            dropped: dict[str, float] = {}
+            log(f"[latency] dropping {count} files, one every {gap * 1000:.0f} ms …")
+            for i in range(count):
+                name = f"drop_{i:03d}.jpg"
+                temp = inbox / f".{name}.tmp"
+                temp.write_bytes(data)
+                temp.rename(inbox / name)
+                dropped[name] = time.time()
+                time.sleep(gap)
+            got = server.wait(count, 60 + opts.settle)
+            received = server.messages()
+        finally:
+            daemon.stop()
+    if got < count:
+        raise RuntimeError(f"only {got} of {count} files arrived: {daemon.tail()}")
+    latencies = [row["t"] - dropped[row["filename"]] - opts.settle for row in received]
+    p50, p99 = percentile(latencies, 50), percentile(latencies, 99)
+    report.add(
+        "latency",
+        f"settle_seconds (config), {count} drops {gap * 1000:.0f} ms apart",
+        f"{opts.settle:g} s",
+    )
+    report.add(
+        "latency", "p50 drop -> received, minus settle", fmt_ms(p50), "<= 100 ms", p50 <= 0.100
+    )
+    report.add(
+        "latency", "p99 drop -> received, minus settle", fmt_ms(p99), "<= 300 ms", p99 <= 0.300
+    )
+    report.raw["latency"] = {"latencies_s": latencies}
+
+
+def scenario_backlog(report: Report, opts: Options) -> None:
+    count = opts.scale(10_000, 1_000)
+    conversations = 10
+    folder = opts.work / "backlog"
+    data = jpeg_bytes(16 * KB)
+    log(f"[backlog] writing {count} files …")
+    for c in range(conversations):
+        names = [f"old_{i:05d}.jpg" for i in range(c, count, conversations)]
+        fill_inbox(folder / "spool" / f"conv_{c:02d}", names, data)
+    wait_settled(opts)
+    with fake_server(opts.latency) as server:
+        config = write_config(folder, server.url, workers=opts.workers, settle_seconds=opts.settle)
+        log("[backlog] daemon run (watch mode) until the backlog is sent …")
+        daemon = RunningDaemon(config, folder / "daemon.log")
+        try:
+            got = server.wait(count, 900)
+            drained = time.time() - daemon.started_wall
+            first = server.ask("first")["first"]
+        finally:
+            result = daemon.stop()
+    if got < count:
+        raise RuntimeError(f"only {got} of {count} files arrived: {daemon.tail()}")
+    to_first = first - daemon.started_wall
+    report.add(
+        "backlog",
+        f"{count} files (16 KB JPEG) at start: time to first send",
+        fmt_s(to_first),
+        "< 2 s",
+        to_first < 2,
+    )
+    report.add("backlog", "all sent after", f"{fmt_s(drained)} ({count / drained:.0f} files/s)")
+    report.add(
+        "backlog", "daemon peak RSS", fmt_mb(result.max_rss), "< 120 MB", result.max_rss < 120 * MB
+    )
+
+
+def _idle(
+    report: Report, opts: Options, name: str, *, observer: str, files_per_inbox: int, target: float
+) -> None:
+    inboxes = 100
+    folder = opts.work / name
+    spool = folder / "spool"
+    log(f"[{name}] {inboxes} inboxes x {files_per_inbox} files …")
+    for c in range(inboxes):
+        inbox = spool / f"conv_{c:03d}"
+        inbox.mkdir(parents=True)
+        for i in range(files_per_inbox):
+            (inbox / f"download_{i:04d}.pdf.part").touch()
+    with fake_server(opts.latency) as server:
+        config = write_config(
+            folder, server.url, workers=opts.workers, settle_seconds=opts.settle, observer=observer
+        )
+        daemon = RunningDaemon(config, folder / "daemon.log")
+        try:
+            daemon.wait_for_event("daemon_started", 120)
+            time.sleep(opts.warmup)
+            pid = daemon.process.pid
+            log(f"[{name}] measuring CPU for {opts.idle_seconds:g} s …")
+            cpu0, t0 = proc_cpu_seconds(pid), time.monotonic()
+            time.sleep(opts.idle_seconds)
+            cpu1, t1 = proc_cpu_seconds(pid), time.monotonic()
+            rss = proc_rss(pid)
+            sent = server.count()
+        finally:
+            result = daemon.stop()
+    if sent:
+        raise RuntimeError(f"the idle daemon sent {sent} messages")
+    share = (cpu1 - cpu0) / (t1 - t0) * 100
+    files = inboxes * files_per_inbox
+    what = f"CPU over {opts.idle_seconds:g} s, {inboxes} inboxes" + (
+        f" x {files_per_inbox} files" if files else ""
+    )
+    report.add(name, what, f"{share:.2f}%", f"< {target:g}%", share < target)
+    report.add(name, "daemon peak RSS", fmt_mb(max(rss, result.max_rss)))
+
+
+def scenario_idle_inotify(report: Report, opts: Options) -> None:
+    _idle(report, opts, "idle_inotify", observer="inotify", files_per_inbox=0, target=1.0)
+
+
+def scenario_idle_polling(report: Report, opts: Options) -> None:
+    _idle(
+        report,
+        opts,
+        "idle_polling",
+        observer="polling",
+        files_per_inbox=opts.scale(1000, 100),
+        target=5.0,
+    )
+
+
+RUNNERS: dict[str, Callable[[Report, Options], None]] = {
+    "throughput": scenario_throughput,
+    "busy": scenario_busy,
+    "bigfile": scenario_bigfile,
+    "latency": scenario_latency,
+    "backlog": scenario_backlog,
+    "idle_inotify": scenario_idle_inotify,
+    "idle_polling": scenario_idle_polling,
+}
+
+
+# -- main --------------------------------------------------------------------------------------
+
+
+def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument(
+        "--quick", action="store_true", help="small sizes, short idle windows (a smoke run)"
+    )
+    parser.add_argument(
+        "--only",
+        nargs="+",
+        metavar="NAME",
+        choices=(*SCENARIOS, "idle"),
+        help=f"run only these: {', '.join(SCENARIOS)}, idle",
+    )
+    parser.add_argument("--workers", type=int, default=16, help="the daemon's workers (default 16)")
+    parser.add_argument(
+        "--latency",
+        type=float,
+        default=0.020,
+        help="fake API latency per request, seconds (default 0.02)",
+    )
+    parser.add_argument(
+        "--settle", type=float, default=1.0, help="the daemon's settle_seconds (default 1)"
+    )
+    parser.add_argument(
+        "--idle-seconds", type=float, default=None, help="idle CPU window (default 60, quick 5)"
+    )
+    parser.add_argument(
+        "--warmup", type=float, default=5.0, help="seconds after start-up before an idle window"
+    )
+    parser.add_argument(
+        "--nagle",
+        action="store_true",
+        help="turn Nagle's algorithm back on in the fake API (bench/fakeserver.py says why not)",
+    )
+    parser.add_argument(
+        "--repeat",
+        type=int,
+        default=None,
+        help="daemon runs per comparison, the median is judged (default 3, quick 1)",
+    )
+    parser.add_argument("--json", type=Path, default=None, help="also write the results here")
+    parser.add_argument("--keep", action="store_true", help="keep the work folder")
+    parser.add_argument(
+        "--tmp", type=Path, default=None, help="where to put the work folder (default: system temp)"
+    )
+    return parser.parse_args(argv)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = parse_args(argv)
+    if not Path(COMMAND).exists():
+        print(f"{COMMAND} not found: install the project first (pip install .)", file=sys.stderr)
+        return 2
+    selected = list(SCENARIOS)
+    if args.only:
+        wanted = {
+            n
+            for name in args.only
+            for n in (("idle_inotify", "idle_polling") if name == "idle" else (name,))
+        }
+        selected = [name for name in SCENARIOS if name in wanted]
+    work = Path(tempfile.mkdtemp(prefix="sendseven-bench-", dir=args.tmp))
+    opts = Options(
+        quick=args.quick,
+        workers=args.workers,
+        latency=args.latency,
+        settle=args.settle,
+        idle_seconds=args.idle_seconds
+        if args.idle_seconds is not None
+        else (5.0 if args.quick else 60.0),
+        warmup=args.warmup,
+        repeat=args.repeat or (1 if args.quick else 3),
+        work=work,
+    )
+    FakeServer.nagle = args.nagle
+    info = machine()
+    header = [
+        f"machine: {info['cpu']}, {info['cores']} cores, {info['ram_gb']} GB RAM",
+        f"python {info['python']}, {info['kernel']}, {info['daemon']} ({info['commit']})",
+        f"fake API: {opts.latency * 1000:g} ms latency per request, "
+        + ("Nagle on (--nagle)" if args.nagle else "TCP_NODELAY")
+        + f"; daemon: workers={opts.workers}, settle_seconds={opts.settle:g}"
+        + ("; QUICK run (sizes reduced, targets indicative)" if opts.quick else ""),
+    ]
+    print("\n".join(header), flush=True)
+    report = Report()
+    failures: list[str] = []
+    started = time.monotonic()
+    try:
+        for name in selected:
+            log(f"== {name}")
+            try:
+                RUNNERS[name](report, opts)
+            except (RuntimeError, OSError, subprocess.SubprocessError) as error:
+                failures.append(name)
+                report.add(name, "ERROR", str(error).splitlines()[0][:80], "", False)
+                log(f"[{name}] error: {error}")
+    finally:
+        if args.keep:
+            log(f"work folder kept: {work}")
+        else:
+            shutil.rmtree(work, ignore_errors=True)
+    print()
+    print(report.table())
+    total = time.monotonic() - started
+    passed = sum(1 for r in report.rows if r.ok)
+    judged = sum(1 for r in report.rows if r.ok is not None)
+    print(f"\n{passed}/{judged} targets met; benchmark took {total:.0f} s")
+    if args.json is not None:
+        args.json.parent.mkdir(parents=True, exist_ok=True)
+        payload = {
+            "machine": info,
+            "options": {k: str(v) for k, v in asdict(opts).items()},
+            "rows": [asdict(r) for r in report.rows],
+            "raw": report.raw,
+        }
+        args.json.write_text(json.dumps(payload, indent=2))
+    return 0 if passed == judged and not failures else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
