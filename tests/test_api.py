@@ -197,3 +197,24 @@ def test_a_95_mb_upload_stays_small_in_memory(api: FakeApi, tmp_path: Path) -> N
     peak_mb = int(result.stdout.strip())
     assert api.attachments()[0].size == 95 * MB
     assert peak_mb < 60, f"peak RSS {peak_mb} MB for a 95 MB upload"
+
+
+def test_an_upload_past_its_deadline_is_abandoned(tmp_path: Path) -> None:
+    """The body refuses to go on once the upload's wall-clock deadline has passed."""
+    from daemon.api import UploadDeadline
+
+    path = _pdf(tmp_path, size=CHUNK_TEST_BYTES)
+    with (
+        MultipartBody(path, "scan.pdf", "application/pdf", deadline=0.0) as body,
+        pytest.raises(UploadDeadline),
+    ):
+        body.read(8192)
+
+
+def test_a_slow_upload_ends_as_a_transport_error(api: FakeApi, tmp_path: Path) -> None:
+    """A server that stalls past the read timeout is a (retryable) transport error."""
+    api.faults = Faults(upload_latency_s=2.0)
+    client = ApiClient(api.url, TOKEN, TENANT, connect_timeout=1, read_timeout=0.3)
+    with pytest.raises(TransportError):
+        client.upload(_pdf(tmp_path), "scan.pdf", "application/pdf")
+    client.close()
