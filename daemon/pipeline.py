@@ -181,9 +181,10 @@ class Pipeline:
     def resume(self, inbox: InboxConfig) -> int:
         """Queue this inbox's unfinished claims: ours, and those of dead daemons."""
         self.owner.adopt_orphans(inbox.path)
-        resumed = 0
+        known = {job.claim.claim_id for job in self._jobs()}
+        jobs: list[Job] = []
         for claim in self.owner.own_claims(inbox.path):
-            if any(job.claim.claim_id == claim.claim_id for job in self._jobs()):
+            if claim.claim_id in known:
                 continue
             entry = self.journal.get(claim.claim_id)
             if not claim.name:  # already archived; only the bookkeeping was cut short
@@ -198,9 +199,10 @@ class Pipeline:
                 entry = self.journal.record_claim(
                     claim.claim_id, inbox.path, inbox.conversation_id, claim.name, arrived
                 )
-            self._enqueue(Job(claim, inbox, entry))
-            resumed += 1
-        return resumed
+            jobs.append(Job(claim, inbox, entry))
+        for job in sorted(jobs, key=lambda job: job.order):  # appends: no re-sorting
+            self._enqueue(job)
+        return len(jobs)
 
     def _jobs(self) -> Iterator[Job]:
         with self._cond:
