@@ -22,6 +22,7 @@ from conftest import (
     events,
     log_lines,
     run_cli,
+    wait_until,
     write_config,
 )
 
@@ -223,3 +224,33 @@ def test_the_token_appears_nowhere(api: FakeApi, tmp_path: Path) -> None:
         assert TOKEN not in output.stdout + output.stderr
     for sidecar in (inbox / "failed").glob("*.error.json"):
         assert TOKEN not in sidecar.read_text()
+
+
+def test_a_file_deleted_while_it_is_uploaded_is_reported_and_the_daemon_goes_on(
+    api: FakeApi, tmp_path: Path, daemons: list[Daemon]
+) -> None:
+    """Someone deletes a claimed file mid-upload: file_vanished, no crash, next file sent."""
+    api.faults = Faults(upload_latency_s=1.0)
+    config = write_config(tmp_path, api.url)
+    inbox = tmp_path / "spool" / "conv_1"
+    inbox.mkdir()
+    daemon = Daemon(config)
+    daemons.append(daemon)
+    daemon.wait_event("daemon_started")
+    shutil.copyfile(DATA / "document.pdf", inbox / "doomed.pdf")
+    claimed: list[Path] = []
+
+    def is_claimed() -> bool:
+        claimed[:] = list((inbox / ".sendseven-watch").glob("*/*/doomed.pdf"))
+        return bool(claimed)
+
+    wait_until(is_claimed, timeout=20, step=0.01)
+    claimed[0].unlink()
+    [vanished] = daemon.wait_event("file_vanished", timeout=20)
+    assert vanished["file"] == "doomed.pdf"
+    api.faults = Faults()
+    shutil.copyfile(DATA / "image.png", inbox / "next.png")
+    daemon.wait_event("file_sent", count=2, timeout=20)
+    assert daemon.stop() == 0
+    assert sorted(p.name for p in (inbox / "sent").iterdir()) == ["next.png"]
+    assert not list((inbox / ".sendseven-watch").glob("*/*/*"))
