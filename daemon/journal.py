@@ -189,10 +189,6 @@ class Journal:
             rows = self._db.execute(query).fetchall()
         return {entry.inbox: entry for entry in (Entry(*row) for row in rows)}
 
-    def forget(self, claim_id: str) -> None:
-        """Drop a claim whose file never arrived in its claim folder."""
-        self._write("DELETE FROM claims WHERE claim_id = ?", (claim_id,))
-
     def prune_archived(self, older_than_s: float) -> int:
         """Delete archived claims last changed more than ``older_than_s`` ago."""
         cutoff = time.time() - older_than_s

@@ -12,7 +12,6 @@ import logging
 import sys
 import threading
 import types
-from collections.abc import MutableMapping
 from typing import Any, TextIO
 
 import structlog
@@ -182,8 +181,3 @@ def _install_excepthooks() -> None:
 def get_logger(**initial: Any) -> Any:
     """A bound logger (typed loosely: structlog's bound loggers are dynamic)."""
     return structlog.get_logger(**initial)
-
-
-def drop_none(fields: MutableMapping[str, Any]) -> dict[str, Any]:
-    """Fields for a log line, leaving out the ones that have no value."""
-    return {key: value for key, value in fields.items() if value is not None}

@@ -1,4 +1,4 @@
-"""What happened to files, counted per inbox: the numbers behind ``status`` and metrics.
+"""What happened to files: the events behind the metrics.
 
 The pipeline reports every outcome here; listeners (the metrics exporter) subscribe. A
 listener runs on the reporting worker's thread, so a listener that raises is logged and
@@ -7,9 +7,6 @@ skipped: counting a file must never be what stops it from being archived.
 
 from __future__ import annotations
 
-import threading
-import time
-from collections import Counter
 from collections.abc import Callable
 from typing import Any
 
@@ -25,12 +22,9 @@ RequestListener = Callable[[str, int | None, float], None]
 
 
 class Outcomes:
-    """Thread-safe counters of queued, sent, failed and retried files."""
+    """Hands every outcome (queued, sent, failed, retried, API request) to its listeners."""
 
     def __init__(self) -> None:
-        self._lock = threading.Lock()
-        self.counts: Counter[tuple[str, str]] = Counter()
-        self.last_sent_at: float | None = None
         self._listeners: list[Listener] = []
         self._request_listeners: list[RequestListener] = []
         self._log = get_logger()
@@ -39,10 +33,6 @@ class Outcomes:
         self._listeners.append(listener)
 
     def _emit(self, what: str, inbox: InboxConfig, **fields: Any) -> None:
-        with self._lock:
-            self.counts[(what, inbox.name)] += 1
-            if what == "sent":
-                self.last_sent_at = time.time()
         for listener in self._listeners:
             try:
                 listener(what, inbox, fields)

@@ -99,10 +99,6 @@ class Settler:
         with self._cond:
             return len(self._pending)
 
-    def waiting_in(self, inbox: Path) -> int:
-        with self._cond:
-            return sum(1 for c in self._pending.values() if c.inbox.path == inbox)
-
     def offer(self, inbox: InboxConfig, names: Iterable[str]) -> None:
         """Files may have appeared or changed (an event, a scan). Never raises.
 
