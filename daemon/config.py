@@ -13,8 +13,7 @@ import difflib
 import math
 import os
 import re
-import string
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -22,12 +21,9 @@ from urllib.parse import urlsplit
 
 import yaml
 
+from daemon.caption import template_problem
 from daemon.errors import ConfigError, register_secret
 
-#: The placeholders a caption template may use.
-TEMPLATE_FIELDS = (
-    "filename", "stem", "ext", "message_type", "content_type", "size", "inbox", "date", "time",
-)  # fmt: skip
 #: File name patterns never taken: hidden, editor backups, partial downloads, OS litter.
 DEFAULT_IGNORE = (".*", "*~", "*.tmp", "*.part", "*.crdownload", "~$*", "Thumbs.db", "desktop.ini")
 DEFAULT_API_URL = "https://api.sendseven.com/api/v1"
@@ -37,14 +33,8 @@ LOG_FORMATS = ("json", "console")
 LOG_LEVELS = ("debug", "info", "warning", "error")
 MAX_WORKERS = 256
 
+
 # Values of the right type for each placeholder, to catch a bad format spec at load time.
-_SAMPLE_VALUES: dict[str, object] = {
-    "filename": "scan.pdf", "stem": "scan", "ext": "pdf", "message_type": "document",
-    "content_type": "application/pdf", "size": 12345, "inbox": "front-desk",
-    "date": "2024-01-31", "time": "09:30:00",
-}  # fmt: skip
-
-
 @dataclass(frozen=True)
 class ApiConfig:
     """Where and as whom to talk to the SendSeven API."""
@@ -231,24 +221,6 @@ def load_env_file(path: Path) -> dict[str, str]:
             value = re.split(r"\s+#", rest, maxsplit=1)[0]
         values[key] = value
     return values
-
-
-def render_text(template: str, values: Mapping[str, object]) -> str:
-    """Fill a caption template with ``values``; a missing value renders empty.
-
-    Only :data:`TEMPLATE_FIELDS` are looked up. A template that :func:`load_config` would
-    refuse raises ValueError; a value whose type does not suit its format spec is rendered
-    with ``str()`` instead, so that a caption never stops a file from being sent.
-    """
-    problem = _template_problem(template)
-    if problem is not None:
-        raise ValueError(problem)
-    parts: list[str] = []
-    for literal, name, spec, conversion in string.Formatter().parse(template):
-        parts.append(literal)
-        if name is not None:
-            parts.append(_format_value(values.get(name, ""), spec or "", conversion))
-    return "".join(parts)
 
 
 def describe(config: Config) -> list[str]:
@@ -586,57 +558,10 @@ def _inboxes(
 
 def _template(section: _Section, name: str) -> str | None:
     template = section.string(name)
-    problem = None if template is None else _template_problem(template)
+    problem = None if template is None else template_problem(template)
     if problem is not None:
         raise ConfigError(section.key(name), problem)
     return template
-
-
-def _template_problem(template: str) -> str | None:
-    """Why ``template`` is not a valid caption template, or None."""
-    try:
-        pieces = list(string.Formatter().parse(template))
-    except ValueError as error:
-        return f"malformed braces ({error}); write {{{{ and }}}} for literal braces"
-    for _, name, spec, conversion in pieces:
-        problem = None if name is None else _placeholder_problem(name, spec or "", conversion)
-        if problem is not None:
-            return problem
-    return None
-
-
-def _placeholder_problem(name: str, spec: str, conversion: str | None) -> str | None:
-    if name == "" or name.isdigit():
-        return "positional placeholders ({} or {0}) are not allowed; name a field"
-    if "." in name or "[" in name:
-        return f"{{{name}}}: attribute and index access are not allowed"
-    if name not in TEMPLATE_FIELDS:
-        close = difflib.get_close_matches(name, TEMPLATE_FIELDS, n=1)
-        hint = f" (did you mean {{{close[0]}}}?)" if close else ""
-        return f"unknown placeholder {{{name}}}{hint}; known: {', '.join(TEMPLATE_FIELDS)}"
-    # Formatting a value of the right type catches bad specs, nested fields, bad conversions.
-    try:
-        format(_convert(_SAMPLE_VALUES[name], conversion), spec)
-    except (ValueError, TypeError) as error:
-        return f"{{{name}}}: invalid format ({error})"
-    return None
-
-
-def _convert(value: object, conversion: str | None) -> object:
-    converters: dict[str, Callable[[object], str]] = {"s": str, "r": repr, "a": ascii}
-    if conversion is None:
-        return value
-    if conversion not in converters:
-        raise ValueError(f"unknown conversion !{conversion}")
-    return converters[conversion](value)
-
-
-def _format_value(value: object, spec: str, conversion: str | None) -> str:
-    # A value of an unexpected type must not stop a file from being sent: fall back to str().
-    try:
-        return format(_convert(value, conversion), spec)
-    except (ValueError, TypeError):
-        return str(value)
 
 
 def _ignore(value: object) -> tuple[str, ...]:

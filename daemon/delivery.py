@@ -20,14 +20,14 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import datetime
 from pathlib import Path
 from typing import Any
 
 from daemon.api import ApiClient, FileChanged
 from daemon.archive import Claim, drop_claim_folder, move_to_failed, move_to_sent, utc_now
+from daemon.caption import render_caption
 from daemon.classify import classify_file, extension_mismatch
-from daemon.config import Config, InboxConfig, render_text
+from daemon.config import Config, InboxConfig
 from daemon.errors import FileRejected, trim
 from daemon.journal import Entry, Journal
 from daemon.logs import get_logger
@@ -309,38 +309,6 @@ class Delivery:
                 )
                 if self.stop.wait(LOCAL_RETRY_SECONDS):
                     raise Stopped from None
-
-
-def render_caption(
-    template: str | None,
-    *,
-    name: str,
-    message_type: str | None,
-    content_type: str | None,
-    size: int | None,
-    inbox: str,
-) -> str | None:
-    """The message text for a file from its inbox's caption template (None: no text)."""
-    if not template:
-        return None
-    stem, dot, ext = name.rpartition(".")
-    if not stem:
-        stem, ext = name, ""
-    now = datetime.now().astimezone()
-    return render_text(
-        template,
-        {
-            "filename": name,
-            "stem": stem,
-            "ext": ext if dot else "",
-            "message_type": message_type,
-            "content_type": content_type,
-            "size": size,
-            "inbox": inbox,
-            "date": now.strftime("%Y-%m-%d"),
-            "time": now.strftime("%H:%M:%S"),
-        },
-    )
 
 
 def _sha256_of(path: Path) -> str | None:

@@ -13,9 +13,9 @@ from pathlib import Path
 
 from daemon.api import ApiClient
 from daemon.archive import new_claim_id
+from daemon.caption import render_caption
 from daemon.classify import classify_file
 from daemon.config import Config
-from daemon.delivery import render_caption
 from daemon.errors import FileRejected
 from daemon.logs import get_logger
 from daemon.retry import Attempts, AuthGate, AuthRefused, Backoff, RetryPolicy

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 
+from daemon.caption import render_text
 from daemon.config import (
     DEFAULT_API_URL,
     DEFAULT_IGNORE,
@@ -15,7 +16,6 @@ from daemon.config import (
     describe,
     load_config,
     load_env_file,
-    render_text,
 )
 from daemon.errors import ConfigError
 
