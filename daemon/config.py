@@ -22,7 +22,8 @@ from urllib.parse import urlsplit
 import yaml
 
 from daemon.caption import template_problem
-from daemon.errors import ConfigError, register_secret
+from daemon.environment import Expanded, expand, merged_environment
+from daemon.errors import ConfigError, os_error_text, register_secret
 
 #: File name patterns never taken: hidden, editor backups, partial downloads, OS litter.
 DEFAULT_IGNORE = (".*", "*~", "*.tmp", "*.part", "*.crdownload", "~$*", "Thumbs.db", "desktop.ini")
@@ -174,7 +175,9 @@ def load_config(
     try:
         text = source.read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError) as error:
-        raise ConfigError(str(path), f"cannot read the configuration: {_why(error)}") from None
+        raise ConfigError(
+            str(path), f"cannot read the configuration: {os_error_text(error)}"
+        ) from None
     try:
         data = yaml.load(text, Loader=_StrictLoader)  # noqa: S506 - a SafeLoader subclass
     except yaml.MarkedYAMLError as error:
@@ -187,40 +190,10 @@ def load_config(
     if not isinstance(data, dict):
         raise ConfigError(str(path), f"expected a YAML mapping (key: value), got {_kind(data)}")
 
-    env = _merged_environment(env_file, os.environ if environ is None else environ)
-    data = {key: _expand(value, str(key), env) for key, value in data.items()}
+    env = merged_environment(env_file, os.environ if environ is None else environ)
+    data = {key: expand(value, str(key), env) for key, value in data.items()}
     source = source.resolve()
     return _build(data, source, env, check_folders=check_folders)
-
-
-def load_env_file(path: Path) -> dict[str, str]:
-    """Parse a ``.env`` file: ``KEY=VALUE`` lines, ``export``, comments, quotes; no expansion."""
-    try:
-        lines = Path(path).read_text(encoding="utf-8-sig").splitlines()
-    except (OSError, UnicodeDecodeError) as error:
-        raise ConfigError(str(path), f"cannot read the env file: {_why(error)}") from None
-    values: dict[str, str] = {}
-    for number, raw in enumerate(lines, start=1):
-        line = raw.strip()
-        if not line or line.startswith("#"):
-            continue
-        line = re.sub(r"^export\s+", "", line)
-        key, equals, rest = line.partition("=")
-        key, rest = key.strip(), rest.strip()
-        if not equals or not _ENV_KEY.fullmatch(key):
-            raise ConfigError(str(path), f"line {number}: expected KEY=VALUE")
-        if rest[:1] in ("'", '"'):
-            quoted = _ENV_QUOTED[rest[0]].fullmatch(rest)
-            if quoted is None:
-                raise ConfigError(str(path), f"line {number}: unterminated {rest[0]} quote")
-            value = quoted[1]
-            if rest[0] == '"':
-                value = _ENV_ESCAPE.sub(lambda m: _ENV_ESCAPES.get(m[1], m[0]), value)
-        else:
-            # As in the shell, `#` starts a comment only after whitespace.
-            value = re.split(r"\s+#", rest, maxsplit=1)[0]
-        values[key] = value
-    return values
 
 
 def describe(config: Config) -> list[str]:
@@ -273,66 +246,6 @@ class _StrictLoader(yaml.SafeLoader):
 
 
 _YAML_MERGE = "tag:yaml.org,2002:merge"
-_ENV_KEY = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
-_ENV_QUOTED = {
-    '"': re.compile(r'"((?:[^"\\]|\\.)*)"\s*(?:#.*)?'),
-    "'": re.compile(r"'([^']*)'\s*(?:#.*)?"),
-}
-_ENV_ESCAPE = re.compile(r"\\(.)")
-_ENV_ESCAPES = {"n": "\n", "t": "\t", "r": "\r", '"': '"', "\\": "\\"}
-
-# ``$$`` (a literal ``$``), ``${NAME}``, ``${NAME:-default}``, or a malformed ``${``.
-_VARIABLE = re.compile(r"\$(?:(\$)|\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}|(\{))")
-
-
-class _Expanded(str):
-    """A string that came out of ``${...}``: numeric keys may parse it (``${WORKERS:-4}``)."""
-
-    __slots__ = ()
-
-
-def _merged_environment(env_file: Path | str | None, environ: Mapping[str, str]) -> dict[str, str]:
-    if env_file is not None:
-        if not Path(env_file).is_file():
-            raise ConfigError(str(env_file), "env file not found")
-        dotenv = load_env_file(Path(env_file))
-    elif Path(".env").is_file():
-        dotenv = load_env_file(Path(".env"))
-    else:
-        dotenv = {}
-    return {**dotenv, **environ}  # the real environment wins, as with docker compose
-
-
-def _expand(value: object, key: str, env: Mapping[str, str]) -> object:
-    if isinstance(value, dict):
-        return {k: _expand(v, _join(key, str(k)), env) for k, v in value.items()}
-    if isinstance(value, list):
-        return [_expand(item, f"{key}[{i}]", env) for i, item in enumerate(value)]
-    if not isinstance(value, str) or "$" not in value:
-        return value
-    substituted = False
-
-    def replace(match: re.Match[str]) -> str:
-        nonlocal substituted
-        dollar, name, default, broken = match.groups()
-        if dollar:
-            return "$"
-        if broken:
-            raise ConfigError(key, "malformed ${...}: use ${NAME} or ${NAME:-default} ($$ for $)")
-        substituted = True
-        found = env.get(name, "")
-        if found:
-            return found
-        if default is not None:
-            return default
-        if name in env:
-            return ""  # set but empty, as in the shell
-        raise ConfigError(key, f"environment variable {name} is not set")
-
-    result = _VARIABLE.sub(replace, value)
-    return _Expanded(result) if substituted else result
-
-
 # --- validation ---------------------------------------------------------------------------
 
 
@@ -365,7 +278,7 @@ class _Section:
         if not isinstance(value, str):
             hint = " (quote it)" if isinstance(value, int | float) else ""
             raise ConfigError(self.key(name), f"expected a string, got {_kind(value)}{hint}")
-        return str(value).strip() or None  # str(): no _Expanded leaks out
+        return str(value).strip() or None  # str(): no Expanded leaks out
 
     def choice(self, name: str, choices: tuple[str, ...], default: str) -> str:
         value = (self.string(name) or default).lower()
@@ -383,7 +296,7 @@ class _Section:
         self, name: str, *, minimum: float = 0.0, inclusive: bool = False
     ) -> float | None:
         value = self.data.get(name)
-        if isinstance(value, _Expanded):
+        if isinstance(value, Expanded):
             value = _parse_number(value, float)
         if value is None:
             return None
@@ -398,7 +311,7 @@ class _Section:
 
     def integer(self, name: str, default: int, low: int, high: int) -> int:
         value = self.data.get(name)
-        if isinstance(value, _Expanded):
+        if isinstance(value, Expanded):
             value = _parse_number(value, int)
         if value is None:
             return default
@@ -491,7 +404,7 @@ def _api(section: _Section, base: Path, env: Mapping[str, str]) -> ApiConfig:
             token = token_file.read_text(encoding="utf-8").strip()
         except (OSError, UnicodeDecodeError) as error:
             raise ConfigError(
-                "api.token_file", f"cannot read {token_file}: {_why(error)}"
+                "api.token_file", f"cannot read {token_file}: {os_error_text(error)}"
             ) from None
         if not token:
             raise ConfigError("api.token_file", f"{token_file} is empty")
@@ -658,7 +571,3 @@ def _kind(value: object) -> str:
     if isinstance(value, str):
         return "a string"
     return names.get(type(value), type(value).__name__)
-
-
-def _why(error: BaseException) -> str:
-    return error.strerror if isinstance(error, OSError) and error.strerror else str(error)

@@ -48,6 +48,11 @@ def trim(text: str, limit: int = DETAIL_MAX_CHARS) -> str:
     return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
+def os_error_text(error: BaseException) -> str:
+    """An OS error as a person reads it ("Permission denied"), anything else as its text."""
+    return error.strerror if isinstance(error, OSError) and error.strerror else str(error)
+
+
 class WatchError(Exception):
     """Base of every error this package raises on purpose."""
 

@@ -15,8 +15,8 @@ from daemon.config import (
     Config,
     describe,
     load_config,
-    load_env_file,
 )
+from daemon.environment import load_env_file
 from daemon.errors import ConfigError
 
 REPO = Path(__file__).resolve().parent.parent
