@@ -147,12 +147,15 @@ class Watcher:
         self.start()
         return True
 
-    def add(self, inbox: InboxConfig) -> None:
+    def add(self, inbox: InboxConfig) -> bool:
+        """Watch ``inbox``, or take its new settings if its folder is watched already
+        (a reload that changed its conversation or caption). True when it is new."""
         with self._lock:
-            if inbox.path in self._inboxes:
-                return
+            known = inbox.path in self._inboxes
             self._inboxes[inbox.path] = inbox
-            self._schedule(inbox.path)
+            if not known:
+                self._schedule(inbox.path)
+            return not known
 
     def remove(self, path: Path) -> None:
         with self._lock:

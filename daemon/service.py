@@ -280,8 +280,7 @@ class Service:
             if inbox.path not in wanted:
                 self.watcher.remove(inbox.path)
         for inbox in wanted.values():
-            if inbox.path not in {i.path for i in self.watcher.inboxes}:
-                self.watcher.add(inbox)
+            if self.watcher.add(inbox):  # settings of a known inbox are updated in place
                 self.pipeline.resume(inbox)
         restart = [k for k in ("state_dir", "workers", "observer", "metrics") if k in changes]
         self.log.info("config_reloaded", changed=sorted(changes), restart_required=restart)

@@ -230,3 +230,26 @@ def test_a_dead_observer_is_restarted_and_the_rescan_finds_missed_files(tmp_path
         assert "missed.pdf" in seen
     finally:
         watcher.stop()
+
+
+def test_sighup_applies_a_new_caption_to_a_watched_inbox(
+    api: FakeApi, tmp_path: Path, daemons: list[Daemon]
+) -> None:
+    """A reload that changes the caption of an inbox already watched takes effect."""
+    config = write_config(tmp_path, api.url, text="before {filename}")
+    inbox = tmp_path / "spool" / "conv_1"
+    inbox.mkdir(parents=True)
+    daemon = Daemon(config)
+    daemons.append(daemon)
+    daemon.wait_event("daemon_started")
+    copy_sample("document.pdf", inbox, "one.pdf")
+    daemon.wait_event("file_sent")
+    data = yaml.safe_load(config.read_text())
+    data["text"] = "after {filename}"
+    config.write_text(yaml.safe_dump(data))
+    daemon.signal(signal.SIGHUP)
+    daemon.wait_event("config_reloaded")
+    copy_sample("document.pdf", inbox, "two.pdf")
+    daemon.wait_event("file_sent", count=2)
+    assert daemon.stop() == 0
+    assert [m.text for m in api.messages()] == ["before one.pdf", "after two.pdf"]
