@@ -15,6 +15,7 @@ from __future__ import annotations
 import email.utils
 import hashlib
 import json
+import math
 import os
 import time
 import uuid
@@ -97,7 +98,8 @@ class MultipartBody:
         ).encode()
         self._epilogue = f"\r\n--{self.boundary}--\r\n".encode()
         self.length = len(self._preamble) + self.size + len(self._epilogue)
-        self._deadline = deadline
+        #: Monotonic time after which reading the body fails (:class:`UploadDeadline`).
+        self.deadline = deadline
         self._sent_file = 0
         self._stage = 0  # 0 preamble, 1 file, 2 epilogue, 3 done
         self._sha = hashlib.sha256()
@@ -115,7 +117,7 @@ class MultipartBody:
 
     def read(self, size: int = -1) -> bytes:
         """Return the next piece of the body (``size`` is a hint; chunks are whole)."""
-        if time.monotonic() > self._deadline:
+        if time.monotonic() > self.deadline:
             raise UploadDeadline("upload deadline passed", endpoint="attachments")
         if self._stage == 0:
             self._stage = 1
@@ -283,10 +285,10 @@ class ApiClient:
     def upload(self, path: Path, filename: str, content_type: str) -> Attachment:
         """Upload a file as multipart/form-data, streamed from disk."""
         connect_timeout, read_timeout = self._timeouts
-        size = path.stat().st_size
-        deadline = time.monotonic() + connect_timeout + read_timeout
-        deadline += size / MIN_UPLOAD_BYTES_PER_SECOND
-        with MultipartBody(path, filename, content_type, deadline) as body:
+        with MultipartBody(path, filename, content_type, deadline=math.inf) as body:
+            # The size of the file as opened, not as it was a moment before.
+            body.deadline = time.monotonic() + connect_timeout + read_timeout
+            body.deadline += body.size / MIN_UPLOAD_BYTES_PER_SECOND
             reply = self._post("attachments", body, {"Content-Type": body.content_type})
             if not body.unchanged():
                 raise FileChanged("file changed while it was uploaded", endpoint="attachments")
