@@ -35,17 +35,18 @@ import threading
 import time
 from typing import Any
 
-from daemon import fakeapi
-from daemon.fakeapi import FakeApi, Faults, ReceivedMessage
+from daemon.fakeapi import FakeApi
+from daemon.fakehttp import Handler
+from daemon.fakerules import Faults, ReceivedMessage
 
 
-class NoDelayHandler(fakeapi._Handler):
+class NoDelayHandler(Handler):
     """The bundled request handler, with TCP_NODELAY on its connection."""
 
     disable_nagle_algorithm = True
 
 
-class NagleHandler(fakeapi._Handler):
+class NagleHandler(Handler):
     """The bundled request handler, with Nagle's algorithm left on."""
 
     disable_nagle_algorithm = False
@@ -69,7 +70,7 @@ class RecordingApi(FakeApi):
                 self.first = now
         return reply
 
-    def use_handler(self, handler: type[fakeapi._Handler]) -> None:
+    def use_handler(self, handler: type[Handler]) -> None:
         """Serve later connections with ``handler`` (call right after start)."""
         assert self._server is not None
         self._server.RequestHandlerClass = handler

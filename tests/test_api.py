@@ -13,7 +13,8 @@ from conftest import TENANT, TOKEN
 
 from daemon.api import ApiClient, MultipartBody, parse_retry_after
 from daemon.errors import AuthError, RequestRejected, ServerBusy, TransportError
-from daemon.fakeapi import FakeApi, Faults
+from daemon.fakeapi import FakeApi
+from daemon.fakerules import Faults
 
 MB = 1024 * 1024
 

@@ -11,7 +11,8 @@ from pathlib import Path
 import yaml
 from conftest import Daemon, clean_env, copy_sample, events, wait_until, write_config
 
-from daemon.fakeapi import FakeApi, Faults
+from daemon.fakeapi import FakeApi
+from daemon.fakerules import Faults
 
 
 def _sent_names(inbox: Path) -> list[str]:

@@ -15,7 +15,8 @@ from typing import Any
 import pytest
 import requests
 
-from daemon.fakeapi import DROP, MB, FakeApi, Faults
+from daemon.fakeapi import FakeApi
+from daemon.fakerules import DROP, MB, Faults
 
 TOKEN = "test-token"
 TENANT = "test-tenant"

@@ -29,7 +29,8 @@ from conftest import (
 from daemon import archive
 from daemon.archive import Owner
 from daemon.config import load_config
-from daemon.fakeapi import FakeApi, Faults
+from daemon.fakeapi import FakeApi
+from daemon.fakerules import Faults
 from daemon.journal import Journal
 from daemon.logs import configure
 from daemon.pipeline import Pipeline

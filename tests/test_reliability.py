@@ -13,7 +13,8 @@ from pathlib import Path
 import pytest
 from conftest import TOKEN, Daemon, events, run_cli, wait_until, write_config
 
-from daemon.fakeapi import FakeApi, Faults
+from daemon.fakeapi import FakeApi
+from daemon.fakerules import Faults
 
 
 def _drop_pdfs(inbox: Path, count: int, prefix: str = "doc", start_s: int = 1_000_000) -> list[str]:

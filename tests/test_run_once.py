@@ -9,7 +9,8 @@ from pathlib import Path
 import pytest
 from conftest import DATA, TOKEN, events, log_lines, run_cli, write_config
 
-from daemon.fakeapi import FakeApi, Faults
+from daemon.fakeapi import FakeApi
+from daemon.fakerules import Faults
 
 EXPECTED: dict[str, dict[str, str | None]] = json.loads((DATA / "expected.json").read_text())
 

@@ -8,7 +8,8 @@ from typing import Any
 
 from conftest import TENANT, TOKEN, Daemon, events, run_cli, write_config
 
-from daemon.fakeapi import FakeApi, Faults
+from daemon.fakeapi import FakeApi
+from daemon.fakerules import Faults
 
 
 def drop_pdf(inbox: Path, name: str) -> Path:
