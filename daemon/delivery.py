@@ -52,6 +52,12 @@ class Job:
     """Scheduling state: queued → preparing → ready → sending → done (or failed, parked)."""
     started: float = field(default_factory=time.monotonic)
     """When this run took it on (for ``duration_ms``)."""
+    errors: int = 0
+    """Unforeseen errors (bugs, odd OS errors) its steps hit in this run."""
+    first_error: float | None = None
+    """``time.monotonic()`` of the first of them."""
+    last_error: str = ""
+    """The latest of them, as ``Type: message``."""
 
     @property
     def order(self) -> tuple[int, str]:

@@ -23,7 +23,6 @@ from daemon.retry import Attempts, AuthGate, AuthRefused, Backoff, RetryPolicy
 
 def send_files(config: Config, conversation_id: str, files: list[Path], text: str | None) -> int:
     """Send each file to ``conversation_id``; 0 when all were sent, else 1."""
-    log = get_logger()
     api = config.api
     client = ApiClient(
         api.url,
@@ -32,26 +31,13 @@ def send_files(config: Config, conversation_id: str, files: list[Path], text: st
         connect_timeout=api.connect_timeout,
         read_timeout=api.read_timeout,
     )
-    policy = RetryPolicy(
-        Backoff(config.retry.initial_delay, config.retry.max_delay),
-        config.retry.give_up_after,
-        AuthGate(),
-        threading.Event(),
-        once=True,
-        on_retry=lambda attempt, delay, error: log.warning(
-            "retry_scheduled",
-            file=None,
-            attempt=attempt,
-            delay_s=round(delay, 3),
-            error=str(error),
-        ),
-    )
     template = text if text is not None else config.text
     all_sent = True
     try:
         for path in files:
             result: dict[str, object] = {"file": str(path)}
             try:
+                policy = _policy(config, path)
                 result["message_id"] = _send_one(client, policy, path, conversation_id, template)
             except FileRejected as rejected:
                 result.update(
@@ -67,6 +53,27 @@ def send_files(config: Config, conversation_id: str, files: list[Path], text: st
         client.close()
     sys.stdout.flush()
     return 0 if all_sent else 1
+
+
+def _policy(config: Config, path: Path) -> RetryPolicy:
+    """The retry policy for one file: its give-up clock starts with it."""
+    log = get_logger()
+
+    def on_retry(attempt: int, delay: float, error: Exception) -> None:
+        status = getattr(error, "status", None)
+        fields: dict[str, object] = {"status": status} if status else {"error": str(error)}
+        log.warning(
+            "retry_scheduled", file=str(path), attempt=attempt, delay_s=round(delay, 3), **fields
+        )
+
+    return RetryPolicy(
+        Backoff(config.retry.initial_delay, config.retry.max_delay),
+        config.retry.give_up_after,
+        AuthGate(),
+        threading.Event(),
+        once=True,
+        on_retry=on_retry,
+    )
 
 
 def _send_one(

@@ -24,17 +24,24 @@ from daemon.api import ApiClient
 from daemon.archive import Owner, drop_claim_folder
 from daemon.config import Config, InboxConfig
 from daemon.delivery import Delivery, Job
+from daemon.errors import FileRejected
 from daemon.journal import Journal
 from daemon.logs import get_logger
 from daemon.outcomes import Outcomes
-from daemon.retry import AuthGate, AuthRefused, Stopped
+from daemon.retry import AuthGate, AuthRefused, Backoff, Stopped
 
 #: Job states of files whose send is done: the next send of their lane may go.
 _SENT = ("archiving", "done")
+#: Job states of files a worker (or the archiver) is busy with.
+_RUNNING = ("preparing", "sending", "archiving")
 #: Files of one conversation in flight at once (uploads running ahead of its send).
 LANE_AHEAD = 4
-#: Seconds before a file whose step hit an unforeseen error is tried again.
+#: Seconds before a file whose step hit an unforeseen error is first tried again; the
+#: wait doubles from there up to ``retry.max_delay``.
 RETRY_BROKEN_SECONDS = 5.0
+#: Journal stages from which a file that keeps hitting an unforeseen error may be failed:
+#: nothing of it can have reached the conversation yet.
+_MAY_GIVE_UP = ("claimed", "uploaded")
 
 
 @dataclass(eq=False)
@@ -45,9 +52,19 @@ class Lane:
     jobs: list[Job] = field(default_factory=list)
     in_flight: int = 0
     driving: bool = False
+    stalled: bool = False
+    """``--once``: a file hit an unforeseen error; the rest waits for the next run."""
 
     def next_queued(self) -> Job | None:
+        if self.stalled:
+            return None
         return next((job for job in self.jobs if job.state == "queued"), None)
+
+    def settled(self) -> bool:
+        """Nothing left to do in this run: empty, or stalled with no step running."""
+        if self.stalled:
+            return not any(job.state in _RUNNING for job in self.jobs)
+        return not self.jobs
 
     def insert(self, job: Job) -> None:
         """Insert in arrival order, but never ahead of a file already started."""
@@ -81,6 +98,8 @@ class Pipeline:
         self.stop_event = threading.Event()
         self.gate = AuthGate()
         self.auth_refused: AuthRefused | None = None
+        #: ``--once``: files left claimed after an unforeseen error (the run exits 1).
+        self.broken = 0
         self._log = get_logger()
         # One lock, two conditions: workers wait for a file they may start (woken one at
         # a time: a wake-up for all of them on every change costs more than the work);
@@ -146,7 +165,9 @@ class Pipeline:
         """Block until no file is queued or in flight (or the run stopped)."""
         deadline = None if timeout is None else time.monotonic() + timeout
         with self._cond:
-            while any(lane.jobs for lane in self._lanes.values()) and not self._stopping:
+            while not self._stopping and not all(
+                lane.settled() for lane in self._lanes.values()
+            ):
                 remaining = None if deadline is None else deadline - time.monotonic()
                 if remaining is not None and remaining <= 0:
                     return False
@@ -268,17 +289,48 @@ class Pipeline:
         except AuthRefused as refused:
             self._refuse(refused)
             self._park(lane, job)
-        except Exception:  # noqa: BLE001 - see below
-            # A bug or an unforeseen OS error must not kill a worker or lose the file:
-            # it stays claimed and is tried again a little later.
-            self._log.exception("file_error", inbox=job.inbox.name, file=job.entry.name)
-            self._park(lane, job)
-            timer = threading.Timer(RETRY_BROKEN_SECONDS, self._unpark, (job,))
-            timer.daemon = True
-            timer.start()
+        except Exception as error:  # noqa: BLE001 - see _broken
+            self._broken(lane, job, error)
         else:
             return True
         return False
+
+    def _broken(self, lane: Lane, job: Job, error: Exception) -> None:
+        """A bug or an unforeseen OS error must not kill a worker or lose the file: it
+        stays claimed and is tried again later, with a growing wait. ``--once`` leaves it
+        (and the rest of its conversation, to keep the order) to the next run."""
+        job.errors += 1
+        if job.first_error is None:
+            job.first_error = time.monotonic()
+        job.last_error = f"{type(error).__name__}: {error}"
+        fields = {"inbox": job.inbox.name, "file": job.entry.name, "attempt": job.errors}
+        if self.once:
+            self._log.exception("file_error", **fields, retry_in_s=None)
+            with self._cond:
+                lane.stalled = True
+                self.broken += 1
+            self._park(lane, job)
+            return
+        retry = self.config.retry
+        backoff = Backoff(RETRY_BROKEN_SECONDS, max(RETRY_BROKEN_SECONDS, retry.max_delay))
+        delay = backoff.delay(job.errors)
+        self._log.exception("file_error", **fields, retry_in_s=round(delay, 3))
+        self._park(lane, job)
+        timer = threading.Timer(delay, self._unpark, (job,))
+        timer.daemon = True
+        timer.start()
+
+    def _given_up(self, job: Job) -> FileRejected | None:
+        """A file that kept hitting an unforeseen error for ``retry.give_up_after``."""
+        if job.first_error is None or job.entry.stage not in _MAY_GIVE_UP:
+            return None
+        waited = time.monotonic() - job.first_error
+        if waited < self.config.retry.give_up_after:
+            return None
+        return FileRejected(
+            "retries_exhausted",
+            f"unexpected error, {job.errors} attempts over {waited:.0f} s: {job.last_error}",
+        )
 
     def _unpark(self, job: Job) -> None:
         with self._cond:
@@ -287,7 +339,12 @@ class Pipeline:
                 self._cond.notify()
 
     def _prepare(self, job: Job) -> None:
-        ready = self.delivery.prepare(job)
+        given_up = self._given_up(job)
+        if given_up is not None:
+            self.delivery.fail(job, given_up)
+            ready = False
+        else:
+            ready = self.delivery.prepare(job)
         with self._cond:
             job.state = "ready" if ready else "failed"
         if not ready:

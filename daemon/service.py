@@ -193,6 +193,8 @@ class Service:
         self._shutdown()
         if self.pipeline.auth_refused is not None:
             return EXIT_AUTH
+        if self.pipeline.broken:
+            return EXIT_FAILURE  # left claimed after a file_error: the next run goes on
         return EXIT_OK
 
     def _run_forever(self) -> int:

@@ -82,6 +82,15 @@ def clean_env() -> dict[str, str]:
     return env
 
 
+def inject(folder: Path, code: str) -> dict[str, str]:
+    """An environment whose interpreter runs ``code`` at start-up (a ``sitecustomize``)."""
+    folder.mkdir()
+    (folder / "sitecustomize.py").write_text(code, encoding="utf-8")
+    env = clean_env()
+    env["PYTHONPATH"] = str(folder)
+    return env
+
+
 def run_cli(
     *args: str, cwd: Path | None = None, timeout: float = 90, env: dict[str, str] | None = None
 ) -> subprocess.CompletedProcess[str]:

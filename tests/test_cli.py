@@ -81,6 +81,20 @@ def test_send_leaves_files_in_place(api: FakeApi, tmp_path: Path) -> None:
     assert [m.conversation_id for m in api.messages()] == ["conv_x", "conv_x"]
 
 
+def test_send_names_the_file_it_retries(api: FakeApi, tmp_path: Path) -> None:
+    """A retry during `send` is logged with the file it is for, and the file still goes."""
+    config = write_config(tmp_path, api.url)
+    pdf = tmp_path / "report.pdf"
+    shutil.copyfile(DATA / "document.pdf", pdf)
+    api.force(503)
+    result = run_cli("send", "-c", str(config), "--conversation", "conv_x", str(pdf))
+    assert result.returncode == 0, result.stdout
+    lines = [json.loads(line) for line in result.stdout.splitlines()]
+    (retry,) = [line for line in lines if line.get("event") == "retry_scheduled"]
+    assert (retry["file"], retry["attempt"], retry["status"]) == (str(pdf), 1, 503)
+    assert [line["message_id"] for line in lines if "message_id" in line] == [api.messages()[0].id]
+
+
 def test_requeue_moves_failed_files_back(api: FakeApi, tmp_path: Path) -> None:
     """Failed files return to their inbox (optionally by reason) and lose their sidecars."""
     config = write_config(tmp_path, api.url)

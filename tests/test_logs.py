@@ -19,6 +19,7 @@ from conftest import (
     Daemon,
     clean_env,
     events,
+    inject,
     log_lines,
     run_cli,
     write_config,
@@ -135,20 +136,11 @@ def test_a_whole_run_logs_every_spec_event_as_json_lines(
     assert TOKEN not in "".join(daemon.raw)
 
 
-def _inject(folder: Path, code: str) -> dict[str, str]:
-    """An environment whose interpreter runs ``code`` at start-up (a ``sitecustomize``)."""
-    folder.mkdir()
-    (folder / "sitecustomize.py").write_text(code, encoding="utf-8")
-    env = clean_env()
-    env["PYTHONPATH"] = str(folder)
-    return env
-
-
 def test_an_exception_inside_the_daemon_is_one_json_line_with_a_structured_traceback(
     api: FakeApi, tmp_path: Path, daemons: list[Daemon]
 ) -> None:
     """A bug while handling a file: one file_error line, traceback as data, nothing on stderr."""
-    env = _inject(
+    env = inject(
         tmp_path / "inject",
         "import logging\n"
         "import daemon.classify as classify\n"  # before anyone imports it by name
@@ -187,7 +179,7 @@ def test_an_exception_that_escapes_main_is_one_json_line_and_exit_1(
     api: FakeApi, tmp_path: Path
 ) -> None:
     """Even a crash of the whole command ends as a JSON line, not a stderr dump."""
-    env = _inject(
+    env = inject(
         tmp_path / "inject",
         "import daemon.service\n"
         "def run(self):\n"

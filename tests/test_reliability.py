@@ -3,6 +3,7 @@ daemons — each against the fake API's fault knobs over real HTTP."""
 
 from __future__ import annotations
 
+import json
 import os
 import random
 import signal
@@ -11,7 +12,16 @@ from collections import defaultdict
 from pathlib import Path
 
 import pytest
-from conftest import TOKEN, Daemon, events, run_cli, wait_until, write_config
+from conftest import (
+    TOKEN,
+    Daemon,
+    events,
+    inject,
+    log_lines,
+    run_cli,
+    wait_until,
+    write_config,
+)
 
 from daemon.fakeapi import FakeApi
 from daemon.fakerules import Faults
@@ -208,3 +218,73 @@ def test_sighup_with_a_new_token_resumes_the_paused_files(
     assert daemon.stop() == 0
     assert sorted(p.name for p in (tmp_path / "spool" / "conv_1" / "sent").iterdir()) == names
     assert "rotated-token-2" not in "".join(daemon.raw)
+
+
+#: A bug in the classifier that hits one file name only (see ``inject``).
+_BUG_FOR_BOOM = (
+    "import daemon.classify as classify\n"
+    "real = classify.classify_file\n"
+    "def classify_file(path):\n"
+    "    if path.name == 'boom.pdf':\n"
+    "        raise RuntimeError('injected bug')\n"
+    "    return real(path)\n"
+    "classify.classify_file = classify_file\n"
+)
+
+
+def test_once_leaves_a_file_that_hits_a_bug_claimed_and_exits_1(
+    api: FakeApi, tmp_path: Path
+) -> None:
+    """--once does not wait forever on a broken file: the rest goes out, it stays claimed."""
+    spool = tmp_path / "spool"
+    _drop_pdfs(spool / "conv_1", 1, prefix="boom")  # boom-000.pdf, renamed below
+    (spool / "conv_1" / "boom-000.pdf").rename(spool / "conv_1" / "boom.pdf")
+    later = _drop_pdfs(spool / "conv_1", 2, prefix="later", start_s=2_000_000)
+    others = _drop_pdfs(spool / "conv_2", 3)
+    config = write_config(tmp_path, api.url)
+    env = inject(tmp_path / "inject", _BUG_FOR_BOOM)
+
+    result = run_cli("run", "-c", str(config), "--once", env=env)
+
+    assert result.returncode == 1, result.stderr
+    (error,) = events(log_lines(result.stdout), "file_error")
+    assert (error["file"], error["attempt"], error["retry_in_s"]) == ("boom.pdf", 1, None)
+    assert sorted(p.name for p in (spool / "conv_2" / "sent").iterdir()) == others
+    # Order is kept: nothing after the broken file went out; nothing was failed or lost.
+    assert not any(m.conversation_id == "conv_1" for m in api.messages())
+    assert not (spool / "conv_1" / "failed").exists()
+    claimed = {p.name for p in (spool / "conv_1" / ".sendseven-watch").rglob("*.pdf")}
+    assert "boom.pdf" in claimed
+
+    # Once the bug is gone, the next run sends what was left, in order.
+    again = run_cli("run", "-c", str(config), "--once")
+    assert again.returncode == 0, again.stderr
+    _assert_each_file_sent_once(api, {"conv_1": ["boom.pdf", *later], "conv_2": others})
+
+
+def test_a_file_that_keeps_hitting_a_bug_fails_after_give_up_after(
+    api: FakeApi, tmp_path: Path, daemons: list[Daemon]
+) -> None:
+    """Retried with a growing wait; after give_up_after it is failed, and its conversation
+    goes on."""
+    inbox = tmp_path / "spool" / "conv_1"
+    _drop_pdfs(inbox, 1, prefix="boom")
+    (inbox / "boom-000.pdf").rename(inbox / "boom.pdf")
+    later = _drop_pdfs(inbox, 2, prefix="later", start_s=2_000_000)
+    config = write_config(tmp_path, api.url, retry={"give_up_after": 1})
+    daemon = Daemon(config, env=inject(tmp_path / "inject", _BUG_FOR_BOOM))
+    daemons.append(daemon)
+
+    (failed,) = daemon.wait_event("file_failed", timeout=30)
+    daemon.wait_event("file_sent", count=2)
+    assert daemon.stop() == 0
+
+    (error, *_) = events(daemon.lines, "file_error")
+    assert (error["file"], error["attempt"]) == ("boom.pdf", 1)
+    assert 2.5 <= error["retry_in_s"] <= 5.0  # RETRY_BROKEN_SECONDS, with jitter
+    assert (failed["file"], failed["reason"]) == ("boom.pdf", "retries_exhausted")
+    sidecar = json.loads((inbox / "failed" / "boom.pdf.error.json").read_text())
+    assert sidecar["reason"] == "retries_exhausted"
+    assert "RuntimeError: injected bug" in sidecar["detail"]
+    assert [p.name for p in sorted((inbox / "sent").iterdir())] == later
+    _assert_each_file_sent_once(api, {"conv_1": later})
