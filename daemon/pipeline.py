@@ -165,9 +165,7 @@ class Pipeline:
         """Block until no file is queued or in flight (or the run stopped)."""
         deadline = None if timeout is None else time.monotonic() + timeout
         with self._cond:
-            while not self._stopping and not all(
-                lane.settled() for lane in self._lanes.values()
-            ):
+            while not self._stopping and not all(lane.settled() for lane in self._lanes.values()):
                 remaining = None if deadline is None else deadline - time.monotonic()
                 if remaining is not None and remaining <= 0:
                     return False
