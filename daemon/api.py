@@ -26,7 +26,9 @@ from pathlib import Path
 from typing import Any
 
 import requests
-from requests.structures import CaseInsensitiveDict
+import urllib3
+from requests.adapters import HTTPAdapter
+from urllib3 import BaseHTTPResponse, HTTPConnectionPool
 
 from daemon import __version__
 from daemon.errors import (
@@ -44,6 +46,8 @@ CHUNK_BYTES = 256 * 1024
 #: With ``read_timeout`` on top, it sets the wall-clock deadline of an upload (requests'
 #: own timeouts are per socket operation, never a limit on the whole transfer).
 MIN_UPLOAD_BYTES_PER_SECOND = 100 * 1024
+#: The retry policy is the pipeline's (journal, Idempotency-Key): urllib3 never retries.
+NO_RETRIES = urllib3.Retry(0, read=False)  # what requests' HTTPAdapter uses
 
 
 class FileChanged(TransientError):
@@ -177,10 +181,10 @@ def parse_retry_after(value: str | None, now: float | None = None) -> float | No
     return max(0.0, when.timestamp() - current)
 
 
-def _error_detail(response: requests.Response) -> str:
+def _error_detail(response: BaseHTTPResponse) -> str:
     """The API's own words for an error, falling back to the raw body or the reason."""
     try:
-        body: Any = response.json()
+        body: Any = json.loads(response.data)
     except ValueError:
         body = None
     if isinstance(body, dict):
@@ -188,13 +192,13 @@ def _error_detail(response: requests.Response) -> str:
             text = body.get(key)
             if isinstance(text, str) and text:
                 return text
-    text = response.text.strip()
-    return text or response.reason or f"HTTP {response.status_code}"
+    text = response.data.decode("utf-8", "replace").strip()
+    return text or response.reason or f"HTTP {response.status}"
 
 
-def raise_for_status(response: requests.Response, endpoint: str) -> None:
+def raise_for_status(response: BaseHTTPResponse, endpoint: str) -> None:
     """Turn an error reply into the typed error the pipeline acts on."""
-    status = response.status_code
+    status = response.status
     if status < 400:
         return
     detail = _error_detail(response)
@@ -223,16 +227,23 @@ class ApiClient:
         #: Called after every request with (endpoint, status or None, seconds): metrics.
         self.on_request = on_request
         self._timeouts = (connect_timeout, read_timeout)
-        # The session owns the keep-alive pool; requests go straight to its adapter with
-        # a request prepared here. Session.request would merge settings, cookies, hooks
-        # and the environment on every call: two thirds of requests' CPU per request, and
-        # the daemon is CPU-bound on busy spools. What the environment would add is looked
-        # up once instead (HTTPS_PROXY/NO_PROXY, REQUESTS_CA_BUNDLE/CURL_CA_BUNDLE).
+        # The session's adapter owns the keep-alive pools and decides, once per endpoint,
+        # which pool (direct, proxy, TLS settings) and which URL a request goes to. The
+        # requests themselves go straight to that urllib3 pool: Session.request merges
+        # settings, cookies, hooks and the environment on every call, and the adapter
+        # wraps every reply in a Response: most of the CPU of a request, and the daemon is
+        # CPU-bound on busy spools. What the environment would add is looked up once
+        # instead (HTTPS_PROXY/NO_PROXY, REQUESTS_CA_BUNDLE/CURL_CA_BUNDLE).
         self._session = requests.Session()
-        self._adapter = self._session.get_adapter(self.url)
+        adapter = self._session.get_adapter(self.url)
+        if not isinstance(adapter, HTTPAdapter):
+            raise TypeError(f"no HTTP adapter for {self.url}")
+        self._adapter = adapter
         self._proxies = requests.utils.get_environ_proxies(self.url)
         bundle = os.environ.get("REQUESTS_CA_BUNDLE") or os.environ.get("CURL_CA_BUNDLE")
         self._verify: bool | str = bundle or True
+        self._timeout = urllib3.Timeout(connect=connect_timeout, read=read_timeout)
+        self._pools: dict[str, tuple[HTTPConnectionPool, str]] = {}
         self._headers = {
             "Authorization": f"Bearer {token}",
             "X-Tenant-ID": tenant_id,
@@ -243,44 +254,58 @@ class ApiClient:
     def close(self) -> None:
         self._session.close()
 
+    def _pool(self, endpoint: str) -> tuple[HTTPConnectionPool, str]:
+        """The keep-alive pool for ``endpoint`` and the URL to ask it for, looked up once
+        (as ``HTTPAdapter.send`` would look them up for every request)."""
+        known = self._pools.get(endpoint)
+        if known is not None:
+            return known
+        request = requests.PreparedRequest()
+        request.prepare(method="POST", url=f"{self.url}/{endpoint}")
+        pool = self._adapter.get_connection_with_tls_context(request, self._verify, self._proxies)
+        if not isinstance(pool, HTTPConnectionPool):
+            raise TypeError(f"no HTTP connection pool for {request.url}")
+        known = self._pools[endpoint] = (pool, self._adapter.request_url(request, self._proxies))
+        return known
+
     def _post(
         self, endpoint: str, body: bytes | MultipartBody, headers: dict[str, str]
     ) -> dict[str, Any]:
-        request = requests.PreparedRequest()
-        request.method = "POST"
-        request.url = f"{self.url}/{endpoint}"
-        request.headers = CaseInsensitiveDict(
-            {**self._headers, **headers, "Content-Length": str(len(body))}
-        )
-        request.body = body  # type: ignore[assignment]  # a file-like body streams
+        pool, url = self._pool(endpoint)
         started = time.monotonic()
         status: int | None = None
         try:
             try:
-                response = self._adapter.send(
-                    request, timeout=self._timeouts, verify=self._verify, proxies=self._proxies
+                response = pool.urlopen(
+                    "POST",
+                    url,
+                    body=body,  # type: ignore[arg-type]  # file-like: the upload streams
+                    headers={**self._headers, **headers, "Content-Length": str(len(body))},
+                    redirect=False,
+                    assert_same_host=False,
+                    retries=NO_RETRIES,
+                    timeout=self._timeout,
+                    preload_content=True,
+                    decode_content=True,
                 )
-            except requests.RequestException as exc:
+            except (urllib3.exceptions.HTTPError, OSError) as exc:
                 cause = exc.__context__
                 if isinstance(cause, ApiError):  # raised inside the body reader
                     raise cause from None
                 # The text can carry the URL but never the headers: no token here.
                 raise TransportError(f"{type(exc).__name__}: {exc}", endpoint=endpoint) from None
-            with response:
-                status = response.status_code
-                raise_for_status(response, endpoint)
-                try:
-                    body = response.json()
-                except ValueError:
-                    raise ServerBusy(
-                        "reply is not JSON", status=status, endpoint=endpoint
-                    ) from None
+            status = response.status
+            raise_for_status(response, endpoint)
+            try:
+                reply = json.loads(response.data)
+            except ValueError:
+                raise ServerBusy("reply is not JSON", status=status, endpoint=endpoint) from None
         finally:
             if self.on_request is not None:
                 self.on_request(endpoint, status, time.monotonic() - started)
-        if not isinstance(body, dict) or not isinstance(body.get("id"), str):
+        if not isinstance(reply, dict) or not isinstance(reply.get("id"), str):
             raise ServerBusy("reply has no id", status=status, endpoint=endpoint)
-        return body
+        return reply
 
     def upload(self, path: Path, filename: str, content_type: str) -> Attachment:
         """Upload a file as multipart/form-data, streamed from disk."""

@@ -3,10 +3,15 @@
 from __future__ import annotations
 
 import hashlib
+import http.client
+import http.server
 import subprocess
 import sys
 import textwrap
+import threading
+import urllib.parse
 from pathlib import Path
+from typing import ClassVar
 
 import pytest
 from conftest import TENANT, TOKEN
@@ -219,3 +224,54 @@ def test_a_slow_upload_ends_as_a_transport_error(api: FakeApi, tmp_path: Path) -
     with pytest.raises(TransportError):
         client.upload(_pdf(tmp_path), "scan.pdf", "application/pdf")
     client.close()
+
+
+class _ForwardingProxy(http.server.BaseHTTPRequestHandler):
+    """A plain HTTP proxy: notes each request line and forwards the request."""
+
+    seen: ClassVar[list[str]] = []
+
+    def do_POST(self) -> None:
+        self.seen.append(self.requestline)
+        target = urllib.parse.urlsplit(self.path)  # a proxy is asked for absolute URLs
+        body = self.rfile.read(int(self.headers["Content-Length"]))
+        upstream = http.client.HTTPConnection(target.hostname, target.port, timeout=10)
+        headers = {k: v for k, v in self.headers.items() if k.lower() != "proxy-connection"}
+        upstream.request("POST", target.path, body=body, headers=headers)
+        reply = upstream.getresponse()
+        data = reply.read()
+        upstream.close()
+        self.send_response(reply.status)
+        self.send_header("Content-Type", reply.getheader("Content-Type", "application/json"))
+        self.send_header("Content-Length", str(len(data)))
+        self.end_headers()
+        self.wfile.write(data)
+
+    def log_message(self, format: str, *args: object) -> None:
+        pass
+
+
+def test_requests_go_through_the_proxy_of_the_environment(
+    api: FakeApi, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """HTTP_PROXY is honoured as requests would: absolute URLs to the proxy, same replies."""
+    proxy = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _ForwardingProxy)
+    thread = threading.Thread(target=proxy.serve_forever, daemon=True)
+    thread.start()
+    try:
+        for name in ("NO_PROXY", "no_proxy", "HTTPS_PROXY", "https_proxy", "ALL_PROXY"):
+            monkeypatch.delenv(name, raising=False)
+        monkeypatch.setenv("HTTP_PROXY", f"http://127.0.0.1:{proxy.server_address[1]}")
+        client = _client(api)
+        attachment = client.upload(_pdf(tmp_path), "scan.pdf", "application/pdf")
+        client.send("conv_1", "document", [attachment.id], None, "sw-key-proxy")
+        client.close()
+    finally:
+        proxy.shutdown()
+        proxy.server_close()
+        thread.join()
+    assert _ForwardingProxy.seen == [
+        f"POST {api.url}/attachments HTTP/1.1",
+        f"POST {api.url}/messages HTTP/1.1",
+    ]
+    assert [m.idempotency_key for m in api.messages()] == ["sw-key-proxy"]
