@@ -20,6 +20,7 @@ from __future__ import annotations
 import contextlib
 import errno
 import fcntl
+import functools
 import json
 import os
 import secrets
@@ -70,11 +71,13 @@ class Claim:
     owner_dir: Path
     """The owner folder the claim lives in now."""
 
-    @property
+    # Cached: asked for at every step of the file, and a Path join is not free. (A
+    # cached_property writes the instance's __dict__ directly, so a frozen class is fine.)
+    @functools.cached_property
     def folder(self) -> Path:
         return self.owner_dir / self.claim_id
 
-    @property
+    @functools.cached_property
     def path(self) -> Path:
         return self.folder / self.name
 
