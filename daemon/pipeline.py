@@ -1,7 +1,7 @@
 """Per-conversation ordered workers: claim → classify → upload → send → archive.
 
 This module schedules; :mod:`daemon.delivery` carries out the steps of each file.
- Each conversation has a :class:`Lane`: its claimed files in arrival order.
+Each conversation has a :class:`~daemon.lanes.Lane`: its claimed files in arrival order.
 ``workers`` threads take tasks round-robin across lanes; a task is "classify and upload the
 next file of this lane". Uploads of one lane may run ahead in parallel, but sends keep the
 order: whichever worker finds the lane's head ready becomes the lane's *driver* and sends
@@ -13,12 +13,10 @@ never blocks the head: no deadlock, and no worker ever sits waiting for its turn
 
 from __future__ import annotations
 
-import bisect
 import queue
 import threading
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
 
 from daemon.api import ApiClient
 from daemon.archive import Owner, drop_claim_folder
@@ -26,56 +24,17 @@ from daemon.config import Config, InboxConfig
 from daemon.delivery import Delivery, Job
 from daemon.errors import FileRejected
 from daemon.journal import Journal
+from daemon.lanes import Lane, Lanes
 from daemon.logs import get_logger
 from daemon.outcomes import Outcomes
 from daemon.retry import AuthGate, AuthRefused, Backoff, Stopped
 
-#: Job states of files whose send is done: the next send of their lane may go.
-_SENT = ("archiving", "done")
-#: Job states of files a worker (or the archiver) is busy with.
-_RUNNING = ("preparing", "sending", "archiving")
-#: Files of one conversation in flight at once (uploads running ahead of its send).
-LANE_AHEAD = 4
 #: Seconds before a file whose step hit an unforeseen error is first tried again; the
 #: wait doubles from there up to ``retry.max_delay``.
 RETRY_BROKEN_SECONDS = 5.0
 #: Journal stages from which a file that keeps hitting an unforeseen error may be failed:
 #: nothing of it can have reached the conversation yet.
 _MAY_GIVE_UP = ("claimed", "uploaded")
-
-
-@dataclass(eq=False)
-class Lane:
-    """The claimed files of one conversation, oldest first."""
-
-    conversation_id: str
-    jobs: list[Job] = field(default_factory=list)
-    in_flight: int = 0
-    driving: bool = False
-    stalled: bool = False
-    """``--once``: a file hit an unforeseen error; the rest waits for the next run."""
-
-    def next_queued(self) -> Job | None:
-        if self.stalled:
-            return None
-        return next((job for job in self.jobs if job.state == "queued"), None)
-
-    def settled(self) -> bool:
-        """Nothing left to do in this run: empty, or stalled with no step running."""
-        if self.stalled:
-            return not any(job.state in _RUNNING for job in self.jobs)
-        return not self.jobs
-
-    def insert(self, job: Job) -> None:
-        """Insert in arrival order, but never ahead of a file already started."""
-        if not self.jobs or self.jobs[-1].order <= job.order:
-            self.jobs.append(job)  # the usual case: files are claimed in arrival order
-            return
-        first_queued = next(
-            (i for i, other in enumerate(self.jobs) if other.state == "queued"), len(self.jobs)
-        )
-        keys = [other.order for other in self.jobs[first_queued:]]
-        self.jobs.insert(first_queued + bisect.bisect_right(keys, job.order), job)
 
 
 class Pipeline:
@@ -107,8 +66,7 @@ class Pipeline:
         lock = threading.Lock()
         self._cond = threading.Condition(lock)
         self._idle = threading.Condition(lock)
-        self._lanes: dict[str, Lane] = {}
-        self._rr: list[str] = []
+        self._lanes = Lanes()
         self._in_flight = 0
         self._stopping = False
         self._threads: list[threading.Thread] = []
@@ -165,7 +123,7 @@ class Pipeline:
         """Block until no file is queued or in flight (or the run stopped)."""
         deadline = None if timeout is None else time.monotonic() + timeout
         with self._cond:
-            while not self._stopping and not all(lane.settled() for lane in self._lanes.values()):
+            while not self._stopping and not self._lanes.settled():
                 remaining = None if deadline is None else deadline - time.monotonic()
                 if remaining is not None and remaining <= 0:
                     return False
@@ -176,10 +134,9 @@ class Pipeline:
         """Files claimed and not yet archived, per inbox path."""
         result: dict[str, int] = {}
         with self._cond:
-            for lane in self._lanes.values():
-                for job in lane.jobs:
-                    key = str(job.inbox.path)
-                    result[key] = result.get(key, 0) + 1
+            for job in self._lanes.jobs():
+                key = str(job.inbox.path)
+                result[key] = result.get(key, 0) + 1
         return result
 
     # -- intake ----------------------------------------------------------------------
@@ -225,16 +182,12 @@ class Pipeline:
 
     def _jobs(self) -> Iterator[Job]:
         with self._cond:
-            jobs = [job for lane in self._lanes.values() for job in lane.jobs]
+            jobs = self._lanes.jobs()
         yield from jobs
 
     def _enqueue(self, job: Job) -> None:
         with self._cond:
-            lane = self._lanes.get(job.inbox.conversation_id)
-            if lane is None:
-                lane = self._lanes[job.inbox.conversation_id] = Lane(job.inbox.conversation_id)
-                self._rr.append(lane.conversation_id)
-            lane.insert(job)
+            self._lanes.of(job.inbox.conversation_id).insert(job)
             self.outcomes.queued(job.inbox)
             self._cond.notify()
 
@@ -247,7 +200,7 @@ class Pipeline:
                 if self._stopping:
                     return None
                 if self._in_flight < self.config.workers:
-                    picked = self._pick()
+                    picked = self._lanes.pick(self.config.workers)
                     if picked is not None:
                         lane, job = picked
                         job.state = "preparing"
@@ -255,22 +208,6 @@ class Pipeline:
                         self._in_flight += 1
                         return picked
                 self._cond.wait()
-
-    def _pick(self) -> tuple[Lane, Job] | None:
-        busy = [cid for cid in self._rr if self._lanes[cid].next_queued() is not None]
-        # One lane may use every worker only while no other lane is waiting; and it never
-        # runs more than LANE_AHEAD files ahead: its sends are one at a time anyway, and
-        # more uploads in parallel would only slow the send that all of them wait for.
-        cap = self.config.workers if len(busy) <= 1 else max(1, self.config.workers - 1)
-        cap = min(cap, LANE_AHEAD)
-        for _ in range(len(self._rr)):
-            cid = self._rr.pop(0)
-            self._rr.append(cid)
-            lane = self._lanes[cid]
-            job = lane.next_queued()
-            if job is not None and lane.in_flight < cap:
-                return lane, job
-        return None
 
     def _work(self) -> None:
         while (task := self._next_task()) is not None:
@@ -346,7 +283,7 @@ class Pipeline:
         with self._cond:
             job.state = "ready" if ready else "failed"
         if not ready:
-            self._finish(self._lanes[job.inbox.conversation_id], job)
+            self._finish(self._lanes.of(job.inbox.conversation_id), job)
 
     def _park(self, lane: Lane, job: Job) -> None:
         """Stopping mid-file: the claim stays, journaled, for the next run."""
@@ -368,8 +305,7 @@ class Pipeline:
             job.state = "done"
             lane.in_flight -= 1
             self._in_flight -= 1
-            while lane.jobs and lane.jobs[0].state == "done":
-                lane.jobs.pop(0)
+            lane.drop_done()
             self._cond.notify()
             self._idle.notify_all()
 
@@ -382,9 +318,7 @@ class Pipeline:
         try:
             while True:
                 with self._cond:
-                    while lane.jobs and lane.jobs[0].state == "done":
-                        lane.jobs.pop(0)
-                    head = next((j for j in lane.jobs if j.state not in _SENT), None)
+                    head = lane.next_to_send()
                     if head is None or head.state != "ready" or self._stopping:
                         lane.driving = False
                         return
@@ -400,7 +334,7 @@ class Pipeline:
         sent = self.delivery.send(job)
         with self._cond:
             job.state = "archiving" if sent else "failed"
-            lane = self._lanes[job.inbox.conversation_id]
+            lane = self._lanes.of(job.inbox.conversation_id)
         if sent:
             self._to_archive.put((lane, job))
 
