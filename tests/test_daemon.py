@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import signal
 import socket
@@ -200,6 +201,32 @@ def test_systemd_notifications_arrive_on_a_real_socket(
         until("STOPPING=1")
         assert daemon.stop() == 0
     assert any("STATUS=" in message for message in received)
+
+
+def test_refused_credentials_do_not_stop_the_watchdog_pings(
+    api: FakeApi, tmp_path: Path, daemons: list[Daemon]
+) -> None:
+    """While the API refuses the token the daemon waits, pinging: systemd must not kill it."""
+    path = tmp_path / "notify.sock"
+    api.accept_tokens()  # every request is 401
+    copy_sample("document.pdf", tmp_path / "spool" / "conv_1")
+    with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as sock:
+        sock.bind(str(path))
+        sock.settimeout(20)
+        env = clean_env() | {"NOTIFY_SOCKET": str(path), "WATCHDOG_USEC": "400000"}
+        daemon = Daemon(write_config(tmp_path, api.url), env=env)
+        daemons.append(daemon)
+        daemon.wait_event("auth_failed")
+        sock.settimeout(0)
+        with contextlib.suppress(BlockingIOError):
+            while True:  # what was sent before the refusal
+                sock.recv(4096)
+        sock.settimeout(5)  # no ping for 5 s (the interval is 0.2 s): recv raises
+        pings = 0
+        while pings < 3:
+            pings += "WATCHDOG=1" in sock.recv(4096).decode()
+        assert events(daemon.lines, "auth_failed") and not events(daemon.lines, "file_sent")
+        assert daemon.stop() == 0
 
 
 def test_a_dead_observer_is_restarted_and_the_rescan_finds_missed_files(tmp_path: Path) -> None:
