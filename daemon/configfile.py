@@ -291,5 +291,16 @@ def _check_folders(config: Config) -> None:
         # sent/, failed/ and the in-progress folder are created inside it.
         if not os.access(folder, os.W_OK | os.X_OK):
             raise ConfigError(key, f"{folder} is not writable by this user")
-    if config.state_dir.exists() and not config.state_dir.is_dir():
-        raise ConfigError("state_dir", f"{config.state_dir} is not a directory")
+    _check_state_dir(config.state_dir)
+
+
+def _check_state_dir(state_dir: Path) -> None:
+    """The journal's folder: a writable folder, or one the daemon can create (it does)."""
+    existing = state_dir
+    while not existing.exists() and existing.parent != existing:
+        existing = existing.parent
+    creating = f" (to create {state_dir})" if existing != state_dir else ""
+    if not existing.is_dir():
+        raise ConfigError("state_dir", f"{existing} is not a directory{creating}")
+    if not os.access(existing, os.W_OK | os.X_OK):
+        raise ConfigError("state_dir", f"{existing} is not writable by this user{creating}")

@@ -497,6 +497,19 @@ def test_state_dir_is_required_without_a_spool(tmp_path: Path) -> None:
     assert error.key == "state_dir"
 
 
+def test_a_state_dir_that_cannot_be_made_is_an_error(tmp_path: Path) -> None:
+    """state_dir below a file: check-config says so, instead of run failing later."""
+    (tmp_path / "spool").mkdir()
+    (tmp_path / "afile").write_text("not a folder", encoding="utf-8")
+    error = error_of(tmp_path, "spool: spool\nstate_dir: afile/state\n")
+    assert error.key == "state_dir"
+    assert str(error) == f"state_dir: {tmp_path / 'afile'} is not a directory (to create " + (
+        f"{tmp_path / 'afile' / 'state'})"
+    )
+    fresh = load(tmp_path, "spool: spool\nstate_dir: new/deeper/state\n")
+    assert fresh.state_dir == (tmp_path / "new" / "deeper" / "state").resolve()
+
+
 def test_relative_paths_are_relative_to_the_config_file(tmp_path: Path) -> None:
     """spool, state_dir and inbox paths resolve against the config file's folder."""
     config_file = write(
