@@ -14,6 +14,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from daemon import __version__
+from daemon.caption import template_problem
 from daemon.config import Config, describe
 from daemon.errors import ConfigError, WatchError
 from daemon.logs import configure, get_logger
@@ -135,6 +136,9 @@ def _dispatch(args: argparse.Namespace) -> int:  # noqa: PLR0911 - one branch pe
     if command == "send":
         from daemon.oneshot import send_files  # noqa: PLC0415
 
+        problem = None if args.text is None else template_problem(args.text)
+        if problem is not None:  # before any upload: nothing half-done at the API
+            raise ConfigError("--text", problem)
         return send_files(config, args.conversation, args.files, args.text)
     if command == "requeue":
         from daemon.status import requeue  # noqa: PLC0415

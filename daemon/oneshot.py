@@ -14,7 +14,7 @@ from pathlib import Path
 from daemon.api import ApiClient
 from daemon.archive import new_claim_id
 from daemon.caption import render_caption
-from daemon.classify import classify_file
+from daemon.classify import classify_file, extension_mismatch
 from daemon.config import Config
 from daemon.errors import FileRejected
 from daemon.logs import get_logger
@@ -88,6 +88,11 @@ def _send_one(
         raise FileRejected(kind.reason or "unsupported_type", kind.detail or "")
     attempts = Attempts()
     content_type = kind.content_type
+    mismatch = extension_mismatch(path.name, content_type)
+    if mismatch is not None:
+        get_logger().warning(
+            "extension_mismatch", file=str(path), extension=mismatch, content_type=content_type
+        )
     attachment = policy.call(lambda: client.upload(path, path.name, content_type), attempts)
     caption = render_caption(
         template,

@@ -95,6 +95,34 @@ def test_send_names_the_file_it_retries(api: FakeApi, tmp_path: Path) -> None:
     assert [line["message_id"] for line in lines if "message_id" in line] == [api.messages()[0].id]
 
 
+def test_send_refuses_a_bad_caption_template_before_uploading(api: FakeApi, tmp_path: Path) -> None:
+    """A bad --text is a usage error naming --text, and nothing reaches the API."""
+    config = write_config(tmp_path, api.url)
+    pdf = tmp_path / "report.pdf"
+    shutil.copyfile(DATA / "document.pdf", pdf)
+    result = run_cli(
+        "send", "-c", str(config), "--conversation", "c", "--text", "{bogus}", str(pdf)
+    )
+    assert result.returncode == 2
+    assert result.stderr.startswith("sendseven-watch: --text: ")
+    assert "bogus" in result.stderr and len(result.stderr.splitlines()) == 1
+    assert api.requests() == []
+
+
+def test_send_warns_when_a_name_lies_about_the_type(api: FakeApi, tmp_path: Path) -> None:
+    """A PDF named .png is sent as the PDF it is, with an extension_mismatch warning."""
+    config = write_config(tmp_path, api.url)
+    fake_png = tmp_path / "photo.png"
+    shutil.copyfile(DATA / "document.pdf", fake_png)
+    result = run_cli("send", "-c", str(config), "--conversation", "c", str(fake_png))
+    assert result.returncode == 0
+    lines = [json.loads(line) for line in result.stdout.splitlines()]
+    (warning,) = [line for line in lines if line.get("event") == "extension_mismatch"]
+    assert (warning["file"], warning["extension"]) == (str(fake_png), "png")
+    assert warning["content_type"] == "application/pdf"
+    assert api.messages()[0].message_type == "document"
+
+
 def test_requeue_moves_failed_files_back(api: FakeApi, tmp_path: Path) -> None:
     """Failed files return to their inbox (optionally by reason) and lose their sidecars."""
     config = write_config(tmp_path, api.url)
