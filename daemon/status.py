@@ -19,6 +19,7 @@ from typing import Any
 
 from daemon.archive import FAILED_DIR, SENT_DIR, SIDECAR_SUFFIX, WORK_DIR, move_no_overwrite
 from daemon.config import Config, InboxConfig
+from daemon.errors import ConfigError
 from daemon.journal import JOURNAL_FILE, Entry, Journal
 from daemon.logs import get_logger
 from daemon.settle import is_ignored
@@ -180,13 +181,33 @@ def _read_sidecar(path: Path) -> dict[str, Any]:
     return data if isinstance(data, dict) else {}
 
 
+#: SPEC §4: the reasons a failed file's sidecar can carry (what ``requeue --reason`` takes).
+FAILURE_REASONS = (
+    "unsupported_type",
+    "too_large",
+    "empty_file",
+    "unreadable",
+    "conversation_not_found",
+    "rejected",
+    "retries_exhausted",
+)
+
+
 def requeue(config: Config, *, inbox: str | None, reason: str | None) -> int:
     """Move failed files back into their inbox; print one JSON line per file moved."""
     log = get_logger()
+    if reason is not None and reason not in FAILURE_REASONS:
+        raise ConfigError("--reason", f"{reason!r} is none of {', '.join(FAILURE_REASONS)}")
+    boxes = [
+        box
+        for box in config.all_inboxes()
+        if inbox is None or inbox in (box.name, box.conversation_id, str(box.path))
+    ]
+    if not boxes and inbox is not None:  # a typo must not look like "nothing to requeue"
+        known = ", ".join(sorted(box.name for box in config.all_inboxes())) or "none"
+        raise ConfigError("--inbox", f"no inbox is named {inbox!r} (inboxes: {known})")
     moved = 0
-    for box in config.all_inboxes():
-        if inbox is not None and inbox not in (box.name, box.conversation_id, str(box.path)):
-            continue
+    for box in boxes:
         failed = box.path / FAILED_DIR
         names = set(_regular_files(failed))
         for name in sorted(names):

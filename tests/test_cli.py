@@ -151,6 +151,20 @@ def test_requeue_moves_failed_files_back(api: FakeApi, tmp_path: Path) -> None:
     assert [line["event"] for line in log_lines(everything.stdout)][-1] == "requeue_done"
 
 
+def test_requeue_names_a_mistyped_inbox_or_reason(api: FakeApi, tmp_path: Path) -> None:
+    """A typo in --inbox or --reason is a usage error, not "nothing to requeue"."""
+    config = write_config(tmp_path, api.url)
+    (tmp_path / "spool" / "conv_1").mkdir()
+    inbox = run_cli("requeue", "-c", str(config), "--inbox", "conv_l")
+    assert inbox.returncode == 2
+    assert inbox.stderr == (
+        "sendseven-watch: --inbox: no inbox is named 'conv_l' (inboxes: conv_1)\n"
+    )
+    reason = run_cli("requeue", "-c", str(config), "--reason", "too_big")
+    assert reason.returncode == 2
+    assert reason.stderr.startswith("sendseven-watch: --reason: 'too_big' is none of ")
+
+
 def test_the_demo_runs_the_whole_flow(tmp_path: Path) -> None:
     """`demo --once` sends the samples through the fake API and names the refused one."""
     result = subprocess.run(
