@@ -34,9 +34,9 @@ from daemon import __version__
 from daemon.errors import (
     ApiError,
     AuthError,
+    FileChanged,
     RequestRejected,
     ServerBusy,
-    TransientError,
     TransportError,
 )
 
@@ -48,10 +48,6 @@ CHUNK_BYTES = 256 * 1024
 MIN_UPLOAD_BYTES_PER_SECOND = 100 * 1024
 #: The retry policy is the pipeline's (journal, Idempotency-Key): urllib3 never retries.
 NO_RETRIES = urllib3.Retry(0, read=False)  # what requests' HTTPAdapter uses
-
-
-class FileChanged(TransientError):
-    """The file changed (size, mtime or content) while it was being uploaded."""
 
 
 class UploadDeadline(TransportError):

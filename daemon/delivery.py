@@ -23,16 +23,17 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from daemon.api import ApiClient, FileChanged
+from daemon.api import ApiClient, Attachment
 from daemon.archive import Claim, drop_claim_folder, move_to_failed, move_to_sent, utc_now
 from daemon.caption import render_caption
 from daemon.classify import classify_file, extension_mismatch
 from daemon.config import Config, InboxConfig
-from daemon.errors import FileRejected, trim
+from daemon.errors import FileChanged, FileRejected, trim
 from daemon.journal import Entry, Journal
 from daemon.logs import get_logger
 from daemon.outcomes import Outcomes
 from daemon.retry import Attempts, AuthGate, Backoff, RetryPolicy, Stopped
+from daemon.settle import signature
 
 #: Seconds between attempts at a local step that failed (full disk, read-only ``sent/``).
 LOCAL_RETRY_SECONDS = 5.0
@@ -93,12 +94,30 @@ class Delivery:
         self.journal.update(job.claim.claim_id, **changes)
         job.entry = dataclasses.replace(job.entry, **changes)
 
-    def _policy(self, job: Job) -> RetryPolicy:
+    def _keep_attempts(self, job: Job, attempts: Attempts) -> None:
+        """Journal the retry state of ``attempts`` unless the entry already has it."""
+        if (job.entry.attempts, job.entry.first_failure) != (
+            attempts.count,
+            attempts.first_failure,
+        ):
+            self._record(job, attempts=attempts.count, first_failure=attempts.first_failure)
+
+    def _policy(self, job: Job, attempts: Attempts) -> RetryPolicy:
+        """The retry policy for one step of ``job``, journaling ``attempts`` as it goes."""
         retry = self._config().retry
 
         def on_retry(attempt: int, delay: float, error: Exception) -> None:
             status = getattr(error, "status", None)
             fields: dict[str, Any] = {"status": status} if status else {"error": str(error)}
+            # Journaled before it is said: first_failure is the give-up clock, which a
+            # restart (even right after this line is logged) must not reset.
+            self._record(
+                job,
+                attempts=attempt,
+                first_failure=attempts.first_failure,
+                detail=trim(str(error)),
+                status=status,
+            )
             self._log.warning(
                 "retry_scheduled",
                 inbox=job.inbox.name,
@@ -108,7 +127,6 @@ class Delivery:
                 **fields,
             )
             self.outcomes.retried(job.inbox)
-            self._record(job, attempts=attempt, detail=trim(str(error)), status=status)
 
         return RetryPolicy(
             Backoff(retry.initial_delay, retry.max_delay),
@@ -121,6 +139,8 @@ class Delivery:
                 "auth_failed", status=e.status, detail=e.detail
             ),
             on_auth_ok=lambda: self._log.info("auth_restored"),
+            on_clock=lambda: self._keep_attempts(job, attempts),
+            raise_file_changed=True,
         )
 
     # -- the steps -------------------------------------------------------------------
@@ -141,6 +161,37 @@ class Delivery:
         return True
 
     def _upload(self, job: Job) -> None:
+        attempts = Attempts(job.entry.attempts, job.entry.first_failure)
+        policy = self._policy(job, attempts)
+        try:
+            while True:
+                content_type = self._classify(job)
+                try:
+                    attachment = self._upload_as(job, content_type, policy, attempts)
+                    break
+                except FileChanged:
+                    # Someone still holds it open and writes. Not a failed attempt (the
+                    # give-up clock is left alone): wait until it stands still, then
+                    # classify it again, as its type and size may have changed.
+                    self._wait_until_still(job, policy)
+        except BaseException:
+            self._keep_attempts(job, attempts)  # the sidecar counts the requests made
+            raise
+        self._record(
+            job,
+            stage="uploaded",
+            size=attachment.size,
+            message_type=job.entry.message_type,
+            content_type=content_type,
+            attachment_id=attachment.id,
+            sha256=attachment.sha256,
+            attempts=attempts.count,
+            first_failure=attempts.first_failure,
+        )
+
+    def _classify(self, job: Job) -> str:
+        """Classify the claimed file into ``job.entry``; its content type, or
+        :class:`FileRejected`."""
         kind = classify_file(job.claim.path)
         job.entry = dataclasses.replace(
             job.entry,
@@ -150,38 +201,39 @@ class Delivery:
         )
         if kind.reason is not None or kind.message_type is None or kind.content_type is None:
             raise FileRejected(kind.reason or "unsupported_type", kind.detail or "")
-        content_type = kind.content_type
-        mismatch = extension_mismatch(job.entry.name, content_type)
+        mismatch = extension_mismatch(job.entry.name, kind.content_type)
         if mismatch is not None:
             self._log.warning(
                 "extension_mismatch",
                 file=job.entry.name,
                 extension=mismatch,
-                content_type=content_type,
+                content_type=kind.content_type,
             )
-        attempts = Attempts(job.entry.attempts, job.entry.first_failure)
-        policy = self._policy(job)
+        return kind.content_type
+
+    def _upload_as(
+        self, job: Job, content_type: str, policy: RetryPolicy, attempts: Attempts
+    ) -> Attachment:
+        """One upload under ``policy`` (a method: the lambda closes over no loop variable)."""
+        return policy.call(
+            lambda: self._client().upload(job.claim.path, job.entry.name, content_type),
+            attempts,
+        )
+
+    def _wait_until_still(self, job: Job, policy: RetryPolicy) -> None:
+        """Until the claimed file's size and times stood still for ``settle_seconds`` (at
+        least 1 s). A file that vanished waits no more: classifying it will say so."""
+        seconds = max(self._config().settle_seconds, 1.0)
+        last = None
         while True:
             try:
-                attachment = policy.call(
-                    lambda: self._client().upload(job.claim.path, job.entry.name, content_type),
-                    attempts,
-                )
-                break
-            except FileChanged:
-                # Someone still holds it open and writes: wait until it stands still.
-                policy.sleep(max(self._config().settle_seconds, 1.0))
-        self._record(
-            job,
-            stage="uploaded",
-            size=attachment.size,
-            message_type=kind.message_type,
-            content_type=content_type,
-            attachment_id=attachment.id,
-            sha256=attachment.sha256,
-            attempts=attempts.count,
-            first_failure=attempts.first_failure,
-        )
+                now = signature(job.claim.path.lstat())
+            except OSError:
+                return
+            if now == last:
+                return
+            last = now
+            policy.sleep(seconds)
 
     def send(self, job: Job) -> bool:
         """Send (unless already sent). False: the file failed for good (and is archived)."""
@@ -201,7 +253,7 @@ class Delivery:
             )
             send = self._client
             try:
-                message = self._policy(job).call(
+                message = self._policy(job, attempts).call(
                     lambda: send().send(
                         job.inbox.conversation_id,
                         entry.message_type or "",
@@ -212,9 +264,12 @@ class Delivery:
                     attempts,
                 )
             except FileRejected as rejected:
-                self._record(job, attempts=attempts.count, first_failure=attempts.first_failure)
+                self._keep_attempts(job, attempts)
                 self.fail(job, rejected)
                 return False
+            except BaseException:
+                self._keep_attempts(job, attempts)
+                raise
             self._record(
                 job,
                 stage="sent",

@@ -8,7 +8,9 @@
     └── ApiError                    anything that went wrong talking to the API
         ├── TransientError          worth retrying with backoff
         │   ├── TransportError      connection refused/reset, timeout, upload deadline
-        │   └── ServerBusy          429 and 5xx (``retry_after`` when the API said so)
+        │   ├── ServerBusy          429 and 5xx (``retry_after`` when the API said so)
+        │   └── FileChanged         the file changed while it was uploaded (the pipeline
+        │                           waits for it to stand still and starts over)
         ├── AuthError               401/403: the credentials are wrong for *every* file
         └── RequestRejected         any other 4xx: wrong for *this* file (``reason``)
 
@@ -115,6 +117,15 @@ class ServerBusy(TransientError):
     ) -> None:
         super().__init__(detail, status=status, endpoint=endpoint)
         self.retry_after = retry_after
+
+
+class FileChanged(TransientError):
+    """The file changed (size, mtime or content) while it was being uploaded.
+
+    Not the API's fault and not a failed attempt: the pipeline waits until the file stands
+    still, classifies it again and uploads it anew (``RetryPolicy(raise_file_changed=True)``
+    lets it through). Callers that cannot start over retry it like any transient error.
+    """
 
 
 class AuthError(ApiError):

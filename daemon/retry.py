@@ -2,7 +2,8 @@
 credentials gate.
 
 Transient errors (network, timeouts, 429, 5xx) are retried until ``retry.give_up_after``
-seconds have passed since the file's first failed attempt. 401/403 fail no file: the
+seconds have passed since the file's first failed attempt: a failure after that gives the
+file up, a failure before it is followed by another attempt. 401/403 fail no file: the
 :class:`AuthGate` closes, one thread probes the API with backoff while every other API call
 waits, and time spent behind the closed gate does not count towards giving up.
 """
@@ -16,9 +17,16 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TypeVar
 
-from daemon.errors import AuthError, FileRejected, RequestRejected, TransientError
+from daemon.errors import AuthError, FileChanged, FileRejected, RequestRejected, TransientError
 
 T = TypeVar("T")
+
+#: While a file waits behind the closed gate, the time it waited is handed to ``on_clock``
+#: (the journal) at least this often, in seconds: a SIGKILL loses at most this much of it.
+CLOCK_SAVE_SECONDS = 10.0
+#: A failure this close to ``give_up_after`` is at the deadline (a timer never fires to the
+#: microsecond, and the give-up clock is wall-clock time), in seconds.
+DEADLINE_TOLERANCE_SECONDS = 0.01
 
 
 class Stopped(Exception):
@@ -95,9 +103,12 @@ class AuthGate:
             self._wakeups += 1
             self._cond.notify_all()
 
-    def wait_open(self, stop: threading.Event, poll: float = 0.5) -> float:
-        """Block until the gate is open; return the seconds waited. Raises :class:`Stopped`."""
-        started = time.monotonic()
+    def wait_open(
+        self, stop: threading.Event, poll: float = 0.5, timeout: float | None = None
+    ) -> bool:
+        """Block until the gate is open or this thread takes over probing (True), or until
+        ``timeout`` seconds have passed (False). Raises :class:`Stopped`."""
+        deadline = None if timeout is None else time.monotonic() + timeout
         with self._cond:
             while not self._open:
                 if stop.is_set():
@@ -105,8 +116,13 @@ class AuthGate:
                 if self._prober is None:  # the prober gave up (stopped): take its place
                     self._prober = threading.get_ident()
                     break
-                self._cond.wait(poll)
-        return time.monotonic() - started
+                wait = poll
+                if deadline is not None:
+                    if (remaining := deadline - time.monotonic()) <= 0:
+                        return False
+                    wait = min(poll, remaining)
+                self._cond.wait(wait)
+        return True
 
     def sleep(self, seconds: float, stop: threading.Event) -> None:
         """The prober's wait: ends early on stop (raises) or on :meth:`wake`."""
@@ -118,6 +134,11 @@ class AuthGate:
                     self._release_prober()
                     raise Stopped
                 self._cond.wait(min(remaining, 0.5))
+
+    def release(self) -> None:
+        """The prober leaves without a verdict on the credentials: another thread probes."""
+        with self._cond:
+            self._release_prober()
 
     def _release_prober(self) -> None:
         if self._prober == threading.get_ident():
@@ -132,7 +153,8 @@ class Attempts:
     count: int = 0
     """API attempts made so far."""
     first_failure: float | None = None
-    """Wall-clock time of the first transient failure."""
+    """Wall-clock time of the first transient failure, moved forward by the time spent
+    behind the closed gate (so that time does not count towards giving up)."""
 
 
 class RetryPolicy:
@@ -149,15 +171,24 @@ class RetryPolicy:
         on_retry: Callable[[int, float, Exception], None] | None = None,
         on_auth_failed: Callable[[AuthError], None] | None = None,
         on_auth_ok: Callable[[], None] | None = None,
+        on_clock: Callable[[], None] | None = None,
+        raise_file_changed: bool = False,
     ) -> None:
         self.backoff = backoff
         self.give_up_after = give_up_after
         self.gate = gate
         self.stop = stop
         self.once = once
+        #: After a failed attempt, before the wait: (attempts so far, the wait, the error).
+        #: ``Attempts.first_failure`` is set by then.
         self.on_retry = on_retry
         self.on_auth_failed = on_auth_failed
         self.on_auth_ok = on_auth_ok
+        #: After ``Attempts.first_failure`` moved forward (time behind the closed gate).
+        self.on_clock = on_clock
+        #: Let :class:`FileChanged` out to the caller, which waits for the file to stand
+        #: still and starts over, instead of retrying it as a transient error.
+        self.raise_file_changed = raise_file_changed
 
     def sleep(self, seconds: float) -> None:
         if self.stop.wait(seconds):
@@ -171,9 +202,7 @@ class RetryPolicy:
             if self.stop.is_set():
                 raise Stopped
             if not probing:
-                waited = self.gate.wait_open(self.stop)
-                if attempts.first_failure is not None:
-                    attempts.first_failure += waited  # waiting out a 401 does not count
+                self._wait_gate(attempts)
             attempts.count += 1
             try:
                 result = fn()
@@ -186,6 +215,10 @@ class RetryPolicy:
                 self._auth_ok()
                 raise FileRejected(error.reason, error.detail, error.status) from None
             except TransientError as error:
+                if isinstance(error, FileChanged) and self.raise_file_changed:
+                    if probing:  # the API's verdict on the token is unknown: pass it on
+                        self.gate.release()
+                    raise
                 self._auth_ok()
                 probing = False
                 transient_failures += 1
@@ -194,33 +227,72 @@ class RetryPolicy:
             self._auth_ok()
             return result
 
+    def _wait_gate(self, attempts: Attempts) -> None:
+        """Wait while the gate is closed; that time does not count towards giving up."""
+        if self.gate.is_open:
+            return
+        while True:
+            started = time.monotonic()
+            try:
+                through = self.gate.wait_open(self.stop, timeout=CLOCK_SAVE_SECONDS)
+            finally:
+                self._pause_clock(attempts, time.monotonic() - started)
+            if through:
+                return
+
     def _auth_failed(self, error: AuthError, failures: int, attempts: Attempts) -> bool:
         """Close the gate; the one prober waits out its backoff. True for the prober."""
         if self.once:
             raise AuthRefused(error)
         started = time.monotonic()
-        probing = self.gate.close(error)
-        if probing:
-            if failures == 1 and self.on_auth_failed:
-                self.on_auth_failed(error)
-            self.gate.sleep(self.backoff.delay(failures), self.stop)
-        if attempts.first_failure is not None:
-            attempts.first_failure += time.monotonic() - started
+        try:
+            probing = self.gate.close(error)
+            if probing:
+                if failures == 1 and self.on_auth_failed:
+                    self.on_auth_failed(error)
+                self.gate.sleep(self.backoff.delay(failures), self.stop)
+        finally:
+            self._pause_clock(attempts, time.monotonic() - started)
         return probing
 
+    def _pause_clock(self, attempts: Attempts, seconds: float) -> None:
+        """Take ``seconds`` spent waiting out a 401/403 off the give-up clock.
+
+        The clock is a wall-clock ``first_failure`` kept in the journal, so the credit is
+        kept by moving it forward and journaling it (``on_clock``) after every wait: on a
+        stop, when the gate opens, after each probe (at most ``max_delay``) and at least
+        every :data:`CLOCK_SAVE_SECONDS` while a file waits behind the gate. A SIGKILL
+        loses only the wait in progress, bounded by those. Time the daemon is not running
+        at all counts like any other time, also after ``--once`` exits on refused
+        credentials (it waits out nothing): the give-up window is wall-clock time.
+        """
+        if attempts.first_failure is None or seconds <= 0:
+            return
+        attempts.first_failure += seconds
+        if self.on_clock:
+            self.on_clock()
+
     def _retry_delay(self, error: TransientError, failures: int, attempts: Attempts) -> float:
-        """The wait before the next attempt, or :class:`FileRejected` when it is time to
-        give up."""
+        """The wait before the next attempt, or :class:`FileRejected` when
+        ``give_up_after`` has passed since the first failure."""
         now = time.time()
         if attempts.first_failure is None:
             attempts.first_failure = now
-        delay = self.backoff.delay(failures, error.retry_after)
-        if now - attempts.first_failure + delay > self.give_up_after:
+        left = self.give_up_after - (now - attempts.first_failure)
+        if left <= DEADLINE_TOLERANCE_SECONDS:
             raise FileRejected(
                 "retries_exhausted",
                 f"gave up after {attempts.count} attempts: {error}",
                 error.status,
             )
+        # A wait that would end past the deadline is cut short so the last attempt comes
+        # right at it: an operator who sets give_up_after: 3600 expects the file to be
+        # tried until the hour is up and to be in failed/ then, not after one more wait of
+        # up to max_delay (5 min by default). Never sooner than the API's Retry-After,
+        # though: an earlier attempt would only earn another 429, so the file waits it out
+        # and is tried once more, even past the deadline.
+        retry_after = error.retry_after or 0.0
+        delay = max(min(self.backoff.delay(failures, error.retry_after), left), retry_after)
         if self.on_retry:
             self.on_retry(attempts.count, delay, error)
         return delay

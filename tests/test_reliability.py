@@ -3,6 +3,7 @@ daemons — each against the fake API's fault knobs over real HTTP."""
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import random
@@ -288,3 +289,156 @@ def test_a_file_that_keeps_hitting_a_bug_fails_after_give_up_after(
     assert "RuntimeError: injected bug" in sidecar["detail"]
     assert [p.name for p in sorted((inbox / "sent").iterdir())] == later
     _assert_each_file_sent_once(api, {"conv_1": later})
+
+
+def _uploads(api: FakeApi) -> int:
+    """Upload requests the API answered (whatever it answered)."""
+    return sum(1 for r in api.requests() if r.path.endswith("/attachments"))
+
+
+def test_a_retry_after_longer_than_give_up_after_is_waited_out(
+    api: FakeApi, tmp_path: Path
+) -> None:
+    """One 429 whose Retry-After outlasts give_up_after: waited out, tried again, sent."""
+    api.faults = Faults(retry_after_s=2.0)
+    api.force(429)
+    config = write_config(tmp_path, api.url, retry={"give_up_after": 1})
+    inbox = tmp_path / "spool" / "conv_1"
+    _drop_pdfs(inbox, 1)
+    result = run_cli("run", "-c", str(config), "--once")
+    assert result.returncode == 0, result.stderr
+    lines = log_lines(result.stdout)
+    [retry] = events(lines, "retry_scheduled")
+    assert (retry["status"], retry["delay_s"]) == (429, 2.0)
+    assert not events(lines, "file_failed")
+    assert [p.name for p in (inbox / "sent").iterdir()] == ["doc-000.pdf"]
+
+
+def test_a_backoff_longer_than_give_up_after_is_cut_to_the_deadline(
+    api: FakeApi, tmp_path: Path
+) -> None:
+    """A 503 whose backoff would outlast give_up_after is retried at the deadline: sent."""
+    api.force(503)
+    retry = {"initial_delay": 20, "max_delay": 40, "give_up_after": 1}
+    config = write_config(tmp_path, api.url, retry=retry)
+    inbox = tmp_path / "spool" / "conv_1"
+    _drop_pdfs(inbox, 1)
+    result = run_cli("run", "-c", str(config), "--once")
+    assert result.returncode == 0, result.stderr
+    lines = log_lines(result.stdout)
+    [scheduled] = events(lines, "retry_scheduled")
+    assert scheduled["status"] == 503
+    assert 0 < scheduled["delay_s"] <= 1
+    assert not events(lines, "file_failed")
+    assert [p.name for p in (inbox / "sent").iterdir()] == ["doc-000.pdf"]
+
+
+def test_a_file_gives_up_only_after_a_last_attempt_at_the_deadline(
+    api: FakeApi, tmp_path: Path
+) -> None:
+    """Constant 503s and a long backoff: one more attempt at give_up_after, then failed."""
+    api.faults = Faults(error_rate=1.0)
+    retry = {"initial_delay": 20, "max_delay": 40, "give_up_after": 1}
+    config = write_config(tmp_path, api.url, retry=retry)
+    inbox = tmp_path / "spool" / "conv_1"
+    _drop_pdfs(inbox, 1)
+    result = run_cli("run", "-c", str(config), "--once")
+    assert result.returncode == 0, result.stderr
+    [failed] = events(log_lines(result.stdout), "file_failed")
+    assert failed["reason"] == "retries_exhausted"
+    assert failed["attempts"] == _uploads(api) == 2
+    sidecar = json.loads((inbox / "failed" / "doc-000.pdf.error.json").read_text())
+    assert (sidecar["reason"], sidecar["attempts"]) == ("retries_exhausted", 2)
+
+
+def test_the_give_up_clock_survives_a_sigkill(
+    api: FakeApi, tmp_path: Path, daemons: list[Daemon]
+) -> None:
+    """Killed -9 while retrying: the next run keeps the first failure's time and gives up."""
+    api.faults = Faults(error_rate=1.0)
+    retry = {"initial_delay": 1, "max_delay": 1, "give_up_after": 3}
+    config = write_config(tmp_path, api.url, retry=retry)
+    inbox = tmp_path / "spool" / "conv_1"
+    _drop_pdfs(inbox, 1)
+    daemon = Daemon(config)
+    daemons.append(daemon)
+    daemon.wait_event("retry_scheduled")
+    daemon.kill()
+    time.sleep(3.5)  # give_up_after has passed since the first failure
+    api.faults = Faults()
+    api.force(503)
+    result = run_cli("run", "-c", str(config), "--once")
+    assert result.returncode == 0, result.stderr
+    [failed] = events(log_lines(result.stdout), "file_failed")
+    assert failed["reason"] == "retries_exhausted"
+    assert failed["attempts"] == _uploads(api)
+    assert not api.messages()
+    sidecar = json.loads((inbox / "failed" / "doc-000.pdf.error.json").read_text())
+    assert sidecar["reason"] == "retries_exhausted"
+
+
+def test_time_behind_a_refused_token_does_not_count_after_a_sigkill(
+    api: FakeApi, tmp_path: Path, daemons: list[Daemon]
+) -> None:
+    """A 503, then a refused token for longer than give_up_after, then kill -9: the next
+    run still retries the file instead of giving it up."""
+    api.accept_tokens("some-other-token")
+    api.force(503)  # answered before the token is looked at
+    retry = {"initial_delay": 0.3, "max_delay": 0.5, "give_up_after": 4}
+    config = write_config(tmp_path, api.url, retry=retry)
+    inbox = tmp_path / "spool" / "conv_1"
+    _drop_pdfs(inbox, 1)
+    daemon = Daemon(config)
+    daemons.append(daemon)
+    daemon.wait_event("auth_failed")
+    time.sleep(5.5)  # behind the closed gate, longer than give_up_after
+    daemon.kill()
+    assert not events(daemon.lines, "file_failed")
+    api.accept_tokens(TOKEN)
+    api.force(503)
+    result = run_cli("run", "-c", str(config), "--once")
+    assert result.returncode == 0, result.stderr
+    lines = log_lines(result.stdout)
+    assert not events(lines, "file_failed")
+    assert [r["status"] for r in events(lines, "retry_scheduled")] == [503]
+    assert [p.name for p in (inbox / "sent").iterdir()] == ["doc-000.pdf"]
+
+
+def test_a_file_changed_during_its_upload_is_classified_and_uploaded_again(
+    api: FakeApi, tmp_path: Path, daemons: list[Daemon]
+) -> None:
+    """Written to while it uploads: it waits to stand still, is re-classified and uploaded
+    again, and that is no failed attempt (no retry_scheduled)."""
+    api.faults = Faults(upload_latency_s=3.0)  # holds the first upload open
+    config = write_config(tmp_path, api.url, retry={"give_up_after": 1})
+    inbox = tmp_path / "spool" / "conv_1"
+    inbox.mkdir(parents=True)
+    daemon = Daemon(config)
+    daemons.append(daemon)
+    daemon.wait_event("daemon_started")
+    claims = inbox / ".sendseven-watch"
+    with (inbox / "scan.pdf").open("wb") as writer:  # open across the claim's rename
+        writer.write(b"a first draft, plain text\n" * 40)
+        writer.flush()
+        wait_until(lambda: claims.exists() and any(claims.rglob("scan.pdf")))
+        time.sleep(0.5)  # the draft's upload has started and waits for its reply
+        writer.seek(0)
+        writer.write(b"%PDF-1.4\n")  # now it is a PDF, and a longer one
+        writer.seek(0, os.SEEK_END)
+        writer.write(b"the final page\n" * 40)
+        writer.flush()
+    api.faults = Faults()
+    [sent] = daemon.wait_event("file_sent")
+    assert daemon.stop() == 0
+    assert not events(daemon.lines, "retry_scheduled")
+    assert not events(daemon.lines, "file_failed")
+    final = (inbox / "sent" / "scan.pdf").read_bytes()
+    assert (sent["content_type"], sent["message_type"]) == ("application/pdf", "document")
+    assert sent["size"] == len(final)
+    assert sent["attempts"] == 3  # the changed upload, the upload, the send
+    draft, upload = api.attachments()
+    assert draft.content_type == "text/plain"
+    assert upload.content_type == "application/pdf"
+    assert upload.sha256 == hashlib.sha256(final).hexdigest() == sent["sha256"]
+    [message] = api.messages()
+    assert message.attachment_ids == (upload.id,)
