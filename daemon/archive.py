@@ -24,6 +24,7 @@ import functools
 import json
 import os
 import secrets
+import threading
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -93,26 +94,49 @@ class Owner:
     def __init__(self, owner_id: str | None = None) -> None:
         self.owner_id = owner_id or secrets.token_hex(6)
         self._locks: dict[Path, int] = {}
+        # Claims (settle thread) and adoptions (observer and main threads) ask at once:
+        # one of them must not close an fd that another has just cached.
+        self._mutex = threading.Lock()
 
     def folder(self, inbox: Path) -> Path:
-        """This owner's claim folder in ``inbox``, created and locked on first use."""
+        """This owner's claim folder in ``inbox``, created and locked on first use, and
+        again whenever it has vanished since."""
         folder = inbox / WORK_DIR / self.owner_id
-        if inbox not in self._locks:
-            folder.mkdir(parents=True, exist_ok=True)
+        with self._mutex:
+            fd = self._locks.get(inbox)
+            if fd is not None and _is_open_as(fd, folder):
+                return folder
+            if fd is not None:
+                # The folder was deleted (the inbox deleted and created again, or the
+                # hidden folder removed by hand), and our flock went with it: claims
+                # would point at a folder that is gone. Make and lock a new one.
+                del self._locks[inbox]
+                os.close(fd)
+            # Not parents=True: that would bring back an inbox deleted meanwhile.
+            (inbox / WORK_DIR).mkdir(exist_ok=True)
+            folder.mkdir(exist_ok=True)
             fd = os.open(folder, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            try:
+                # Never wait: between mkdir and flock another daemon may take the empty
+                # folder for a dead owner's. Then this claim fails (claim_failed), and the
+                # next one makes the folder again.
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except OSError:
+                os.close(fd)
+                raise
             self._locks[inbox] = fd
-        return folder
+            return folder
 
     def release(self, inbox: Path | None = None) -> None:
         """Unlock (and forget) the claim folder of one inbox, or of all; an empty one
         is removed (a claim left in it is adopted by the next run)."""
-        for key in [inbox] if inbox is not None else list(self._locks):
-            fd = self._locks.pop(key, None) if key is not None else None
-            if fd is not None:
-                with contextlib.suppress(OSError):
-                    (key / WORK_DIR / self.owner_id).rmdir()
-                os.close(fd)
+        with self._mutex:
+            for key in [inbox] if inbox is not None else list(self._locks):
+                fd = self._locks.pop(key, None) if key is not None else None
+                if fd is not None:
+                    with contextlib.suppress(OSError):
+                        (key / WORK_DIR / self.owner_id).rmdir()
+                    os.close(fd)
 
     def claim(self, inbox: Path, name: str) -> Claim | None:
         """Take ``inbox/name`` by atomic rename; ``None`` when someone else was faster."""
@@ -173,6 +197,16 @@ class Owner:
         if adopted:
             fsync_dir(self.folder(inbox))
         return adopted
+
+
+def _is_open_as(fd: int, folder: Path) -> bool:
+    """``fd`` is the folder at ``folder`` now. The open fd keeps its inode allocated, so
+    a folder made anew at that path can never look the same."""
+    try:
+        held, there = os.fstat(fd), folder.lstat()
+    except OSError:
+        return False
+    return (held.st_dev, held.st_ino) == (there.st_dev, there.st_ino)
 
 
 def _claims_in(inbox: Path, owner_dir: Path) -> Iterator[Claim]:

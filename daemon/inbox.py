@@ -1,8 +1,9 @@
 """watchdog glue only: events and rescans become candidate paths.
 
 One non-recursive watch per inbox, plus one on the spool for folders that appear while we
-run. watchdog >= 6 shares one inotify instance between watches, so a hundred inboxes cost a
-hundred watches, not a hundred instances. Handlers only hand paths on, inside try/except:
+run. watchdog >= 7 shares one inotify instance between watches (6.0 still opened one per
+watch, against a usual limit of 128), so a hundred inboxes cost a hundred watches, not a
+hundred instances. Handlers only hand paths on, inside try/except:
 they run on the observer's one thread, and an exception there would kill it.
 
 Events get lost (inotify queue overflow, network shares that send none), so every inbox is
@@ -90,6 +91,8 @@ class Watcher:
         self._on_new_folder = on_new_folder
         self._lock = threading.RLock()
         self._inboxes: dict[Path, InboxConfig] = {i.path: i for i in inboxes}
+        #: Inboxes whose folder was made anew since it was watched (see :meth:`add`).
+        self._replaced: set[Path] = set()
         self._observer: BaseObserver | FolderPoller | None = None
         self._handler = _Handler(self)
         self.kind = ""
@@ -149,24 +152,46 @@ class Watcher:
 
     def add(self, inbox: InboxConfig) -> bool:
         """Watch ``inbox``, or take its new settings if its folder is watched already
-        (a reload that changed its conversation or caption). True when it is new."""
+        (a reload that changed its conversation or caption). True when it is new, or
+        when its folder was deleted and made again: it is then watched afresh."""
         with self._lock:
             known = inbox.path in self._inboxes
             self._inboxes[inbox.path] = inbox
             if not known:
                 self._schedule(inbox.path)
-            return not known
+                return True
+            if inbox.path not in self._replaced:
+                return False
+            # An inotify watch follows the folder, not its path: it died with the old
+            # folder, and scheduling the path again would only find the dead watch.
+            self._replaced.discard(inbox.path)
+            self._unschedule(inbox.path)
+            self._schedule(inbox.path)
+            return True
 
     def remove(self, path: Path) -> None:
         with self._lock:
-            if self._inboxes.pop(path, None) is None or self._observer is None:
-                return
-            if isinstance(self._observer, FolderPoller):
-                self._observer.unschedule(path)
-                return
+            self._replaced.discard(path)
+            if self._inboxes.pop(path, None) is not None:
+                self._unschedule(path)
+
+    def _unschedule(self, folder: Path) -> None:
+        if isinstance(self._observer, FolderPoller):
+            self._observer.unschedule(folder)
+        elif self._observer is not None:
             for emitter in list(self._observer.emitters):
-                if Path(emitter.watch.path) == path:
+                if Path(emitter.watch.path) == folder:
                     self._observer.unschedule(emitter.watch)
+
+    def _dead_watches(self) -> set[Path]:
+        """Inboxes whose inotify watch has ended: watchdog ends it when the folder is
+        deleted. (The folder poller looks at paths, and lists a folder made anew itself.)"""
+        with self._lock:
+            observer = self._observer
+            if observer is None or isinstance(observer, FolderPoller) or not observer.is_alive():
+                return set()
+            live = {Path(e.watch.path) for e in list(observer.emitters) if e.is_alive()}
+            return set(self._inboxes) - live
 
     def event(self, path: Path, *, is_dir: bool) -> None:
         parent = path.parent
@@ -175,18 +200,28 @@ class Watcher:
         if inbox is not None and not is_dir:
             self._on_candidates(inbox, [path.name])
         elif is_dir and self.spool is not None and parent == self.spool:
+            with self._lock:
+                if path in self._inboxes:
+                    # A folder created (or moved in) where an inbox's folder was: the
+                    # inbox was deleted or moved away, and this is a new folder.
+                    self._replaced.add(path)
             self._on_new_folder(path)
 
     def scan(self) -> int:
-        """Offer every file of every inbox (start-up and rescans); new spool folders too."""
+        """Offer every file of every inbox (start-up and rescans); new spool folders, and
+        spool folders made anew whose creation event was missed, too."""
         if self.spool is not None:
             try:
+                dead = self._dead_watches()
                 for entry in os.scandir(self.spool):
-                    if (
-                        entry.is_dir(follow_symlinks=False)
-                        and Path(entry.path) not in self._inboxes
-                    ):
-                        self._on_new_folder(Path(entry.path))
+                    path = Path(entry.path)
+                    if not entry.is_dir(follow_symlinks=False):
+                        continue
+                    if path in dead:  # made anew, and its creation event was lost
+                        with self._lock:
+                            self._replaced.add(path)
+                    if path not in self._inboxes or path in self._replaced:
+                        self._on_new_folder(path)
             except OSError as error:
                 self.log.error("scan_failed", folder=str(self.spool), error=str(error))
         offered = 0

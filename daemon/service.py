@@ -145,14 +145,19 @@ class Service:
 
     def _new_folder(self, path: Path) -> None:
         inbox = self.config.spool_inbox(path)
-        if inbox is None or inbox.path in {i.path for i in self.watcher.inboxes}:
+        if inbox is None:
             return
-        self.watcher.add(inbox)
+        known = inbox.path in {i.path for i in self.watcher.inboxes}
+        # False for a folder watched already; True for a new one, and for an inbox whose
+        # folder was deleted and made again (its old watch died with the old folder).
+        if not self.watcher.add(inbox):
+            return
         self.log.info(
             "inbox_added",
             inbox=inbox.name,
             path=str(inbox.path),
             conversation_id=inbox.conversation_id,
+            recreated=known,
         )
         self.pipeline.resume(inbox)
         self.settler.offer(inbox, [entry.name for entry in path.iterdir()])
@@ -193,12 +198,22 @@ class Service:
                 break
             if not settled:
                 self.signals.stop.wait(0.05)
+        if self.signals.stop.is_set():  # as in watch mode: what is in flight still finishes
+            self.log.info("daemon_stopping", signal=self.signals.name or None)
         self._shutdown()
         if self.pipeline.auth_refused is not None:
             return EXIT_AUTH
         if self.pipeline.broken:
             return EXIT_FAILURE  # left claimed after a file_error: the next run goes on
+        if self.signals.stop.is_set() and self._unfinished():
+            # Files cut short stay claimed (or in the inbox) for the next run; but this
+            # run did not process everything present, and a caller must not read "done".
+            return EXIT_FAILURE
         return EXIT_OK
+
+    def _unfinished(self) -> int:
+        """Files claimed and not archived, plus files seen but not yet claimed."""
+        return sum(self.pipeline.counts().values()) + self.settler.pending()
 
     def _run_forever(self) -> int:
         if self.metrics_server is not None:

@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 from pathlib import Path
+
+import pytest
 
 from daemon.archive import (
     FAILED_DIR,
@@ -47,6 +50,26 @@ def test_a_file_claimed_twice_is_taken_once(tmp_path: Path) -> None:
     assert second.claim(tmp_path, "a.pdf") is None
     first.release()
     second.release()
+
+
+def test_a_vanished_claim_folder_is_made_and_locked_again_without_waiting(
+    tmp_path: Path,
+) -> None:
+    """A deleted claim folder is made and locked anew; a lock held by another fails at once."""
+    owner = Owner()
+    _drop(tmp_path, "a.pdf")
+    assert owner.claim(tmp_path, "a.pdf") is not None
+    shutil.rmtree(tmp_path / WORK_DIR)
+    squatter = Owner(owner.owner_id)  # stands for whoever locks the new folder first
+    squatter.folder(tmp_path)
+    _drop(tmp_path, "b.pdf")
+    with pytest.raises(BlockingIOError):
+        owner.claim(tmp_path, "b.pdf")
+    assert (tmp_path / "b.pdf").exists()
+    squatter.release()
+    claim = owner.claim(tmp_path, "b.pdf")
+    assert claim is not None and claim.path.read_bytes() == b"%PDF-1.4 test"
+    owner.release()
 
 
 def test_sent_never_overwrites(tmp_path: Path) -> None:

@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import shutil
 import signal
 import socket
 import time
 from pathlib import Path
 
+import pytest
 import yaml
 from conftest import Daemon, clean_env, copy_sample, events, wait_until, write_config
 
@@ -281,3 +283,48 @@ def test_sighup_applies_a_new_caption_to_a_watched_inbox(
     daemon.wait_event("file_sent", count=2)
     assert daemon.stop() == 0
     assert [m.text for m in api.messages()] == ["before one.pdf", "after two.pdf"]
+
+
+@pytest.mark.parametrize("observer", ["inotify", "polling"])
+def test_an_inbox_deleted_and_created_again_is_watched_again(
+    api: FakeApi, tmp_path: Path, daemons: list[Daemon], observer: str
+) -> None:
+    """A spool subfolder deleted and created again while running is an inbox again."""
+    # No rescan within the test: only events (or the folder poller) can find the files.
+    config = write_config(tmp_path, api.url, observer=observer, rescan_interval=3600)
+    inbox = tmp_path / "spool" / "conv_a"
+    copy_sample("document.pdf", inbox, "a.pdf")
+    daemon = Daemon(config)
+    daemons.append(daemon)
+    daemon.wait_event("file_sent")  # the inbox's claim folder exists and is locked
+    shutil.rmtree(inbox)
+    inbox.mkdir()
+    copy_sample("image.png", inbox, "b.png")  # before the daemon can have noticed
+    if observer == "inotify":
+        [added] = daemon.wait_event("inbox_added")
+        assert (added["inbox"], added["recreated"]) == ("conv_a", True)
+    daemon.wait_event("file_sent", count=2)
+    copy_sample("audio.mp3", inbox, "c.mp3")  # a live event in the new folder
+    daemon.wait_event("file_sent", count=3)
+    assert daemon.stop() == 0
+    assert _sent_names(inbox) == ["b.png", "c.mp3"]
+    assert not events(daemon.lines, "claim_failed")
+    assert [m.conversation_id for m in api.messages()] == ["conv_a"] * 3
+
+
+def test_a_claim_folder_deleted_by_hand_is_made_again(
+    api: FakeApi, tmp_path: Path, daemons: list[Daemon]
+) -> None:
+    """Deleting an inbox's .sendseven-watch while running does not block its next files."""
+    config = write_config(tmp_path, api.url, rescan_interval=3600)
+    inbox = tmp_path / "spool" / "conv_a"
+    copy_sample("document.pdf", inbox, "a.pdf")
+    daemon = Daemon(config)
+    daemons.append(daemon)
+    daemon.wait_event("file_sent")
+    shutil.rmtree(inbox / ".sendseven-watch")
+    copy_sample("image.png", inbox, "b.png")
+    daemon.wait_event("file_sent", count=2)
+    assert daemon.stop() == 0
+    assert _sent_names(inbox) == ["a.pdf", "b.png"]
+    assert not events(daemon.lines, "claim_failed")

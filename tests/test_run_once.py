@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import json
 import shutil
+import signal
 from pathlib import Path
 
 import pytest
-from conftest import DATA, TOKEN, events, log_lines, run_cli, write_config
+from conftest import DATA, TOKEN, Daemon, events, log_lines, run_cli, write_config
 
 from daemon.fakeapi import FakeApi
 from daemon.fakerules import Faults
@@ -143,6 +144,33 @@ def test_transient_errors_give_up_after_the_window(api: FakeApi, tmp_path: Path)
     assert sidecar["attempts"] >= 2
 
 
+def _uploads(api: FakeApi) -> int:
+    """Upload requests the API answered (whatever it answered)."""
+    return sum(1 for r in api.requests() if r.path.endswith("/attachments"))
+
+
+@pytest.mark.parametrize(
+    ("faults", "reason"),
+    [(Faults(force_status=[413]), "too_large"), (Faults(error_rate=1.0), "retries_exhausted")],
+)
+def test_a_file_failed_at_its_upload_counts_its_attempts(
+    api: FakeApi, tmp_path: Path, faults: Faults, reason: str
+) -> None:
+    """A file that fails at the upload: sidecar and file_failed count every upload request."""
+    config = write_config(tmp_path, api.url, retry={"give_up_after": 0.5})
+    inbox = tmp_path / "spool" / "conv_1"
+    _pdf(inbox, "scan.pdf")
+    api.faults = faults
+    result = run_cli("run", "-c", str(config), "--once")
+    assert result.returncode == 0, result.stderr
+    [failed] = events(log_lines(result.stdout), "file_failed")
+    sidecar = json.loads((inbox / "failed" / "scan.pdf.error.json").read_text())
+    assert sidecar["reason"] == failed["reason"] == reason
+    assert sidecar["attempts"] == failed["attempts"] == _uploads(api) >= 1
+    if reason == "retries_exhausted":
+        assert f"gave up after {_uploads(api)} attempts" in sidecar["detail"]
+
+
 @pytest.mark.parametrize("status", [401, 403])
 def test_refused_credentials_exit_3_and_keep_the_files(
     api: FakeApi, tmp_path: Path, status: int
@@ -218,3 +246,32 @@ def test_ignored_hidden_and_odd_entries_stay(api: FakeApi, tmp_path: Path) -> No
     assert api.attachments() == []
     assert (inbox / "a.part").exists() and (inbox / "sub" / "nested.pdf").exists()
     assert (inbox / "link.pdf").is_symlink() and outside.exists()
+
+
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT])
+def test_a_signal_stops_once_with_exit_1_and_the_next_run_finishes(
+    api: FakeApi, tmp_path: Path, daemons: list[Daemon], signum: signal.Signals
+) -> None:
+    """SIGTERM/SIGINT mid-run: daemon_stopping, exit 1; the next run sends the rest, once."""
+    api.faults = Faults(latency_s=0.5)  # a send a second: most files are left at the signal
+    config = write_config(tmp_path, api.url, workers=2)
+    inbox = tmp_path / "spool" / "conv_1"
+    names = [f"doc-{n:02d}.pdf" for n in range(8)]
+    for name in names:
+        _pdf(inbox, name, name.encode())
+    run = Daemon(config, "--once")
+    daemons.append(run)
+    run.wait_event("file_sent")
+    run.signal(signum)
+    code = run.process.wait(60)  # before stop(): it would send a SIGTERM of its own
+    run.stop()
+    assert code == 1, run.stderr
+    [stopping] = events(run.lines, "daemon_stopping")
+    assert stopping["signal"] == signum.name
+    assert len(list((inbox / "sent").iterdir())) < len(names)
+    api.faults = Faults()
+    again = run_cli("run", "-c", str(config), "--once")
+    assert again.returncode == 0, again.stderr
+    assert sorted(p.name for p in (inbox / "sent").iterdir()) == names
+    keys = [m.idempotency_key for m in api.messages() if not m.duplicate]
+    assert len(keys) == len(set(keys)) == len(names)
