@@ -151,7 +151,10 @@ class Delivery:
         if stage in ("uploaded", "sending", "sent"):
             return True
         if stage == "failed":
-            self.fail(job, FileRejected(job.entry.reason or "rejected", job.entry.detail or ""))
+            entry = job.entry  # failed before a crash: archive it as it was failed
+            self.fail(
+                job, FileRejected(entry.reason or "rejected", entry.detail or "", entry.status)
+            )
             return False
         try:
             self._upload(job)

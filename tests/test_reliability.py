@@ -24,8 +24,11 @@ from conftest import (
     write_config,
 )
 
+from daemon.archive import Owner
+from daemon.config import load_config
 from daemon.fakeapi import FakeApi
 from daemon.fakerules import Faults
+from daemon.journal import Journal
 
 
 def _drop_pdfs(inbox: Path, count: int, prefix: str = "doc", start_s: int = 1_000_000) -> list[str]:
@@ -442,3 +445,36 @@ def test_a_file_changed_during_its_upload_is_classified_and_uploaded_again(
     assert upload.sha256 == hashlib.sha256(final).hexdigest() == sent["sha256"]
     [message] = api.messages()
     assert message.attachment_ids == (upload.id,)
+
+
+def test_a_file_failed_just_before_a_crash_keeps_its_reason_and_status(
+    api: FakeApi, tmp_path: Path
+) -> None:
+    """Journaled as failed, killed before the move: the next run archives it as failed."""
+    config_path = write_config(tmp_path, api.url)
+    config = load_config(config_path)
+    inbox = tmp_path / "spool" / "conv_1"
+    _drop_pdfs(inbox, 1)
+    # What a run killed inside fail() leaves: the claim, journaled as failed, not moved.
+    owner, journal = Owner(), Journal(config.state_dir)
+    claim = owner.claim(inbox, "doc-000.pdf")
+    assert claim is not None
+    journal.record_claim(claim.claim_id, inbox, "conv_1", "doc-000.pdf", 1)
+    journal.update(
+        claim.claim_id,
+        stage="failed",
+        reason="conversation_not_found",
+        detail="no conversation conv_1",
+        status=404,
+    )
+    journal.close()
+    owner.release()
+
+    result = run_cli("run", "-c", str(config_path), "--once")
+
+    assert result.returncode == 0, result.stdout
+    sidecar = json.loads((inbox / "failed" / "doc-000.pdf.error.json").read_text())
+    assert (sidecar["reason"], sidecar["status"]) == ("conversation_not_found", 404)
+    (failed,) = events(log_lines(result.stdout), "file_failed")
+    assert (failed["reason"], failed["status"]) == ("conversation_not_found", 404)
+    assert api.requests() == []
