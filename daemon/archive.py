@@ -225,6 +225,11 @@ def _claims_in(inbox: Path, owner_dir: Path) -> Iterator[Claim]:
             yield Claim(inbox, folder.name, "", owner_dir)
 
 
+#: The sidecar of a failed file while it is written, in the claim folder (hidden: never
+#: taken for the claimed file).
+SIDECAR_DRAFT = f".sidecar{SIDECAR_SUFFIX}"
+
+
 def drop_claim_folder(claim: Claim) -> None:
     """Remove the (empty) claim folder once the file is archived."""
     with contextlib.suppress(OSError):
@@ -295,21 +300,43 @@ def _earlier_link(source: Path, folder: Path) -> Path | None:
 
 
 def move_to_sent(claim: Claim) -> Path:
-    """Archive a sent file into ``<inbox>/sent/``."""
-    target = move_no_overwrite(claim.path, claim.inbox / SENT_DIR, claim.name)
-    drop_claim_folder(claim)
-    return target
+    """Archive a sent file into ``<inbox>/sent/``. The claim folder stays until the
+    outcome is journaled and logged (then :func:`drop_claim_folder`): a run that dies in
+    between leaves it empty, and the next run reports the outcome."""
+    return move_no_overwrite(claim.path, claim.inbox / SENT_DIR, claim.name)
 
 
 def move_to_failed(claim: Claim, sidecar: Mapping[str, object]) -> Path:
-    """Archive a failed file into ``<inbox>/failed/`` next to ``<name>.error.json``."""
+    """Archive a failed file into ``<inbox>/failed/`` next to ``<name>.error.json``.
+
+    The sidecar is written in the claim folder first, so that it appears complete, and
+    before the file moves, so that a run dying in between leaves it for the next run to
+    put in place (:func:`place_sidecar_draft`). The claim folder stays, as in
+    :func:`move_to_sent`."""
     folder = claim.inbox / FAILED_DIR
-    # The sidecar is written in the claim folder first so that it appears complete.
-    draft = claim.folder / f".sidecar{SIDECAR_SUFFIX}"
-    target = move_no_overwrite(claim.path, folder, claim.name, with_sidecar=True)
+    draft = claim.folder / SIDECAR_DRAFT
     body = {**sidecar, "file": claim.name}
     draft.write_text(json.dumps(body, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+    target = move_no_overwrite(claim.path, folder, claim.name, with_sidecar=True)
     os.replace(draft, folder / (target.name + SIDECAR_SUFFIX))
     fsync_dir(folder)
-    drop_claim_folder(claim)
     return target
+
+
+def place_sidecar_draft(claim: Claim, name: str) -> Path | None:
+    """After a crash between moving a failed file and placing its sidecar: put the draft
+    left in the claim folder next to the file, which is the first ``name`` variant in
+    ``failed/`` without a sidecar. The file's archived path, or None (no draft)."""
+    draft = claim.folder / SIDECAR_DRAFT
+    if not draft.exists():
+        return None
+    folder = claim.inbox / FAILED_DIR
+    for candidate in _candidates(name):
+        target = folder / candidate
+        if not target.exists():
+            return None  # the variants are taken in order: past the last one archived
+        if not (folder / (candidate + SIDECAR_SUFFIX)).exists():
+            os.replace(draft, folder / (candidate + SIDECAR_SUFFIX))
+            fsync_dir(folder)
+            return target
+    raise AssertionError("unreachable: _candidates never ends")

@@ -24,7 +24,15 @@ from pathlib import Path
 from typing import Any
 
 from daemon.api import ApiClient, Attachment
-from daemon.archive import Claim, drop_claim_folder, move_to_failed, move_to_sent, utc_now
+from daemon.archive import (
+    SIDECAR_DRAFT,
+    Claim,
+    drop_claim_folder,
+    move_to_failed,
+    move_to_sent,
+    place_sidecar_draft,
+    utc_now,
+)
 from daemon.caption import render_caption
 from daemon.classify import classify_file, extension_mismatch
 from daemon.config import Config, InboxConfig
@@ -303,6 +311,7 @@ class Delivery:
             duration_ms=round((time.monotonic() - job.started) * 1000),
             archived_as=target,
         )
+        drop_claim_folder(job.claim)  # last: a crash before it is reported by recover()
 
     def fail(self, job: Job, rejected: FileRejected) -> None:
         """Archive into ``failed/`` with a sidecar, and say so."""
@@ -348,6 +357,51 @@ class Delivery:
             attempts=entry.attempts,
             archived_as=target,
         )
+        drop_claim_folder(job.claim)  # last: a crash before it is reported by recover()
+
+    def recover(self, inbox: InboxConfig, claim: Claim, entry: Entry | None) -> None:
+        """An empty claim folder: its file was archived by a run that died before it
+        journaled and logged the outcome (SPEC §6: every outcome is one log line). Say it
+        now, from the journal, with ``recovered: true``; then close the claim."""
+        if entry is not None and entry.stage in ("sent", "failed"):
+            target = place_sidecar_draft(claim, entry.name) if entry.stage == "failed" else None
+            archived_as = target.name if target is not None else None
+            self.journal.update(claim.claim_id, stage="archived", archived_as=archived_as)
+            fields: dict[str, Any] = {
+                "inbox": inbox.name,
+                "conversation_id": inbox.conversation_id,
+                "file": entry.name,
+                "size": entry.size,
+                "message_type": entry.message_type,
+                "content_type": entry.content_type,
+                "attempts": entry.attempts,
+                "archived_as": archived_as,
+                "recovered": True,
+            }
+            if entry.stage == "sent":
+                self.outcomes.sent(inbox, entry)
+                self._log.info(
+                    "file_sent",
+                    **fields,
+                    sha256=entry.sha256,
+                    attachment_id=entry.attachment_id,
+                    message_id=entry.message_id,
+                    duration_ms=None,
+                )
+            else:
+                self.outcomes.failed(inbox, entry.reason or "rejected", entry.message_type)
+                self._log.warning(
+                    "file_failed",
+                    **fields,
+                    reason=entry.reason,
+                    status=entry.status,
+                    detail=entry.detail,
+                )
+        elif entry is not None and entry.stage != "archived":
+            self.journal.update(claim.claim_id, stage="archived")
+        with contextlib.suppress(OSError):  # a draft whose file is gone: nothing to put
+            (claim.folder / SIDECAR_DRAFT).unlink(missing_ok=True)
+        drop_claim_folder(claim)
 
     def _archive(self, job: Job, step: Callable[[], Path]) -> str | None:
         """Archive the claimed file; the archived name, or None when it vanished.

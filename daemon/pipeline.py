@@ -19,7 +19,7 @@ import time
 from collections.abc import Callable, Iterator
 
 from daemon.api import ApiClient
-from daemon.archive import Owner, drop_claim_folder
+from daemon.archive import Owner
 from daemon.config import Config, InboxConfig
 from daemon.delivery import Delivery, Job
 from daemon.errors import FileRejected
@@ -164,9 +164,7 @@ class Pipeline:
                 continue
             entry = self.journal.get(claim.claim_id)
             if not claim.name:  # already archived; only the bookkeeping was cut short
-                if entry is not None:
-                    self.journal.update(claim.claim_id, stage="archived")
-                drop_claim_folder(claim)
+                self.delivery.recover(inbox, claim, entry)
                 continue
             if entry is None or entry.name != claim.name:
                 # Claimed but not journaled (crash in between, or another state_dir):

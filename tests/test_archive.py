@@ -12,11 +12,13 @@ import pytest
 from daemon.archive import (
     FAILED_DIR,
     SENT_DIR,
+    SIDECAR_DRAFT,
     WORK_DIR,
     Owner,
     move_no_overwrite,
     move_to_failed,
     move_to_sent,
+    place_sidecar_draft,
 )
 
 
@@ -84,7 +86,8 @@ def test_sent_never_overwrites(tmp_path: Path) -> None:
     assert target.name == "scan (1).pdf"
     assert (tmp_path / SENT_DIR / "scan.pdf").read_bytes() == b"older"
     assert target.read_bytes() == b"newer"
-    assert not claim.folder.exists()
+    # Empty, and kept until the outcome is journaled and logged (then dropped).
+    assert list(claim.folder.iterdir()) == []
     owner.release()
 
 
@@ -100,6 +103,32 @@ def test_failed_gets_a_sidecar_next_to_it(tmp_path: Path) -> None:
     assert target.name == "logo (1).bmp"
     sidecar = json.loads((tmp_path / FAILED_DIR / "logo (1).bmp.error.json").read_text())
     assert sidecar == {"reason": "unsupported_type", "detail": "BMP", "file": "logo.bmp"}
+    owner.release()
+
+
+def test_a_sidecar_draft_left_by_a_crash_is_put_next_to_its_file(tmp_path: Path) -> None:
+    """The failed file moved, its sidecar not yet: the draft goes to the first variant
+    of the name in failed/ that has no sidecar."""
+    owner = Owner()
+    failed = tmp_path / FAILED_DIR
+    failed.mkdir()
+    (failed / "logo.bmp").write_bytes(b"an older failure")
+    (failed / "logo.bmp.error.json").write_text("{}")
+    _drop(tmp_path, "logo.bmp", b"BM....")
+    claim = owner.claim(tmp_path, "logo.bmp")
+    assert claim is not None
+    assert place_sidecar_draft(claim, "logo.bmp") is None  # no draft: nothing to place
+    (claim.folder / SIDECAR_DRAFT).write_text('{"reason": "unsupported_type"}')
+    os.rename(claim.path, failed / "logo (1).bmp")  # what the crashed run got done
+
+    target = place_sidecar_draft(claim, "logo.bmp")
+
+    assert target == failed / "logo (1).bmp"
+    assert json.loads((failed / "logo (1).bmp.error.json").read_text()) == {
+        "reason": "unsupported_type"
+    }
+    assert (failed / "logo.bmp.error.json").read_text() == "{}"
+    assert list(claim.folder.iterdir()) == []
     owner.release()
 
 

@@ -11,6 +11,7 @@ import signal
 import time
 from collections import defaultdict
 from pathlib import Path
+from typing import Any
 
 import pytest
 from conftest import (
@@ -24,7 +25,7 @@ from conftest import (
     write_config,
 )
 
-from daemon.archive import Owner
+from daemon.archive import SIDECAR_DRAFT, Owner
 from daemon.config import load_config
 from daemon.fakeapi import FakeApi
 from daemon.fakerules import Faults
@@ -477,4 +478,63 @@ def test_a_file_failed_just_before_a_crash_keeps_its_reason_and_status(
     assert (sidecar["reason"], sidecar["status"]) == ("conversation_not_found", 404)
     (failed,) = events(log_lines(result.stdout), "file_failed")
     assert (failed["reason"], failed["status"]) == ("conversation_not_found", 404)
+    assert api.requests() == []
+
+
+def _crashed_after_archiving(tmp_path: Path, api: FakeApi, stage: str, **journaled: Any) -> Path:
+    """What a run killed between archiving a file and logging it leaves: an empty claim
+    folder, the journal at ``stage``, the file already in sent/ or failed/."""
+    config_path = write_config(tmp_path, api.url)
+    config = load_config(config_path)
+    inbox = tmp_path / "spool" / "conv_1"
+    _drop_pdfs(inbox, 1)
+    owner, journal = Owner(), Journal(config.state_dir)
+    claim = owner.claim(inbox, "doc-000.pdf")
+    assert claim is not None
+    journal.record_claim(claim.claim_id, inbox, "conv_1", "doc-000.pdf", 1)
+    journal.update(claim.claim_id, stage=stage, **journaled)
+    if stage == "failed":
+        (claim.folder / SIDECAR_DRAFT).write_text('{"reason": "conversation_not_found"}\n')
+    (inbox / stage).mkdir()
+    claim.path.rename(inbox / stage / "doc-000.pdf")
+    journal.close()
+    owner.release()
+    return config_path
+
+
+def test_a_send_archived_just_before_a_crash_is_still_reported_once(
+    api: FakeApi, tmp_path: Path
+) -> None:
+    """The file reached sent/, the run died before saying so: the next run logs it."""
+    config = _crashed_after_archiving(
+        tmp_path, api, "sent", attachment_id="att_1", message_id="msg_1", size=42, attempts=2
+    )
+    result = run_cli("run", "-c", str(config), "--once")
+    assert result.returncode == 0, result.stdout
+    (sent,) = events(log_lines(result.stdout), "file_sent")
+    assert (sent["file"], sent["message_id"], sent["recovered"]) == ("doc-000.pdf", "msg_1", True)
+    assert api.requests() == []  # nothing is sent again
+    again = run_cli("run", "-c", str(config), "--once")
+    assert not events(log_lines(again.stdout), "file_sent")  # and said only once
+    assert not list((tmp_path / "spool" / "conv_1" / ".sendseven-watch").rglob("sw-*"))
+
+
+def test_a_failure_archived_just_before_a_crash_gets_its_sidecar_and_its_line(
+    api: FakeApi, tmp_path: Path
+) -> None:
+    """The file reached failed/ without its sidecar: the next run puts it there."""
+    config = _crashed_after_archiving(
+        tmp_path, api, "failed", reason="conversation_not_found", status=404, detail="gone"
+    )
+    result = run_cli("run", "-c", str(config), "--once")
+    assert result.returncode == 0, result.stdout
+    (failed,) = events(log_lines(result.stdout), "file_failed")
+    assert (failed["reason"], failed["status"], failed["recovered"]) == (
+        "conversation_not_found",
+        404,
+        True,
+    )
+    assert failed["archived_as"] == "doc-000.pdf"
+    sidecar = tmp_path / "spool" / "conv_1" / "failed" / "doc-000.pdf.error.json"
+    assert json.loads(sidecar.read_text())["reason"] == "conversation_not_found"
     assert api.requests() == []
