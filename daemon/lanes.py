@@ -1,6 +1,6 @@
 """The files of each conversation in arrival order, and which one to start next.
 
-A :class:`Lane` holds one conversation's claimed files (:class:`~daemon.delivery.Job`),
+A :class:`Lane` holds one conversation's claimed files (:class:`~daemon.job.Job`),
 oldest first; :class:`Lanes` holds every lane and picks the next file to start, round-robin
 across conversations. Neither locks anything: :mod:`daemon.pipeline` uses them under its
 own lock.
@@ -12,7 +12,7 @@ import bisect
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 
-from daemon.delivery import Job
+from daemon.job import Job
 
 #: Job states of files whose send is done: the next send of their lane may go.
 SENT_STATES = ("archiving", "done")

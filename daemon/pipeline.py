@@ -21,8 +21,10 @@ from collections.abc import Callable, Iterator
 from daemon.api import ApiClient
 from daemon.archive import Owner
 from daemon.config import Config, InboxConfig
-from daemon.delivery import Delivery, Job
+from daemon.delivery import Delivery
 from daemon.errors import FileRejected
+from daemon.finish import Finisher
+from daemon.job import Job
 from daemon.journal import Journal
 from daemon.lanes import Lane, Lanes
 from daemon.logs import get_logger
@@ -76,6 +78,7 @@ class Pipeline:
         # path: the next send of the conversation need not wait for the rename.
         self._to_archive: queue.SimpleQueue[tuple[Lane, Job] | None] = queue.SimpleQueue()
         self._archiver = threading.Thread(target=self._archive, name="archiver", daemon=True)
+        self.finish = Finisher(journal, self.outcomes, self.stop_event)
         self.delivery = Delivery(
             config=lambda: self.config,
             journal=journal,
@@ -83,6 +86,7 @@ class Pipeline:
             gate=self.gate,
             stop=self.stop_event,
             client=self._client,
+            finish=self.finish,
             once=once,
         )
 
@@ -164,7 +168,7 @@ class Pipeline:
                 continue
             entry = self.journal.get(claim.claim_id)
             if not claim.name:  # already archived; only the bookkeeping was cut short
-                self.delivery.recover(inbox, claim, entry)
+                self.finish.recover(inbox, claim, entry)
                 continue
             if entry is None or entry.name != claim.name:
                 # Claimed but not journaled (crash in between, or another state_dir):
@@ -274,7 +278,7 @@ class Pipeline:
     def _prepare(self, job: Job) -> None:
         given_up = self._given_up(job)
         if given_up is not None:
-            self.delivery.fail(job, given_up)
+            self.finish.failed(job, given_up)
             ready = False
         else:
             ready = self.delivery.prepare(job)
@@ -339,7 +343,7 @@ class Pipeline:
     def _archive(self) -> None:
         while (item := self._to_archive.get()) is not None:
             lane, job = item
-            if self._guarded(lane, job, self.delivery.archive_sent):
+            if self._guarded(lane, job, self.finish.sent):
                 self._finish(lane, job)
 
     # -- the steps of one file -------------------------------------------------------

@@ -189,7 +189,7 @@ def test_a_full_disk_keeps_the_file_claimed_until_archiving_works(
         real_link(source, target)  # type: ignore[arg-type]
 
     monkeypatch.setattr(archive.os, "link", full_disk_link)
-    monkeypatch.setattr("daemon.delivery.LOCAL_RETRY_SECONDS", 0.05)
+    monkeypatch.setattr("daemon.finish.LOCAL_RETRY_SECONDS", 0.05)
     journal = Journal(config.state_dir)
     owner = Owner()
     pipeline = Pipeline(config, journal, owner, once=True)

@@ -6,7 +6,7 @@ from pathlib import Path
 
 from daemon.archive import Claim
 from daemon.config import InboxConfig
-from daemon.delivery import Job
+from daemon.job import Job
 from daemon.journal import Entry
 from daemon.lanes import LANE_AHEAD, Lane, Lanes
 
