@@ -14,6 +14,7 @@ away).
 
 from __future__ import annotations
 
+import contextlib
 import os
 import threading
 from collections.abc import Callable, Iterable
@@ -93,6 +94,9 @@ class Watcher:
         self._inboxes: dict[Path, InboxConfig] = {i.path: i for i in inboxes}
         #: Inboxes whose folder was made anew since it was watched (see :meth:`add`).
         self._replaced: set[Path] = set()
+        #: (device, inode) of each folder when it was scheduled: a folder deleted and made
+        #: again at the same path is another inode, even when its old watch lives on.
+        self._watched_as: dict[Path, tuple[int, int]] = {}
         self._observer: BaseObserver | FolderPoller | None = None
         self._handler = _Handler(self)
         self.kind = ""
@@ -114,6 +118,9 @@ class Watcher:
             observer.start()
 
     def _schedule(self, folder: Path) -> None:
+        with contextlib.suppress(OSError):
+            st = folder.stat()
+            self._watched_as[folder] = (st.st_dev, st.st_ino)
         if isinstance(self._observer, FolderPoller):
             self._observer.schedule(folder)
         elif self._observer is not None:
@@ -184,14 +191,22 @@ class Watcher:
                     self._observer.unschedule(emitter.watch)
 
     def _dead_watches(self) -> set[Path]:
-        """Inboxes whose inotify watch has ended: watchdog ends it when the folder is
-        deleted. (The folder poller looks at paths, and lists a folder made anew itself.)"""
+        """Inboxes whose watch no longer watches the folder at their path: watchdog ends it
+        when the folder is deleted, or (while something still holds the deleted folder
+        open, such as our lock on its claim folder) it lives on, watching the old inode.
+        (The folder poller looks at paths, and lists a folder made anew itself.)"""
         with self._lock:
             observer = self._observer
             if observer is None or isinstance(observer, FolderPoller) or not observer.is_alive():
                 return set()
             live = {Path(e.watch.path) for e in list(observer.emitters) if e.is_alive()}
-            return set(self._inboxes) - live
+            dead = set(self._inboxes) - live
+            for folder, identity in self._watched_as.items():
+                with contextlib.suppress(OSError):
+                    st = folder.stat()
+                    if (st.st_dev, st.st_ino) != identity and folder in self._inboxes:
+                        dead.add(folder)
+            return dead
 
     def event(self, path: Path, *, is_dir: bool) -> None:
         parent = path.parent
@@ -206,6 +221,24 @@ class Watcher:
                     # inbox was deleted or moved away, and this is a new folder.
                     self._replaced.add(path)
             self._on_new_folder(path)
+
+    def _rewatch_explicit(self) -> None:
+        """Inboxes named in the config (not spool folders) whose folder was deleted and made
+        again: nothing watches their parent, so the rescan is what notices. Watch anew."""
+        dead = self._dead_watches()
+        for inbox in self.inboxes:
+            if inbox.from_spool or inbox.path not in dead or not inbox.path.is_dir():
+                continue
+            with self._lock:
+                self._replaced.add(inbox.path)
+            if self.add(inbox):
+                self.log.info(
+                    "inbox_added",
+                    inbox=inbox.name,
+                    path=str(inbox.path),
+                    conversation_id=inbox.conversation_id,
+                    recreated=True,
+                )
 
     def scan(self) -> int:
         """Offer every file of every inbox (start-up and rescans); new spool folders, and
@@ -224,6 +257,7 @@ class Watcher:
                         self._on_new_folder(path)
             except OSError as error:
                 self.log.error("scan_failed", folder=str(self.spool), error=str(error))
+        self._rewatch_explicit()
         offered = 0
         for inbox in self.inboxes:
             try:

@@ -312,6 +312,34 @@ def test_an_inbox_deleted_and_created_again_is_watched_again(
     assert [m.conversation_id for m in api.messages()] == ["conv_a"] * 3
 
 
+def test_an_explicit_inbox_deleted_and_created_again_is_watched_again(
+    api: FakeApi, tmp_path: Path, daemons: list[Daemon]
+) -> None:
+    """An inbox named in the config, deleted and made again: the rescan watches it anew."""
+    inbox = tmp_path / "scanner"
+    config = write_config(
+        tmp_path,
+        api.url,
+        spool=None,
+        state_dir=str(tmp_path / "state"),
+        inboxes=[{"path": str(inbox), "conversation_id": "conv_x"}],
+        rescan_interval=1,
+    )
+    copy_sample("document.pdf", inbox, "a.pdf")
+    daemon = Daemon(config)
+    daemons.append(daemon)
+    daemon.wait_event("file_sent")
+    shutil.rmtree(inbox)
+    inbox.mkdir()
+    [added] = daemon.wait_event("inbox_added")
+    assert (added["inbox"], added["recreated"]) == ("scanner", True)
+    copy_sample("image.png", inbox, "b.png")  # found by its event, or by a rescan
+    daemon.wait_event("file_sent", count=2)
+    assert daemon.stop() == 0
+    assert _sent_names(inbox) == ["b.png"]
+    assert not events(daemon.lines, "claim_failed")
+
+
 def test_a_claim_folder_deleted_by_hand_is_made_again(
     api: FakeApi, tmp_path: Path, daemons: list[Daemon]
 ) -> None:
