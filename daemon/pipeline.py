@@ -13,13 +13,14 @@ never blocks the head: no deadlock, and no worker ever sits waiting for its turn
 
 from __future__ import annotations
 
+import contextlib
 import queue
 import threading
 import time
 from collections.abc import Callable, Iterator
 
 from daemon.api import ApiClient
-from daemon.archive import Owner
+from daemon.archive import Owner, drop_claim_folder, move_no_overwrite
 from daemon.config import Config, InboxConfig
 from daemon.delivery import Delivery
 from daemon.errors import FileRejected
@@ -139,6 +140,8 @@ class Pipeline:
         result: dict[str, int] = {}
         with self._cond:
             for job in self._lanes.jobs():
+                if job.state == "done":  # archived, waiting behind an older file to leave
+                    continue
                 key = str(job.inbox.path)
                 result[key] = result.get(key, 0) + 1
         return result
@@ -152,9 +155,18 @@ class Pipeline:
         claim = self.owner.claim(inbox.path, name)
         if claim is None:
             return False
-        entry = self.journal.record_claim(
-            claim.claim_id, inbox.path, inbox.conversation_id, name, arrived_ns
-        )
+        try:
+            entry = self.journal.record_claim(
+                claim.claim_id, inbox.path, inbox.conversation_id, name, arrived_ns
+            )
+        except Exception:
+            # The journal refused (full disk, a locked or foreign database): the file goes
+            # back to its inbox for a later scan, rather than wait unjournaled in its claim
+            # folder until a restart. If even that fails, the restart adopts it.
+            with contextlib.suppress(OSError):
+                move_no_overwrite(claim.path, inbox.path, name)
+                drop_claim_folder(claim)
+            raise
         self._enqueue(Job(claim, inbox, entry))
         return True
 

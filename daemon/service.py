@@ -94,6 +94,8 @@ class Service:
         self.source = source
         self.config = config
         self.once = once
+        #: Files this run could not claim (claim_failed): `run --once` then exits 1.
+        self.claim_failures = 0
         self.log = get_logger()
         self.outcomes = Outcomes()
         self.journal = Journal(config.state_dir)
@@ -135,13 +137,18 @@ class Service:
         self.settler.offer(inbox, names)
 
     def _take(self, batch: list[Settled]) -> None:
+        # A file offered before a reload is claimed with the inbox's settings now: its
+        # conversation may have changed, or the inbox may be gone from the configuration.
+        current = {inbox.path: inbox for inbox in self.watcher.inboxes}
         for item in batch:
+            inbox = current.get(item.inbox.path)
+            if inbox is None:
+                continue
             try:
-                self.pipeline.take(item.inbox, item.name, item.mtime_ns)
-            except OSError as error:
-                self.log.error(
-                    "claim_failed", inbox=item.inbox.name, file=item.name, error=str(error)
-                )
+                self.pipeline.take(inbox, item.name, item.mtime_ns)
+            except Exception as error:  # noqa: BLE001 - any failure: the file stays, said
+                self.claim_failures += 1
+                self.log.error("claim_failed", inbox=inbox.name, file=item.name, error=str(error))
 
     def _new_folder(self, path: Path) -> None:
         inbox = self.config.spool_inbox(path)
@@ -205,6 +212,8 @@ class Service:
             return EXIT_AUTH
         if self.pipeline.broken:
             return EXIT_FAILURE  # left claimed after a file_error: the next run goes on
+        if self.claim_failures:
+            return EXIT_FAILURE  # files this run could not take stay for the next one
         if self.signals.stop.is_set() and self._unfinished():
             # Files cut short stay claimed (or in the inbox) for the next run; but this
             # run did not process everything present, and a caller must not read "done".

@@ -356,3 +356,33 @@ def test_a_claim_folder_deleted_by_hand_is_made_again(
     assert daemon.stop() == 0
     assert _sent_names(inbox) == ["a.pdf", "b.png"]
     assert not events(daemon.lines, "claim_failed")
+
+
+def test_a_reload_reaches_files_still_settling(
+    api: FakeApi, tmp_path: Path, daemons: list[Daemon]
+) -> None:
+    """A file dropped before a SIGHUP that moved its inbox's conversation goes to the new one."""
+    inbox = tmp_path / "scanner"
+    inbox.mkdir()
+
+    def configure(conversation: str) -> Path:
+        return write_config(
+            tmp_path,
+            api.url,
+            spool=None,
+            state_dir=str(tmp_path / "state"),
+            inboxes=[{"path": str(inbox), "conversation_id": conversation}],
+            settle_seconds=3,
+        )
+
+    daemon = Daemon(configure("conv_old"))
+    daemons.append(daemon)
+    daemon.wait_event("daemon_started")
+    copy_sample("document.pdf", inbox, "a.pdf")  # settles for 3 s
+    configure("conv_new")
+    daemon.signal(signal.SIGHUP)
+    daemon.wait_event("config_reloaded")
+    (sent,) = daemon.wait_event("file_sent")
+    assert daemon.stop() == 0
+    assert sent["conversation_id"] == "conv_new"
+    assert [m.conversation_id for m in api.messages()] == ["conv_new"]

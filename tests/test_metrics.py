@@ -10,11 +10,21 @@ from pathlib import Path
 
 import pytest
 import requests
-from conftest import TENANT, TOKEN, Daemon, events, run_cli, wait_until, write_config
+from conftest import (
+    TENANT,
+    TOKEN,
+    Daemon,
+    copy_sample,
+    events,
+    run_cli,
+    wait_until,
+    write_config,
+)
 from prometheus_client.parser import text_string_to_metric_families
 
 from daemon.config import InboxConfig
 from daemon.fakeapi import FakeApi
+from daemon.fakerules import Faults
 from daemon.journal import Entry
 from daemon.metrics import Metrics, MetricsServer, Probes
 from daemon.outcomes import Outcomes
@@ -314,3 +324,18 @@ def test_each_metrics_instance_has_its_own_registry() -> None:
     healthy, body = second.health()
     assert not healthy
     assert "401" in str(body["reason"])
+
+
+def test_a_file_failed_behind_a_retrying_one_is_no_longer_in_progress(
+    api: FakeApi, metered: tuple[Daemon, str, Path]
+) -> None:
+    """files_in_progress counts what is not yet in sent/ or failed/, also out of order."""
+    daemon, base, inbox = metered
+    api.faults = Faults(error_rate=1.0)  # the older file keeps retrying
+    copy_sample("document.pdf", inbox, "a.pdf")
+    daemon.wait_event("retry_scheduled")
+    copy_sample("image.bmp", inbox, "b.bmp")  # refused locally, behind a.pdf
+    daemon.wait_event("file_failed")
+    assert value(scrape(base), "sendseven_files_in_progress", inbox="conv_1") == 1
+    api.faults = Faults()
+    daemon.wait_event("file_sent")

@@ -8,6 +8,7 @@ import json
 import os
 import random
 import signal
+import sqlite3
 import time
 from collections import defaultdict
 from pathlib import Path
@@ -537,4 +538,27 @@ def test_a_failure_archived_just_before_a_crash_gets_its_sidecar_and_its_line(
     assert failed["archived_as"] == "doc-000.pdf"
     sidecar = tmp_path / "spool" / "conv_1" / "failed" / "doc-000.pdf.error.json"
     assert json.loads(sidecar.read_text())["reason"] == "conversation_not_found"
+    assert api.requests() == []
+
+
+def test_a_journal_that_refuses_a_claim_leaves_the_file_in_its_inbox(
+    api: FakeApi, tmp_path: Path
+) -> None:
+    """The journal cannot record the claim: the file goes back, --once exits 1."""
+    config_path = write_config(tmp_path, api.url)
+    state = load_config(config_path).state_dir
+    Journal(state).close()
+    with sqlite3.connect(state / "journal.sqlite3") as db:  # every new claim is refused
+        db.execute(
+            "CREATE TRIGGER refuse BEFORE INSERT ON claims"
+            " BEGIN SELECT RAISE(ABORT, 'database or disk is full'); END"
+        )
+    inbox = tmp_path / "spool" / "conv_1"
+    _drop_pdfs(inbox, 1)
+    result = run_cli("run", "-c", str(config_path), "--once")
+    assert result.returncode == 1, result.stdout
+    (failed,) = events(log_lines(result.stdout), "claim_failed")
+    assert failed["file"] == "doc-000.pdf"
+    assert (inbox / "doc-000.pdf").exists()  # back where it was dropped, not stuck
+    assert not list((inbox / ".sendseven-watch").rglob("*.pdf"))
     assert api.requests() == []
