@@ -69,6 +69,8 @@ class AuthGate:
         self._open = True
         self._prober: int | None = None
         self._wakeups = 0
+        #: ``_wakeups`` when auth_failed was last said; None: not said since it opened.
+        self._announced: int | None = None
         self.last_error: AuthError | None = None
 
     @property
@@ -93,9 +95,19 @@ class AuthGate:
             was_closed = not self._open
             self._open = True
             self._prober = None
+            self._announced = None
             self.last_error = None
             self._cond.notify_all()
             return was_closed
+
+    def announce(self) -> bool:
+        """True once per closing of the gate, and once more after each :meth:`wake`: the
+        refusal is said again when new credentials (a reload) are refused too."""
+        with self._cond:
+            if self._announced == self._wakeups:
+                return False
+            self._announced = self._wakeups
+            return True
 
     def wake(self) -> None:
         """New credentials arrived (reload): cut the prober's wait short."""
@@ -248,7 +260,7 @@ class RetryPolicy:
         try:
             probing = self.gate.close(error)
             if probing:
-                if failures == 1 and self.on_auth_failed:
+                if self.gate.announce() and self.on_auth_failed:
                     self.on_auth_failed(error)
                 self.gate.sleep(self.backoff.delay(failures), self.stop)
         finally:

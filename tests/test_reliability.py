@@ -226,6 +226,31 @@ def test_sighup_with_a_new_token_resumes_the_paused_files(
     assert "rotated-token-2" not in "".join(daemon.raw)
 
 
+def test_a_reload_whose_token_is_refused_too_says_so_again(
+    api: FakeApi, tmp_path: Path, daemons: list[Daemon]
+) -> None:
+    """auth_failed once per refusal, and again when the reloaded token is refused too."""
+    import yaml
+
+    api.accept_tokens("the-right-token")
+    config = write_config(tmp_path, api.url, retry={"initial_delay": 5, "max_delay": 30})
+    _drop_pdfs(tmp_path / "spool" / "conv_1", 1)
+    daemon = Daemon(config)
+    daemons.append(daemon)
+    daemon.wait_event("auth_failed")
+    data = yaml.safe_load(config.read_text())
+    for count, token in ((2, "another-wrong-token"), (None, "the-right-token")):
+        data["api"]["token"] = token
+        config.write_text(yaml.safe_dump(data))
+        daemon.signal(signal.SIGHUP)
+        if count is not None:
+            daemon.wait_event("auth_failed", count=count)
+    daemon.wait_event("file_sent", timeout=20)
+    assert daemon.stop() == 0
+    assert len(events(daemon.lines, "auth_failed")) == 2
+    assert len(events(daemon.lines, "auth_restored")) == 1
+
+
 #: A bug in the classifier that hits one file name only (see ``inject``).
 _BUG_FOR_BOOM = (
     "import daemon.classify as classify\n"
