@@ -19,7 +19,7 @@ from typing import Any
 
 from daemon.archive import FAILED_DIR, SENT_DIR, SIDECAR_SUFFIX, WORK_DIR, move_no_overwrite
 from daemon.config import Config, InboxConfig
-from daemon.errors import ConfigError
+from daemon.errors import ConfigError, os_error_text
 from daemon.journal import JOURNAL_FILE, Entry, Journal
 from daemon.logs import get_logger
 from daemon.settle import is_ignored
@@ -46,6 +46,8 @@ class InboxStatus:
     last_error: dict[str, Any] | None
     """The most recent error: ``file``, ``reason`` (None while ``retrying``), ``status``,
     ``detail``, ``at`` (ISO 8601 UTC)."""
+    unreadable: str | None = None
+    """Why the inbox folder cannot be listed (its counts then say 0), or None."""
 
 
 def _is_sidecar(name: str, names: set[str]) -> bool:
@@ -147,7 +149,17 @@ def _one(inbox: InboxConfig, config: Config, last_error: dict[str, Any] | None) 
         sent=count_archived(inbox.path / SENT_DIR),
         failed=count_archived(inbox.path / FAILED_DIR),
         last_error=last_error,
+        unreadable=_unreadable(inbox.path),
     )
+
+
+def _unreadable(folder: Path) -> str | None:
+    """A 0 that only means "could not look" must not read as "nothing there"."""
+    try:
+        with os.scandir(folder):
+            return None
+    except OSError as error:
+        return os_error_text(error)
 
 
 def print_status(config: Config, *, as_json: bool) -> int:
@@ -164,6 +176,8 @@ def print_status(config: Config, *, as_json: bool) -> int:
             f"{r.inbox[:24]:<24} {r.conversation_id[:20]:<20} {r.waiting:>7} "
             f"{r.in_progress:>7} {r.sent:>7} {r.failed:>7}"
         )
+        if r.unreadable:
+            print(f"    cannot read the inbox: {r.unreadable}")
         if r.last_error:
             e = r.last_error
             print(

@@ -3,10 +3,23 @@
 from __future__ import annotations
 
 import json
+import os
+import shutil
+import subprocess
 from pathlib import Path
 from typing import Any
 
-from conftest import TENANT, TOKEN, Daemon, events, run_cli, write_config
+import pytest
+from conftest import (
+    COMMAND,
+    TENANT,
+    TOKEN,
+    Daemon,
+    clean_env,
+    events,
+    run_cli,
+    write_config,
+)
 
 from daemon.fakeapi import FakeApi
 from daemon.fakerules import Faults
@@ -153,3 +166,36 @@ def test_requeue_moves_failed_files_back_and_status_sees_them_waiting(
     assert (inbox / "failed" / "logo.bmp.error.json").exists()
     row = status_json(config)["conv_1"]
     assert (row["waiting"], row["failed"]) == (1, 1)
+
+
+def test_status_says_when_it_cannot_read_an_inbox(api: FakeApi, tmp_path: Path) -> None:
+    """An inbox it may not list shows why, instead of a 0 that reads as "nothing there"."""
+    prefix: list[str] = []
+    if os.geteuid() == 0:
+        if shutil.which("setpriv") is None:
+            pytest.skip("running as root without setpriv: every folder is readable")
+        prefix = [  # root reads any folder whatever its mode; without these it cannot
+            "setpriv",
+            "--inh-caps=-dac_override,-dac_read_search",
+            "--bounding-set=-dac_override,-dac_read_search",
+        ]
+    config = write_config(tmp_path, api.url)
+    private = tmp_path / "spool" / "private"
+    drop_pdf(private, "a.pdf")
+    (tmp_path / "spool" / "open").mkdir()
+    private.chmod(0o300)  # may be written into and entered, not listed
+    try:
+        result = subprocess.run(
+            [*prefix, COMMAND, "status", "-c", str(config), "--json"],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
+            env=clean_env(),
+        )
+    finally:
+        private.chmod(0o755)
+    assert result.returncode == 0, result.stderr
+    rows = {row["inbox"]: row for row in json.loads(result.stdout)["inboxes"]}
+    assert rows["private"]["unreadable"] == "Permission denied"
+    assert rows["open"]["unreadable"] is None
