@@ -157,6 +157,17 @@ class Watcher:
         self.start()
         return True
 
+    def set_spool(self, spool: Path | None) -> None:
+        """Watch another spool's root for new folders (a reload changed ``spool``)."""
+        with self._lock:
+            if spool == self.spool:
+                return
+            if self.spool is not None and self.spool not in self._inboxes:
+                self._unschedule(self.spool)
+            self.spool = spool
+            if spool is not None and self._observer is not None:
+                self._schedule(spool)
+
     def add(self, inbox: InboxConfig) -> bool:
         """Watch ``inbox``, or take its new settings if its folder is watched already
         (a reload that changed its conversation or caption). True when it is new, or

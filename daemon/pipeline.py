@@ -53,6 +53,8 @@ class Pipeline:
         outcomes: Outcomes | None = None,
     ) -> None:
         self.config = config
+        #: Worker threads, fixed at start (a reload that changes ``workers`` says restart).
+        self._workers = config.workers
         self.journal = journal
         self.owner = owner
         self.once = once
@@ -94,7 +96,7 @@ class Pipeline:
     # -- lifecycle -------------------------------------------------------------------
 
     def start(self) -> None:
-        for n in range(self.config.workers):
+        for n in range(self._workers):
             thread = threading.Thread(target=self._work, name=f"worker-{n}", daemon=True)
             thread.start()
             self._threads.append(thread)
@@ -213,8 +215,8 @@ class Pipeline:
             while True:
                 if self._stopping:
                     return None
-                if self._in_flight < self.config.workers:
-                    picked = self._lanes.pick(self.config.workers)
+                if self._in_flight < self._workers:
+                    picked = self._lanes.pick(self._workers)
                     if picked is not None:
                         lane, job = picked
                         job.state = "preparing"

@@ -303,7 +303,7 @@ class Service:
         self.pipeline.reload(new)
         self.settler.settle_seconds = new.settle_seconds
         self.settler.ignore = new.ignore
-        self.watcher.spool = new.spool
+        self.watcher.set_spool(new.spool)
         wanted = {i.path: i for i in new.all_inboxes()}
         for inbox in self.watcher.inboxes:
             if inbox.path not in wanted:

@@ -386,3 +386,26 @@ def test_a_reload_reaches_files_still_settling(
     assert daemon.stop() == 0
     assert sent["conversation_id"] == "conv_new"
     assert [m.conversation_id for m in api.messages()] == ["conv_new"]
+
+
+def test_a_reload_that_moves_the_spool_watches_the_new_one(
+    api: FakeApi, tmp_path: Path, daemons: list[Daemon]
+) -> None:
+    """After a SIGHUP to another spool, a folder made there is an inbox at once."""
+    state = str(tmp_path / "state")  # the default lives in the spool: moving it is a restart
+    config = write_config(tmp_path, api.url, rescan_interval=3600, state_dir=state)
+    daemon = Daemon(config)
+    daemons.append(daemon)
+    daemon.wait_event("daemon_started")
+    moved = tmp_path / "new-spool"
+    moved.mkdir()
+    data = yaml.safe_load(config.read_text())
+    data["spool"] = str(moved)
+    config.write_text(yaml.safe_dump(data))
+    daemon.signal(signal.SIGHUP)
+    [reloaded] = daemon.wait_event("config_reloaded")
+    assert "spool" in reloaded["changed"] and reloaded["restart_required"] == []
+    copy_sample("document.pdf", moved / "conv_new", "a.pdf")  # found by its event only
+    (sent,) = daemon.wait_event("file_sent")
+    assert daemon.stop() == 0
+    assert sent["conversation_id"] == "conv_new"
