@@ -55,18 +55,11 @@ class Finisher:
         self.outcomes.sent(job.inbox, entry)
         self._log.info(
             "file_sent",
-            inbox=job.inbox.name,
-            conversation_id=job.inbox.conversation_id,
-            file=entry.name,
-            size=entry.size,
+            **_outcome_fields(job.inbox, entry, entry.size, target),
             sha256=entry.sha256,
-            message_type=entry.message_type,
-            content_type=entry.content_type,
             attachment_id=entry.attachment_id,
             message_id=entry.message_id,
-            attempts=entry.attempts,
             duration_ms=round((time.monotonic() - job.started) * 1000),
-            archived_as=target,
         )
         drop_claim_folder(job.claim)  # last: a crash before it is reported by recover()
 
@@ -103,17 +96,10 @@ class Finisher:
         self.outcomes.failed(job.inbox, rejected.reason, entry.message_type)
         self._log.warning(
             "file_failed",
-            inbox=job.inbox.name,
-            conversation_id=job.inbox.conversation_id,
-            file=entry.name,
-            size=size,
-            message_type=entry.message_type,
-            content_type=entry.content_type,
+            **_outcome_fields(job.inbox, entry, size, target),
             reason=rejected.reason,
             status=rejected.status,
             detail=rejected.detail,
-            attempts=entry.attempts,
-            archived_as=target,
         )
         drop_claim_folder(job.claim)  # last: a crash before it is reported by recover()
 
@@ -125,17 +111,7 @@ class Finisher:
             target = place_sidecar_draft(claim, entry.name) if entry.stage == "failed" else None
             archived_as = target.name if target is not None else None
             self.journal.update(claim.claim_id, stage="archived", archived_as=archived_as)
-            fields: dict[str, Any] = {
-                "inbox": inbox.name,
-                "conversation_id": inbox.conversation_id,
-                "file": entry.name,
-                "size": entry.size,
-                "message_type": entry.message_type,
-                "content_type": entry.content_type,
-                "attempts": entry.attempts,
-                "archived_as": archived_as,
-                "recovered": True,
-            }
+            fields = _outcome_fields(inbox, entry, entry.size, archived_as) | {"recovered": True}
             if entry.stage == "sent":
                 self.outcomes.sent(inbox, entry)
                 self._log.info(
@@ -185,6 +161,22 @@ class Finisher:
                 )
                 if self.stop.wait(LOCAL_RETRY_SECONDS):
                     raise Stopped from None
+
+
+def _outcome_fields(
+    inbox: InboxConfig, entry: Entry, size: int | None, archived_as: str | None
+) -> dict[str, Any]:
+    """What file_sent and file_failed both say (SPEC §6), besides their own fields."""
+    return {
+        "inbox": inbox.name,
+        "conversation_id": inbox.conversation_id,
+        "file": entry.name,
+        "size": size,
+        "message_type": entry.message_type,
+        "content_type": entry.content_type,
+        "attempts": entry.attempts,
+        "archived_as": archived_as,
+    }
 
 
 def _sha256_of(path: Path) -> str | None:
