@@ -242,14 +242,7 @@ class Watcher:
                 continue
             with self._lock:
                 self._replaced.add(inbox.path)
-            if self.add(inbox):
-                self.log.info(
-                    "inbox_added",
-                    inbox=inbox.name,
-                    path=str(inbox.path),
-                    conversation_id=inbox.conversation_id,
-                    recreated=True,
-                )
+            self._on_new_folder(inbox.path)  # as for a spool folder: watched, resumed, said
 
     def scan(self) -> int:
         """Offer every file of every inbox (start-up and rescans); new spool folders, and

@@ -151,7 +151,10 @@ class Service:
                 self.log.error("claim_failed", inbox=inbox.name, file=item.name, error=str(error))
 
     def _new_folder(self, path: Path) -> None:
-        inbox = self.config.spool_inbox(path)
+        """A spool folder that appeared, or an inbox folder made anew: watch it."""
+        inbox = self.config.spool_inbox(path) or next(
+            (inbox for inbox in self.config.inboxes if inbox.path == path), None
+        )
         if inbox is None:
             return
         known = inbox.path in {i.path for i in self.watcher.inboxes}
