@@ -233,35 +233,25 @@ class Watcher:
                     self._replaced.add(path)
             self._on_new_folder(path)
 
-    def _rewatch_explicit(self) -> None:
-        """Inboxes named in the config (not spool folders) whose folder was deleted and made
-        again: nothing watches their parent, so the rescan is what notices. Watch anew."""
-        dead = self._dead_watches()
-        for inbox in self.inboxes:
-            if inbox.from_spool or inbox.path not in dead or not inbox.path.is_dir():
-                continue
-            with self._lock:
-                self._replaced.add(inbox.path)
-            self._on_new_folder(inbox.path)  # as for a spool folder: watched, resumed, said
-
     def scan(self) -> int:
         """Offer every file of every inbox (start-up and rescans); new spool folders, and
-        spool folders made anew whose creation event was missed, too."""
+        inbox folders made anew whose creation event was missed (or, for an inbox named in
+        the config, that nothing watches for), too."""
+        for path in sorted(self._dead_watches()):
+            if path.is_dir():  # made anew: watch it afresh, as for a new spool folder
+                with self._lock:
+                    self._replaced.add(path)
+                self._on_new_folder(path)
         if self.spool is not None:
             try:
-                dead = self._dead_watches()
                 for entry in os.scandir(self.spool):
                     path = Path(entry.path)
                     if not entry.is_dir(follow_symlinks=False):
                         continue
-                    if path in dead:  # made anew, and its creation event was lost
-                        with self._lock:
-                            self._replaced.add(path)
                     if path not in self._inboxes or path in self._replaced:
                         self._on_new_folder(path)
             except OSError as error:
                 self.log.error("scan_failed", folder=str(self.spool), error=str(error))
-        self._rewatch_explicit()
         offered = 0
         for inbox in self.inboxes:
             try:
