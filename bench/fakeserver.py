@@ -1,6 +1,6 @@
 """The bundled fake API in its own process, reporting what it received (for bench/run.py).
 
-Runs :class:`daemon.fakeapi.FakeApi` on 127.0.0.1 with the given latency, so that the server
+Runs :class:`daemon.fake.api.FakeApi` on 127.0.0.1 with the given latency, so that the server
 never shares a GIL with the daemon, the baseline or the measuring process. It prints one
 JSON line ``{"url": ...}`` once it listens, then answers commands read from stdin, one per
 line, each with one JSON line on stdout:
@@ -35,9 +35,9 @@ import threading
 import time
 from typing import Any
 
-from daemon.fakeapi import FakeApi
-from daemon.fakehttp import Handler
-from daemon.fakerules import Faults, ReceivedMessage
+from daemon.fake.api import FakeApi
+from daemon.fake.http import Handler
+from daemon.fake.rules import Faults, ReceivedMessage
 
 
 class NoDelayHandler(Handler):

@@ -1,21 +1,26 @@
-"""The exception tree of sendseven-watch.
+"""The exception tree of sendseven-watch: every exception the package raises on purpose.
 
 ::
 
     WatchError
     ├── ConfigError                 bad configuration or usage (exit 2); names the key/file
-    ├── FileRejected                a file that can never be sent (goes to failed/)
+    ├── FileRejected                a file that can never be sent (goes to failed/, ``reason``)
+    ├── FileChanged                 the file changed while it was uploaded: not the API's
+    │                               fault; the delivery waits for it to stand still and
+    │                               starts over
+    ├── Stopped                     the daemon is stopping: leave the file, it is resumed
+    ├── AuthRefused                 ``--once``: the API refused the credentials (exit 3)
     └── ApiError                    anything that went wrong talking to the API
         ├── TransientError          worth retrying with backoff
-        │   ├── TransportError      connection refused/reset, timeout, upload deadline
-        │   ├── ServerBusy          429 and 5xx (``retry_after`` when the API said so)
-        │   └── FileChanged         the file changed while it was uploaded (the pipeline
-        │                           waits for it to stand still and starts over)
+        │   ├── TransportError      connection refused/reset, timeout
+        │   │   └── UploadDeadline  the upload outlived its wall-clock deadline
+        │   └── ServerBusy          429 and 5xx (``retry_after`` when the API said so)
         ├── AuthError               401/403: the credentials are wrong for *every* file
         └── RequestRejected         any other 4xx: wrong for *this* file (``reason``)
 
 Errors carry what is needed to act on them: ``status``, ``detail`` (the API's own text,
-trimmed), ``reason`` (the stable word that goes into sidecars and logs).
+trimmed), ``reason`` (the stable word that goes into sidecars and logs). HTTP replies become
+these errors in one place, :func:`daemon.api.replies.raise_for_status`.
 Messages never contain the API token; :func:`redact` is applied wherever text from
 outside (exception strings, API replies) enters an error.
 """
@@ -82,6 +87,26 @@ class FileRejected(WatchError):
         super().__init__(f"{reason}: {self.detail}")
 
 
+class FileChanged(WatchError):
+    """The file changed (size, mtime or content) while it was being uploaded.
+
+    Not the API's fault and not a failed attempt: the delivery waits until the file stands
+    still, classifies it again and uploads it anew.
+    """
+
+
+class Stopped(WatchError):
+    """The daemon is stopping: leave the file where it is, it will be resumed."""
+
+
+class AuthRefused(WatchError):
+    """``--once``: the API refused the credentials; stop the run (exit 3)."""
+
+    def __init__(self, error: AuthError) -> None:
+        super().__init__(str(error))
+        self.error = error
+
+
 class ApiError(WatchError):
     """Something went wrong talking to the API."""
 
@@ -104,6 +129,10 @@ class TransportError(TransientError):
     """No usable HTTP reply: connection refused or reset, a timeout, the upload deadline."""
 
 
+class UploadDeadline(TransportError):
+    """The upload took longer than its deadline."""
+
+
 class ServerBusy(TransientError):
     """429 or 5xx."""
 
@@ -117,15 +146,6 @@ class ServerBusy(TransientError):
     ) -> None:
         super().__init__(detail, status=status, endpoint=endpoint)
         self.retry_after = retry_after
-
-
-class FileChanged(TransientError):
-    """The file changed (size, mtime or content) while it was being uploaded.
-
-    Not the API's fault and not a failed attempt: the pipeline waits until the file stands
-    still, classifies it again and uploads it anew (``RetryPolicy(raise_file_changed=True)``
-    lets it through). Callers that cannot start over retry it like any transient error.
-    """
 
 
 class AuthError(ApiError):

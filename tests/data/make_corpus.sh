@@ -7,7 +7,7 @@
 # tone, a few lines of text), so the corpus exercises real headers, not hand-typed magic bytes.
 # The exceptions are crafted on purpose and say so below: the CRC-protected ADTS streams, the
 # AMR-WB file, the zip renamed .docx and the noise. What each file must classify as is written
-# by hand in expected.json, not derived from this script or from daemon/classify.py.
+# by hand in expected.json, not derived from this script or from daemon/media/classify.py.
 #
 # Debian (12) packages it needs:
 #   ffmpeg                        video/audio (libx264, h263, aac, libmp3lame, libvorbis, libopus,

@@ -1,0 +1,5 @@
+"""What a person can type: argparse, the commands, and their exit codes."""
+
+from daemon.cli.main import main
+
+__all__ = ["main"]

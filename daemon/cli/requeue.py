@@ -1,0 +1,76 @@
+"""``requeue``: move failed files back into their inbox, without a daemon.
+
+Each goes back under its original name (the next free variant when it is taken), and its
+sidecar is dropped; a running daemon then takes it like any new file.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from daemon.config import Config
+from daemon.errors import ConfigError
+from daemon.logs import get_logger
+from daemon.store.archive import FAILED_DIR, SIDECAR_SUFFIX, move_no_overwrite
+from daemon.store.folders import is_sidecar, regular_files
+
+
+def _read_sidecar(path: Path) -> dict[str, Any]:
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return {}
+    return data if isinstance(data, dict) else {}
+
+
+#: SPEC §4: the reasons a failed file's sidecar can carry (what ``requeue --reason`` takes).
+FAILURE_REASONS = (
+    "unsupported_type",
+    "too_large",
+    "empty_file",
+    "unreadable",
+    "conversation_not_found",
+    "rejected",
+    "retries_exhausted",
+)
+
+
+def requeue(config: Config, *, inbox: str | None, reason: str | None) -> int:
+    """Move failed files back into their inbox; print one JSON line per file moved."""
+    log = get_logger()
+    if reason is not None and reason not in FAILURE_REASONS:
+        raise ConfigError("--reason", f"{reason!r} is none of {', '.join(FAILURE_REASONS)}")
+    boxes = [
+        box
+        for box in config.all_inboxes()
+        if inbox is None or inbox in (box.name, box.conversation_id, str(box.path))
+    ]
+    if not boxes and inbox is not None:  # a typo must not look like "nothing to requeue"
+        known = ", ".join(sorted(box.name for box in config.all_inboxes())) or "none"
+        raise ConfigError("--inbox", f"no inbox is named {inbox!r} (inboxes: {known})")
+    moved = 0
+    for box in boxes:
+        failed = box.path / FAILED_DIR
+        names = set(regular_files(failed))
+        for name in sorted(names):
+            if is_sidecar(name, names):
+                continue
+            sidecar_path = failed / (name + SIDECAR_SUFFIX)
+            sidecar = _read_sidecar(sidecar_path)
+            if reason is not None and sidecar.get("reason") != reason:
+                continue
+            original = sidecar.get("file") if isinstance(sidecar.get("file"), str) else name
+            target = move_no_overwrite(failed / name, box.path, Path(str(original)).name)
+            sidecar_path.unlink(missing_ok=True)
+            moved += 1
+            log.info(
+                "file_requeued",
+                inbox=box.name,
+                file=name,
+                to=target.name,
+                reason=sidecar.get("reason"),
+            )
+    log.info("requeue_done", files=moved)
+    return 0

@@ -1,0 +1,140 @@
+"""``status``: read the folders and the journal without a daemon.
+
+It counts, per inbox, the files waiting in the inbox, in progress in its claim folders,
+archived in ``sent/`` and ``failed/``, and shows the last error the journal knows.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sqlite3
+import sys
+from dataclasses import asdict, dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from daemon.config import Config, InboxConfig
+from daemon.errors import os_error_text
+from daemon.store.archive import FAILED_DIR, SENT_DIR
+from daemon.store.folders import count_archived, count_in_progress
+from daemon.store.journal import JOURNAL_FILE, Entry, Journal
+from daemon.watch.names import count_waiting
+
+
+@dataclass(frozen=True)
+class InboxStatus:
+    """What one inbox looks like right now."""
+
+    inbox: str
+    """The folder's name."""
+    path: str
+    """The folder."""
+    conversation_id: str
+    """Where its files go."""
+    waiting: int
+    """Files in the inbox not yet taken."""
+    in_progress: int
+    """Files claimed and not yet archived."""
+    sent: int
+    """Files in ``sent/``."""
+    failed: int
+    """Files in ``failed/`` (sidecars not counted)."""
+    last_error: dict[str, Any] | None
+    """The most recent error: ``file``, ``reason`` (None while ``retrying``), ``status``,
+    ``detail``, ``at`` (ISO 8601 UTC)."""
+    unreadable: str | None = None
+    """Why the inbox folder cannot be listed (its counts then say 0), or None."""
+
+
+def _iso(epoch: float) -> str:
+    return datetime.fromtimestamp(epoch, UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
+
+
+def _last_errors(journal: Journal) -> dict[str, dict[str, Any]]:
+    """Per inbox path: the latest failure, or error of a file still being retried."""
+    # A failed file has a reason; a file being retried has only the last error's detail.
+    candidates = [*journal.last_errors().values()]
+    candidates += [e for e in journal.open_entries() if e.reason is None and e.detail]
+    latest: dict[str, Entry] = {}
+    for entry in sorted(candidates, key=lambda e: e.updated_at):
+        latest[entry.inbox] = entry
+    return {
+        inbox: {
+            "file": entry.name,
+            "reason": entry.reason,
+            "retrying": entry.reason is None,
+            "status": entry.status,
+            "detail": entry.detail,
+            "at": _iso(entry.updated_at),
+        }
+        for inbox, entry in latest.items()
+    }
+
+
+def collect(config: Config) -> list[InboxStatus]:
+    """The status of every inbox the configuration names (no daemon needed)."""
+    errors: dict[str, dict[str, Any]] = {}
+    if (config.state_dir / JOURNAL_FILE).exists():
+        try:
+            journal = Journal(config.state_dir)
+        except (sqlite3.Error, OSError) as error:
+            # Counts still help without the last errors (e.g. no write access to state_dir).
+            print(f"sendseven-watch: cannot read the journal: {error}", file=sys.stderr)
+        else:
+            try:
+                errors = _last_errors(journal)
+            except sqlite3.Error as error:
+                print(f"sendseven-watch: cannot read the journal: {error}", file=sys.stderr)
+            finally:
+                journal.close()
+    return [_one(inbox, config, errors.get(str(inbox.path))) for inbox in config.all_inboxes()]
+
+
+def _one(inbox: InboxConfig, config: Config, last_error: dict[str, Any] | None) -> InboxStatus:
+    return InboxStatus(
+        inbox=inbox.name,
+        path=str(inbox.path),
+        conversation_id=inbox.conversation_id,
+        waiting=count_waiting(inbox.path, config.ignore),
+        in_progress=count_in_progress(inbox.path),
+        sent=count_archived(inbox.path / SENT_DIR),
+        failed=count_archived(inbox.path / FAILED_DIR),
+        last_error=last_error,
+        unreadable=_unreadable(inbox.path),
+    )
+
+
+def _unreadable(folder: Path) -> str | None:
+    """A 0 that only means "could not look" must not read as "nothing there"."""
+    try:
+        with os.scandir(folder):
+            return None
+    except OSError as error:
+        return os_error_text(error)
+
+
+def print_status(config: Config, *, as_json: bool) -> int:
+    rows = collect(config)
+    if as_json:
+        print(json.dumps({"inboxes": [asdict(r) for r in rows]}, ensure_ascii=False, indent=2))
+        return 0
+    print(
+        f"{'inbox':<24} {'conversation':<20} {'waiting':>7} {'in prog':>7} "
+        f"{'sent':>7} {'failed':>7}"
+    )
+    for r in rows:
+        print(
+            f"{r.inbox[:24]:<24} {r.conversation_id[:20]:<20} {r.waiting:>7} "
+            f"{r.in_progress:>7} {r.sent:>7} {r.failed:>7}"
+        )
+        if r.unreadable:
+            print(f"    cannot read the inbox: {r.unreadable}")
+        if r.last_error:
+            e = r.last_error
+            print(
+                f"    last error: {e['file']}: {e['reason'] or 'retrying'} "
+                f"{e['status'] or ''} {e['detail'] or ''}".rstrip()
+            )
+    return 0

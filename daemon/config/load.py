@@ -1,0 +1,305 @@
+"""Reading and checking the configuration file: YAML in, a validated Config out.
+
+:func:`load_config` parses the YAML (a key given twice is an error), expands the
+environment into every string, builds each part of :class:`~daemon.config.Config` from
+its :class:`~daemon.config.section.Section` (every key, type and range checked) and finally
+checks that the folders exist and are writable.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+import yaml
+
+from daemon.config.caption import template_problem
+from daemon.config.environment import expand, merged_environment
+from daemon.config.model import (
+    DEFAULT_API_URL,
+    DEFAULT_IGNORE,
+    LOG_FORMATS,
+    LOG_LEVELS,
+    MAX_WORKERS,
+    METRICS_DEFAULT_HOST,
+    OBSERVERS,
+    ApiConfig,
+    Config,
+    InboxConfig,
+    LogConfig,
+    MetricsConfig,
+    RetryConfig,
+)
+from daemon.config.section import Section, kind_of
+from daemon.errors import ConfigError, os_error_text, register_secret
+
+
+def load_config(
+    path: Path | str,
+    *,
+    env_file: Path | str | None = None,
+    environ: Mapping[str, str] | None = None,
+    check_folders: bool = True,
+) -> Config:
+    """Read, expand and validate the configuration file at ``path``."""
+    source = Path(path)
+    try:
+        text = source.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as error:
+        raise ConfigError(
+            str(path), f"cannot read the configuration: {os_error_text(error)}"
+        ) from None
+    try:
+        data = yaml.load(text, Loader=_StrictLoader)  # noqa: S506 - a SafeLoader subclass
+    except yaml.MarkedYAMLError as error:
+        line = f"line {error.problem_mark.line + 1}: " if error.problem_mark else ""
+        # Only the problem, never the snippet: the offending line may hold the token.
+        what = ", ".join(p for p in (error.context, error.problem) if p)
+        raise ConfigError(str(path), f"{line}{what}") from None
+    except yaml.YAMLError as error:
+        raise ConfigError(str(path), f"not valid YAML: {error}") from None
+    if not isinstance(data, dict):
+        raise ConfigError(str(path), f"expected a YAML mapping (key: value), got {kind_of(data)}")
+
+    env = merged_environment(env_file, os.environ if environ is None else environ)
+    data = {key: expand(value, str(key), env) for key, value in data.items()}
+    source = source.resolve()
+    return _build(data, source, env, check_folders=check_folders)
+
+
+# --- YAML and the environment ---------------------------------------------------------
+
+
+class _StrictLoader(yaml.SafeLoader):
+    """safe_load, except that a key given twice is an error instead of a silent overwrite."""
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
+        seen: set[tuple[str, str]] = set()
+        for key_node, _ in node.value:
+            if not isinstance(key_node, yaml.ScalarNode) or key_node.tag == _YAML_MERGE:
+                continue
+            if (key_node.tag, key_node.value) in seen:
+                raise yaml.constructor.ConstructorError(
+                    None, None, f"found the key {key_node.value!r} twice", key_node.start_mark
+                )
+            seen.add((key_node.tag, key_node.value))
+        return super().construct_mapping(node, deep=deep)
+
+
+_YAML_MERGE = "tag:yaml.org,2002:merge"
+# --- validation ---------------------------------------------------------------------------
+
+
+_TOP_KEYS = (
+    "api", "spool", "inboxes", "text", "state_dir", "workers", "settle_seconds", "observer",
+    "rescan_interval", "ignore", "retry", "log", "metrics", "sent_retention_days",
+)  # fmt: skip
+_API_KEYS = ("url", "token", "token_file", "tenant_id", "connect_timeout", "read_timeout")
+_RETRY_KEYS = ("initial_delay", "max_delay", "give_up_after")
+
+
+def _build(
+    data: dict[str, object], source: Path, env: Mapping[str, str], *, check_folders: bool
+) -> Config:
+    top = Section(data, "", _TOP_KEYS)
+    base = source.parent
+    api = _api(Section(data.get("api"), "api", _API_KEYS), base, env)
+    text = _template(top, "text")
+    spool = top.path("spool", base)
+    inboxes = _inboxes(data.get("inboxes"), base, text, spool)
+    if spool is None and not inboxes:
+        raise ConfigError("spool", "set spool or inboxes (or both)")
+    state_dir = top.path("state_dir", base)
+    if state_dir is None:
+        if spool is None:
+            raise ConfigError("state_dir", "required when there is no spool (for the journal)")
+        state_dir = spool / ".state"
+    log = Section(data.get("log"), "log", ("format", "level"))
+    config = Config(
+        source=source,
+        api=api,
+        spool=spool,
+        inboxes=inboxes,
+        text=text,
+        state_dir=state_dir,
+        workers=top.integer("workers", 4, 1, MAX_WORKERS),
+        settle_seconds=top.number("settle_seconds", 2.0, inclusive=True),
+        observer=top.choice("observer", OBSERVERS, "auto"),
+        rescan_interval=top.number("rescan_interval", 60.0),
+        ignore=_ignore(data.get("ignore")),
+        retry=_retry(Section(data.get("retry"), "retry", _RETRY_KEYS)),
+        log=LogConfig(
+            format=log.choice("format", LOG_FORMATS, "json"),
+            level=log.choice("level", LOG_LEVELS, "info"),
+        ),
+        metrics=MetricsConfig(_listen(Section(data.get("metrics"), "metrics", ("listen",)))),
+        sent_retention_days=top.optional_number("sent_retention_days"),
+    )
+    if check_folders:
+        _check_folders(config)
+    return config
+
+
+def _retry(section: Section) -> RetryConfig:
+    retry = RetryConfig(
+        initial_delay=section.number("initial_delay", 1.0),
+        max_delay=section.number("max_delay", 300.0),
+        give_up_after=section.number("give_up_after", 86400.0),
+    )
+    if retry.max_delay < retry.initial_delay:
+        raise ConfigError("retry.max_delay", "must be >= retry.initial_delay")
+    return retry
+
+
+def _api(section: Section, base: Path, env: Mapping[str, str]) -> ApiConfig:
+    # The token first, so that it is redacted from every error that follows.
+    token = section.string("token")
+    token_file = section.path("token_file", base)
+    if token is not None and token_file is not None:
+        register_secret(token)
+        raise ConfigError("api.token_file", "set api.token or api.token_file, not both")
+    if token_file is not None:
+        try:
+            token = token_file.read_text(encoding="utf-8").strip()
+        except (OSError, UnicodeDecodeError) as error:
+            raise ConfigError(
+                "api.token_file", f"cannot read {token_file}: {os_error_text(error)}"
+            ) from None
+        if not token:
+            raise ConfigError("api.token_file", f"{token_file} is empty")
+    token = token or env.get("SENDSEVEN_API_TOKEN", "").strip()
+    if not token:
+        raise ConfigError(
+            "api.token", "not set: set api.token, api.token_file or SENDSEVEN_API_TOKEN"
+        )
+    register_secret(token)
+    if any(c.isspace() or not c.isprintable() for c in token):
+        raise ConfigError("api.token", "contains whitespace or control characters")
+
+    url = section.string("url") or env.get("SENDSEVEN_API_URL", "").strip() or DEFAULT_API_URL
+    url = url.rstrip("/")
+    try:
+        parts = urlsplit(url)
+        _ = parts.port  # raises on a port that is not a number
+    except ValueError as error:
+        raise ConfigError("api.url", f"not a valid URL: {error}") from None
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise ConfigError("api.url", f"expected an http(s) URL with a host, got {url!r}")
+
+    tenant_id = section.string("tenant_id") or env.get("SENDSEVEN_TENANT_ID", "").strip()
+    if not tenant_id:
+        raise ConfigError("api.tenant_id", "not set: set api.tenant_id or SENDSEVEN_TENANT_ID")
+    return ApiConfig(
+        url=url,
+        token=token,
+        tenant_id=tenant_id,
+        connect_timeout=section.number("connect_timeout", 10.0),
+        read_timeout=section.number("read_timeout", 120.0),
+    )
+
+
+def _inboxes(
+    value: object, base: Path, default_text: str | None, spool: Path | None
+) -> tuple[InboxConfig, ...]:
+    if value is None:
+        return ()
+    if not isinstance(value, list):
+        raise ConfigError("inboxes", f"expected a list, got {kind_of(value)}")
+    inboxes: list[InboxConfig] = []
+    first_key: dict[Path, str] = {}
+    for index, item in enumerate(value):
+        section = Section(item, f"inboxes[{index}]", ("path", "conversation_id", "text"))
+        path = section.path("path", base)
+        if path is None:
+            raise ConfigError(section.key("path"), "required")
+        if path in first_key:
+            raise ConfigError(section.key("path"), f"same folder as {first_key[path]}")
+        if path == spool:
+            raise ConfigError(section.key("path"), "is the spool itself; use a subfolder")
+        first_key[path] = section.key("path")
+        conversation_id = section.string("conversation_id")
+        if conversation_id is None:
+            raise ConfigError(section.key("conversation_id"), "required (a non-empty string)")
+        own_text = _template(section, "text")
+        # An explicit empty text means "no caption here" even when a default exists.
+        no_caption = own_text is None and isinstance(section.data.get("text"), str)
+        text = None if no_caption else own_text or default_text
+        inboxes.append(InboxConfig(path, conversation_id, text, path.name, from_spool=False))
+    return tuple(inboxes)
+
+
+def _template(section: Section, name: str) -> str | None:
+    template = section.string(name)
+    problem = None if template is None else template_problem(template)
+    if problem is not None:
+        raise ConfigError(section.key(name), problem)
+    return template
+
+
+def _ignore(value: object) -> tuple[str, ...]:
+    # A user-given list replaces the defaults, so that a default can be switched off.
+    if value is None:
+        return DEFAULT_IGNORE
+    if not isinstance(value, list):
+        raise ConfigError("ignore", f"expected a list of patterns, got {kind_of(value)}")
+    for index, pattern in enumerate(value):
+        if not isinstance(pattern, str) or not pattern:
+            raise ConfigError(
+                f"ignore[{index}]", "expected a non-empty string (a file name pattern)"
+            )
+    return tuple(dict.fromkeys(str(pattern) for pattern in value))
+
+
+def _listen(section: Section) -> tuple[str, int] | None:
+    raw = section.data.get("listen")
+    if isinstance(raw, int) and not isinstance(raw, bool):  # `listen: 9464`
+        raw = str(raw)
+        section.data["listen"] = raw
+    value = section.string("listen")
+    if value is None:
+        return None
+    if value.isdigit() or (value.startswith(":") and value[1:].isdigit()):
+        value = f"{METRICS_DEFAULT_HOST}:{value.lstrip(':')}"
+    match = re.fullmatch(
+        r"\[(?P<v6>[^\]]+)\]:(?P<port6>\d+)|(?P<host>[^:\[\]]+):(?P<port>\d+)", value
+    )
+    if match is None:
+        raise ConfigError(
+            "metrics.listen",
+            f"expected host:port (e.g. 127.0.0.1:9464 or [::1]:9464), got {value!r}",
+        )
+    host = match["v6"] or match["host"]
+    port = int(match["port6"] or match["port"])
+    if not 1 <= port <= 65535:
+        raise ConfigError("metrics.listen", f"port must be between 1 and 65535, got {port}")
+    return host, port
+
+
+def _check_folders(config: Config) -> None:
+    folders = [("spool", config.spool)] if config.spool else []
+    folders += [(f"inboxes[{i}].path", inbox.path) for i, inbox in enumerate(config.inboxes)]
+    for key, folder in folders:
+        if not folder.exists():
+            raise ConfigError(key, f"{folder} does not exist")
+        if not folder.is_dir():
+            raise ConfigError(key, f"{folder} is not a directory")
+        # sent/, failed/ and the in-progress folder are created inside it.
+        if not os.access(folder, os.W_OK | os.X_OK):
+            raise ConfigError(key, f"{folder} is not writable by this user")
+    _check_state_dir(config.state_dir)
+
+
+def _check_state_dir(state_dir: Path) -> None:
+    """The journal's folder: a writable folder, or one the daemon can create (it does)."""
+    existing = state_dir
+    while not existing.exists() and existing.parent != existing:
+        existing = existing.parent
+    creating = f" (to create {state_dir})" if existing != state_dir else ""
+    if not existing.is_dir():
+        raise ConfigError("state_dir", f"{existing} is not a directory{creating}")
+    if not os.access(existing, os.W_OK | os.X_OK):
+        raise ConfigError("state_dir", f"{existing} is not writable by this user{creating}")

@@ -1,0 +1,194 @@
+"""The last step of a file: archive it into ``sent/`` or ``failed/``, journal it, say so.
+
+Each outcome is one log line (``file_sent``, ``file_failed``), logged after the file is
+archived and the journal says so, and only then is the claim folder dropped: a run killed
+in between leaves an empty claim folder, and :meth:`Finisher.recover` in the next run logs
+the outcome from the journal. Archiving is retried until it works (a full disk, a read-only
+``sent/``): a file is never dropped.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from daemon.config import InboxConfig
+from daemon.delivery.job import Job, record
+from daemon.delivery.outcomes import Outcomes
+from daemon.errors import FileRejected, Stopped
+from daemon.logs import get_logger
+from daemon.store.archive import (
+    SIDECAR_DRAFT,
+    move_to_failed,
+    move_to_sent,
+    place_sidecar_draft,
+    utc_now,
+)
+from daemon.store.claims import Claim, drop_claim_folder
+from daemon.store.journal import Entry, Journal
+
+#: Seconds between attempts at a local step that failed (full disk, read-only ``sent/``).
+LOCAL_RETRY_SECONDS = 5.0
+
+
+class Finisher:
+    """Archives finished files and reports them; shared by every worker thread."""
+
+    def __init__(self, journal: Journal, outcomes: Outcomes, stop: threading.Event) -> None:
+        self.journal = journal
+        self.outcomes = outcomes
+        self.stop = stop
+        self._log = get_logger()
+
+    def sent(self, job: Job) -> None:
+        """Move a sent file into ``sent/`` and say so."""
+        target = self._archive(job, lambda: move_to_sent(job.claim))
+        record(self.journal, job, stage="archived", archived_as=target)
+        entry = job.entry
+        self.outcomes.sent(job.inbox, entry)
+        self._log.info(
+            "file_sent",
+            **_outcome_fields(job.inbox, entry, entry.size, target),
+            sha256=entry.sha256,
+            attachment_id=entry.attachment_id,
+            message_id=entry.message_id,
+            duration_ms=round((time.monotonic() - job.started) * 1000),
+        )
+        drop_claim_folder(job.claim)  # last: a crash before it is reported by recover()
+
+    def failed(self, job: Job, rejected: FileRejected) -> None:
+        """Archive into ``failed/`` with a sidecar, and say so."""
+        record(
+            self.journal,
+            job,
+            stage="failed",
+            reason=rejected.reason,
+            detail=rejected.detail,
+            status=rejected.status,
+            size=job.entry.size,
+            message_type=job.entry.message_type,
+            content_type=job.entry.content_type,
+        )
+        entry = job.entry
+        size = entry.size if entry.size is not None else _size_of(job.claim.path)
+        sidecar = {
+            "reason": rejected.reason,
+            "detail": rejected.detail,
+            "status": rejected.status,
+            "file": entry.name,
+            "conversation_id": job.inbox.conversation_id,
+            "message_type": entry.message_type,
+            "content_type": entry.content_type,
+            "size": size,
+            "sha256": entry.sha256 or _sha256_of(job.claim.path),
+            "attempts": entry.attempts,
+            "failed_at": utc_now(),
+        }
+        target = self._archive(job, lambda: move_to_failed(job.claim, sidecar))
+        record(self.journal, job, stage="archived", archived_as=target)
+        self.outcomes.failed(job.inbox, rejected.reason, entry.message_type)
+        self._log.warning(
+            "file_failed",
+            **_outcome_fields(job.inbox, entry, size, target),
+            reason=rejected.reason,
+            status=rejected.status,
+            detail=rejected.detail,
+        )
+        drop_claim_folder(job.claim)  # last: a crash before it is reported by recover()
+
+    def recover(self, inbox: InboxConfig, claim: Claim, entry: Entry | None) -> None:
+        """An empty claim folder: its file was archived by a run that died before it
+        journaled and logged the outcome (SPEC §6: every outcome is one log line). Say it
+        now, from the journal, with ``recovered: true``; then close the claim."""
+        if entry is not None and entry.stage in ("sent", "failed"):
+            target = place_sidecar_draft(claim, entry.name) if entry.stage == "failed" else None
+            archived_as = target.name if target is not None else None
+            self.journal.update(claim.claim_id, stage="archived", archived_as=archived_as)
+            fields = _outcome_fields(inbox, entry, entry.size, archived_as) | {"recovered": True}
+            if entry.stage == "sent":
+                self.outcomes.sent(inbox, entry)
+                self._log.info(
+                    "file_sent",
+                    **fields,
+                    sha256=entry.sha256,
+                    attachment_id=entry.attachment_id,
+                    message_id=entry.message_id,
+                    duration_ms=None,
+                )
+            else:
+                self.outcomes.failed(inbox, entry.reason or "rejected", entry.message_type)
+                self._log.warning(
+                    "file_failed",
+                    **fields,
+                    reason=entry.reason,
+                    status=entry.status,
+                    detail=entry.detail,
+                )
+        elif entry is not None and entry.stage != "archived":
+            self.journal.update(claim.claim_id, stage="archived")
+        with contextlib.suppress(OSError):  # a draft whose file is gone: nothing to put
+            (claim.folder / SIDECAR_DRAFT).unlink(missing_ok=True)
+        drop_claim_folder(claim)
+
+    def _archive(self, job: Job, step: Callable[[], Path]) -> str | None:
+        """Archive the claimed file; the archived name, or None when it vanished.
+
+        Retried until it works: a full disk or a read-only ``sent/`` keeps the file
+        claimed, never drops it. A file someone deleted from its claim folder is gone:
+        that is logged and the claim is closed.
+        """
+        while True:
+            if not job.claim.path.exists() and not job.claim.path.is_symlink():
+                self._log.error("file_vanished", inbox=job.inbox.name, file=job.entry.name)
+                drop_claim_folder(job.claim)
+                return None
+            try:
+                return step().name
+            except OSError as error:
+                self._log.error(
+                    "archive_failed",
+                    inbox=job.inbox.name,
+                    file=job.entry.name,
+                    error=str(error),
+                    retry_in_s=LOCAL_RETRY_SECONDS,
+                )
+                if self.stop.wait(LOCAL_RETRY_SECONDS):
+                    raise Stopped from None
+
+
+def _outcome_fields(
+    inbox: InboxConfig, entry: Entry, size: int | None, archived_as: str | None
+) -> dict[str, Any]:
+    """What file_sent and file_failed both say (SPEC §6), besides their own fields."""
+    return {
+        "inbox": inbox.name,
+        "conversation_id": inbox.conversation_id,
+        "file": entry.name,
+        "size": size,
+        "message_type": entry.message_type,
+        "content_type": entry.content_type,
+        "attempts": entry.attempts,
+        "archived_as": archived_as,
+    }
+
+
+def _sha256_of(path: Path) -> str | None:
+    digest = hashlib.sha256()
+    try:
+        with path.open("rb") as handle:
+            for chunk in iter(lambda: handle.read(1024 * 1024), b""):
+                digest.update(chunk)
+    except OSError:
+        return None
+    return digest.hexdigest()
+
+
+def _size_of(path: Path) -> int | None:
+    with contextlib.suppress(OSError):
+        return path.lstat().st_size
+    return None

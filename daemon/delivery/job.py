@@ -1,0 +1,50 @@
+"""One claimed file on its way through the pipeline, and how its journal entry changes.
+
+A :class:`Job` carries the file's :class:`~daemon.store.journal.Entry` in memory alongside the
+journal, so the hot path writes each stage once and never reads it back; :func:`record`
+keeps the two in step.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+from daemon.config import InboxConfig
+from daemon.store.claims import Claim
+from daemon.store.journal import Entry, Journal
+
+
+@dataclass(eq=False)
+class Job:
+    """One claimed file on its way through the pipeline."""
+
+    claim: Claim
+    """Where the file waits."""
+    inbox: InboxConfig
+    """The inbox it was dropped into."""
+    entry: Entry
+    """What the journal knows of it (kept in step with the journal)."""
+    state: str = "queued"
+    """Scheduling state: queued → preparing → ready → sending → done (or failed, parked)."""
+    started: float = field(default_factory=time.monotonic)
+    """When this run took it on (for ``duration_ms``)."""
+    errors: int = 0
+    """Unforeseen errors (bugs, odd OS errors) its steps hit in this run."""
+    first_error: float | None = None
+    """``time.monotonic()`` of the first of them."""
+    last_error: str = ""
+    """The latest of them, as ``Type: message``."""
+
+    @property
+    def order(self) -> tuple[int, str]:
+        """Arrival order within the conversation: mtime, then name."""
+        return (self.entry.arrived_ns, self.entry.name)
+
+
+def record(journal: Journal, job: Job, **changes: Any) -> None:
+    """Journal ``changes`` durably, and keep the in-memory entry in step."""
+    journal.update(job.claim.claim_id, **changes)
+    job.entry = dataclasses.replace(job.entry, **changes)

@@ -1,0 +1,111 @@
+"""The files of each conversation in arrival order, and which one to start next.
+
+A :class:`Lane` holds one conversation's claimed files (:class:`~daemon.delivery.job.Job`),
+oldest first; :class:`Lanes` holds every lane and picks the next file to start, round-robin
+across conversations. Neither locks anything: :mod:`daemon.delivery.pipeline` uses them under its
+own lock.
+"""
+
+from __future__ import annotations
+
+import bisect
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+
+from daemon.delivery.job import Job
+
+#: Job states of files whose send is done: the next send of their lane may go.
+SENT_STATES = ("archiving", "done")
+#: Job states of files a worker (or the archiver) is busy with.
+RUNNING_STATES = ("preparing", "sending", "archiving")
+#: Files of one conversation in flight at once (uploads running ahead of its send).
+LANE_AHEAD = 4
+
+
+@dataclass(eq=False)
+class Lane:
+    """The claimed files of one conversation, oldest first."""
+
+    conversation_id: str
+    jobs: list[Job] = field(default_factory=list)
+    """Files not yet done, in arrival order (a done one leaves from the front)."""
+    in_flight: int = 0
+    """Files of this lane a worker has started and not finished."""
+    driving: bool = False
+    """A worker is sending this lane's files (one driver per lane)."""
+    stalled: bool = False
+    """``--once``: a file hit an unforeseen error; the rest waits for the next run."""
+
+    def next_queued(self) -> Job | None:
+        if self.stalled:
+            return None
+        return next((job for job in self.jobs if job.state == "queued"), None)
+
+    def next_to_send(self) -> Job | None:
+        """The oldest file whose send is not done (it may not be ready yet)."""
+        self.drop_done()
+        return next((job for job in self.jobs if job.state not in SENT_STATES), None)
+
+    def drop_done(self) -> None:
+        """Forget the files at the front that are done."""
+        while self.jobs and self.jobs[0].state == "done":
+            self.jobs.pop(0)
+
+    def settled(self) -> bool:
+        """Nothing left to do in this run: empty, or stalled with no step running."""
+        if self.stalled:
+            return not any(job.state in RUNNING_STATES for job in self.jobs)
+        return not self.jobs
+
+    def insert(self, job: Job) -> None:
+        """Insert in arrival order, but never ahead of a file already started."""
+        if not self.jobs or self.jobs[-1].order <= job.order:
+            self.jobs.append(job)  # the usual case: files are claimed in arrival order
+            return
+        first_queued = next(
+            (i for i, other in enumerate(self.jobs) if other.state == "queued"), len(self.jobs)
+        )
+        keys = [other.order for other in self.jobs[first_queued:]]
+        self.jobs.insert(first_queued + bisect.bisect_right(keys, job.order), job)
+
+
+class Lanes:
+    """Every conversation's lane, in the round-robin order they are served in."""
+
+    def __init__(self) -> None:
+        self._by_id: dict[str, Lane] = {}
+        self._order: list[str] = []
+
+    def __iter__(self) -> Iterator[Lane]:
+        return iter(list(self._by_id.values()))
+
+    def of(self, conversation_id: str) -> Lane:
+        """The lane of a conversation, made on first use."""
+        lane = self._by_id.get(conversation_id)
+        if lane is None:
+            lane = self._by_id[conversation_id] = Lane(conversation_id)
+            self._order.append(conversation_id)
+        return lane
+
+    def jobs(self) -> list[Job]:
+        return [job for lane in self._by_id.values() for job in lane.jobs]
+
+    def settled(self) -> bool:
+        return all(lane.settled() for lane in self._by_id.values())
+
+    def pick(self, workers: int) -> tuple[Lane, Job] | None:
+        """The next file to start, round-robin across lanes; None when none may start."""
+        waiting = sum(1 for lane in self._by_id.values() if lane.next_queued() is not None)
+        # One lane may use every worker only while no other lane is waiting; and it never
+        # runs more than LANE_AHEAD files ahead: its sends are one at a time anyway, and
+        # more uploads in parallel would only slow the send that all of them wait for.
+        cap = workers if waiting <= 1 else max(1, workers - 1)
+        cap = min(cap, LANE_AHEAD)
+        for _ in range(len(self._order)):
+            conversation_id = self._order.pop(0)
+            self._order.append(conversation_id)
+            lane = self._by_id[conversation_id]
+            job = lane.next_queued()
+            if job is not None and lane.in_flight < cap:
+                return lane, job
+        return None

@@ -1,0 +1,382 @@
+"""Per-conversation ordered workers: claim → classify → upload → send → archive.
+
+This module schedules; :mod:`daemon.delivery.steps` carries out the steps of each file.
+Each conversation has a :class:`~daemon.delivery.lanes.Lane`: its claimed files in arrival order.
+``workers`` threads take tasks round-robin across lanes; a task is "classify and upload the
+next file of this lane". Uploads of one lane may run ahead in parallel, but sends keep the
+order: whichever worker finds the lane's head ready becomes the lane's *driver* and sends
+files from the head for as long as they are ready. At most ``workers`` files are in flight
+(uploading, uploaded and waiting for their turn, or sending) at once. Because a lane's files
+are started in order, its head is always in flight before any later file, so a waiting file
+never blocks the head: no deadlock, and no worker ever sits waiting for its turn.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import queue
+import threading
+import time
+from collections.abc import Callable, Iterator
+
+from daemon.api.client import ApiClient
+from daemon.config import Config, InboxConfig
+from daemon.delivery.finish import Finisher
+from daemon.delivery.job import Job
+from daemon.delivery.lanes import Lane, Lanes
+from daemon.delivery.outcomes import Outcomes
+from daemon.delivery.retry import AuthGate, Backoff
+from daemon.delivery.steps import Delivery
+from daemon.errors import AuthRefused, FileRejected, Stopped
+from daemon.logs import get_logger
+from daemon.store.archive import move_no_overwrite
+from daemon.store.claims import Owner, drop_claim_folder
+from daemon.store.journal import Journal
+
+#: Seconds before a file whose step hit an unforeseen error is first tried again; the
+#: wait doubles from there up to ``retry.max_delay``.
+RETRY_BROKEN_SECONDS = 5.0
+#: Journal stages from which a file that keeps hitting an unforeseen error may be failed:
+#: nothing of it can have reached the conversation yet.
+_MAY_GIVE_UP = ("claimed", "uploaded")
+
+
+class Pipeline:
+    """Takes settled files and carries each one to ``sent/`` or ``failed/``."""
+
+    def __init__(
+        self,
+        config: Config,
+        journal: Journal,
+        owner: Owner,
+        *,
+        once: bool = False,
+        outcomes: Outcomes | None = None,
+    ) -> None:
+        self.config = config
+        #: Worker threads, fixed at start (a reload that changes ``workers`` says restart).
+        self._workers = config.workers
+        self.journal = journal
+        self.owner = owner
+        self.once = once
+        self.outcomes = outcomes or Outcomes()
+        self.stop_event = threading.Event()
+        self.gate = AuthGate()
+        self.auth_refused: AuthRefused | None = None
+        #: ``--once``: files left claimed after an unforeseen error (the run exits 1).
+        self.broken = 0
+        self._log = get_logger()
+        # One lock, two conditions: workers wait for a file they may start (woken one at
+        # a time: a wake-up for all of them on every change costs more than the work);
+        # `wait_idle` waits for the last file to finish.
+        lock = threading.Lock()
+        self._cond = threading.Condition(lock)
+        self._idle = threading.Condition(lock)
+        self._lanes = Lanes()
+        self._in_flight = 0
+        self._stopping = False
+        self._threads: list[threading.Thread] = []
+        self._local = threading.local()
+        self._generation = 0
+        # Sent files are moved to sent/ by one archiver thread, off the lane's critical
+        # path: the next send of the conversation need not wait for the rename.
+        self._to_archive: queue.SimpleQueue[tuple[Lane, Job] | None] = queue.SimpleQueue()
+        self._archiver = threading.Thread(target=self._archive, name="archiver", daemon=True)
+        self.finish = Finisher(journal, self.outcomes, self.stop_event)
+        self.delivery = Delivery(
+            config=lambda: self.config,
+            journal=journal,
+            outcomes=self.outcomes,
+            gate=self.gate,
+            stop=self.stop_event,
+            client=self._client,
+            finish=self.finish,
+            once=once,
+        )
+
+    # -- lifecycle -------------------------------------------------------------------
+
+    def start(self) -> None:
+        for n in range(self._workers):
+            thread = threading.Thread(target=self._work, name=f"worker-{n}", daemon=True)
+            thread.start()
+            self._threads.append(thread)
+        self._archiver.start()
+
+    def stop(self, timeout: float) -> bool:
+        """Take no new file, let requests in flight finish; True when all workers ended."""
+        self._stop_all()
+        deadline = time.monotonic() + timeout
+        for thread in self._threads:
+            thread.join(max(0.0, deadline - time.monotonic()))
+        self._to_archive.put(None)  # after the workers: what they sent is archived too
+        if self._archiver.is_alive():
+            self._archiver.join(max(0.0, deadline - time.monotonic()))
+        return not any(thread.is_alive() for thread in (*self._threads, self._archiver))
+
+    def _stop_all(self) -> None:
+        with self._cond:
+            self._stopping = True
+            self._cond.notify_all()
+            self._idle.notify_all()
+        self.stop_event.set()
+
+    def reload(self, config: Config) -> None:
+        """Use a new configuration (new token, retry policy) from the next request on."""
+        self.config = config
+        self._generation += 1
+        self.gate.wake()
+
+    def wait_idle(self, timeout: float | None = None) -> bool:
+        """Block until no file is queued or in flight (or the run stopped)."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        with self._cond:
+            while not self._stopping and not self._lanes.settled():
+                remaining = None if deadline is None else deadline - time.monotonic()
+                if remaining is not None and remaining <= 0:
+                    return False
+                self._idle.wait(remaining if remaining is not None else 1.0)
+        return True
+
+    def counts(self) -> dict[str, int]:
+        """Files claimed and not yet archived, per inbox path."""
+        result: dict[str, int] = {}
+        with self._cond:
+            for job in self._lanes.jobs():
+                if job.state == "done":  # archived, waiting behind an older file to leave
+                    continue
+                key = str(job.inbox.path)
+                result[key] = result.get(key, 0) + 1
+        return result
+
+    # -- intake ----------------------------------------------------------------------
+
+    def take(self, inbox: InboxConfig, name: str, arrived_ns: int) -> bool:
+        """Claim ``inbox/name`` and queue it; False when it was gone (another daemon)."""
+        if self._stopping:
+            return False
+        claim = self.owner.claim(inbox.path, name)
+        if claim is None:
+            return False
+        try:
+            entry = self.journal.record_claim(
+                claim.claim_id, inbox.path, inbox.conversation_id, name, arrived_ns
+            )
+        except Exception:
+            # The journal refused (full disk, a locked or foreign database): the file goes
+            # back to its inbox for a later scan, rather than wait unjournaled in its claim
+            # folder until a restart. If even that fails, the restart adopts it.
+            with contextlib.suppress(OSError):
+                move_no_overwrite(claim.path, inbox.path, name)
+                drop_claim_folder(claim)
+            raise
+        self._enqueue(Job(claim, inbox, entry))
+        return True
+
+    def resume(self, inbox: InboxConfig) -> int:
+        """Queue this inbox's unfinished claims: ours, and those of dead daemons."""
+        self.owner.adopt_orphans(inbox.path)
+        known = {job.claim.claim_id for job in self._jobs()}
+        jobs: list[Job] = []
+        for claim in self.owner.own_claims(inbox.path):
+            if claim.claim_id in known:
+                continue
+            entry = self.journal.get(claim.claim_id)
+            if not claim.name:  # already archived; only the bookkeeping was cut short
+                self.finish.recover(inbox, claim, entry)
+                continue
+            if entry is None or entry.name != claim.name:
+                # Claimed but not journaled (crash in between, or another state_dir):
+                # nothing was sent for it, and its claim id stays its Idempotency-Key.
+                arrived = claim.path.lstat().st_mtime_ns
+                entry = self.journal.record_claim(
+                    claim.claim_id, inbox.path, inbox.conversation_id, claim.name, arrived
+                )
+            jobs.append(Job(claim, inbox, entry))
+        for job in sorted(jobs, key=lambda job: job.order):  # appends: no re-sorting
+            self._enqueue(job)
+        return len(jobs)
+
+    def _jobs(self) -> Iterator[Job]:
+        with self._cond:
+            jobs = self._lanes.jobs()
+        yield from jobs
+
+    def _enqueue(self, job: Job) -> None:
+        with self._cond:
+            self._lanes.of(job.inbox.conversation_id).insert(job)
+            self.outcomes.queued(job.inbox)
+            self._cond.notify()
+
+    # -- scheduling ------------------------------------------------------------------
+
+    def _next_task(self) -> tuple[Lane, Job] | None:
+        """Block until a file may be started; None when stopping."""
+        with self._cond:
+            while True:
+                if self._stopping:
+                    return None
+                if self._in_flight < self._workers:
+                    picked = self._lanes.pick(self._workers)
+                    if picked is not None:
+                        lane, job = picked
+                        job.state = "preparing"
+                        lane.in_flight += 1
+                        self._in_flight += 1
+                        return picked
+                self._cond.wait()
+
+    def _work(self) -> None:
+        while (task := self._next_task()) is not None:
+            lane, job = task
+            if self._guarded(lane, job, self._prepare):
+                self._drive(lane)
+
+    def _guarded(self, lane: Lane, job: Job, step: Callable[[Job], None]) -> bool:
+        """Run one step of a file; False when the file was parked instead."""
+        try:
+            step(job)
+        except Stopped:
+            self._park(lane, job)
+        except AuthRefused as refused:
+            self._refuse(refused)
+            self._park(lane, job)
+        except Exception as error:  # noqa: BLE001 - see _broken
+            self._broken(lane, job, error)
+        else:
+            return True
+        return False
+
+    def _broken(self, lane: Lane, job: Job, error: Exception) -> None:
+        """A bug or an unforeseen OS error must not kill a worker or lose the file: it
+        stays claimed and is tried again later, with a growing wait. ``--once`` leaves it
+        (and the rest of its conversation, to keep the order) to the next run."""
+        job.errors += 1
+        if job.first_error is None:
+            job.first_error = time.monotonic()
+        job.last_error = f"{type(error).__name__}: {error}"
+        fields = {"inbox": job.inbox.name, "file": job.entry.name, "attempt": job.errors}
+        if self.once:
+            self._log.exception("file_error", **fields, retry_in_s=None)
+            with self._cond:
+                lane.stalled = True
+                self.broken += 1
+            self._park(lane, job)
+            return
+        retry = self.config.retry
+        backoff = Backoff(RETRY_BROKEN_SECONDS, max(RETRY_BROKEN_SECONDS, retry.max_delay))
+        delay = backoff.delay(job.errors)
+        self._log.exception("file_error", **fields, retry_in_s=round(delay, 3))
+        self._park(lane, job)
+        timer = threading.Timer(delay, self._unpark, (job,))
+        timer.daemon = True
+        timer.start()
+
+    def _given_up(self, job: Job) -> FileRejected | None:
+        """A file that kept hitting an unforeseen error for ``retry.give_up_after``."""
+        if job.first_error is None or job.entry.stage not in _MAY_GIVE_UP:
+            return None
+        waited = time.monotonic() - job.first_error
+        if waited < self.config.retry.give_up_after:
+            return None
+        return FileRejected(
+            "retries_exhausted",
+            f"unexpected error, {job.errors} attempts over {waited:.0f} s: {job.last_error}",
+        )
+
+    def _unpark(self, job: Job) -> None:
+        with self._cond:
+            if job.state == "parked" and not self._stopping:
+                job.state = "queued"
+                self._cond.notify()
+
+    def _prepare(self, job: Job) -> None:
+        given_up = self._given_up(job)
+        if given_up is not None:
+            self.finish.failed(job, given_up)
+            ready = False
+        else:
+            ready = self.delivery.prepare(job)
+        with self._cond:
+            job.state = "ready" if ready else "failed"
+        if not ready:
+            self._finish(self._lanes.of(job.inbox.conversation_id), job)
+
+    def _park(self, lane: Lane, job: Job) -> None:
+        """Stopping mid-file: the claim stays, journaled, for the next run."""
+        with self._cond:
+            job.state = "parked"
+            lane.in_flight -= 1
+            self._in_flight -= 1
+            self._cond.notify()
+            self._idle.notify_all()
+
+    def _refuse(self, refused: AuthRefused) -> None:
+        if self.auth_refused is None:
+            self.auth_refused = refused
+            self._log.error("auth_failed", status=refused.error.status, detail=refused.error.detail)
+        self._stop_all()
+
+    def _finish(self, lane: Lane, job: Job) -> None:
+        with self._cond:
+            job.state = "done"
+            lane.in_flight -= 1
+            self._in_flight -= 1
+            lane.drop_done()
+            self._cond.notify()
+            self._idle.notify_all()
+
+    def _drive(self, lane: Lane) -> None:
+        """Send the lane's head while it is ready; one driver per lane at a time."""
+        with self._cond:
+            if lane.driving:
+                return
+            lane.driving = True
+        try:
+            while True:
+                with self._cond:
+                    head = lane.next_to_send()
+                    if head is None or head.state != "ready" or self._stopping:
+                        lane.driving = False
+                        return
+                    head.state = "sending"
+                if self._guarded(lane, head, self._send) and head.state == "failed":
+                    self._finish(lane, head)
+        except BaseException:
+            with self._cond:
+                lane.driving = False
+            raise
+
+    def _send(self, job: Job) -> None:
+        sent = self.delivery.send(job)
+        with self._cond:
+            job.state = "archiving" if sent else "failed"
+            lane = self._lanes.of(job.inbox.conversation_id)
+        if sent:
+            self._to_archive.put((lane, job))
+
+    def _archive(self) -> None:
+        while (item := self._to_archive.get()) is not None:
+            lane, job = item
+            if self._guarded(lane, job, self.finish.sent):
+                self._finish(lane, job)
+
+    # -- the steps of one file -------------------------------------------------------
+
+    def _client(self) -> ApiClient:
+        local = self._local
+        if getattr(local, "generation", None) != self._generation:
+            if getattr(local, "client", None) is not None:
+                local.client.close()
+            api = self.config.api
+            local.client = ApiClient(
+                api.url,
+                api.token,
+                api.tenant_id,
+                connect_timeout=api.connect_timeout,
+                read_timeout=api.read_timeout,
+                on_request=self.outcomes.request,
+            )
+            local.generation = self._generation
+        client: ApiClient = local.client
+        return client

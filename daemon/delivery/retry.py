@@ -1,0 +1,318 @@
+"""The retry policy: backoff with jitter, ``Retry-After``, the give-up clock, and the
+credentials gate.
+
+Transient errors (network, timeouts, 429, 5xx) are retried until ``retry.give_up_after``
+seconds have passed since the file's first failed attempt: a failure after that gives the
+file up, a failure before it is followed by another attempt. 401/403 fail no file: the
+:class:`AuthGate` closes, one thread probes the API with backoff while every other API call
+waits, and time spent behind the closed gate does not count towards giving up.
+"""
+
+from __future__ import annotations
+
+import random
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import TypeVar
+
+from daemon.errors import (
+    AuthError,
+    AuthRefused,
+    FileChanged,
+    FileRejected,
+    RequestRejected,
+    Stopped,
+    TransientError,
+    TransportError,
+)
+
+T = TypeVar("T")
+
+#: While a file waits behind the closed gate, the time it waited is handed to ``on_clock``
+#: (the journal) at least this often, in seconds: a SIGKILL loses at most this much of it.
+CLOCK_SAVE_SECONDS = 10.0
+#: A failure this close to ``give_up_after`` is at the deadline (a timer never fires to the
+#: microsecond, and the give-up clock is wall-clock time), in seconds.
+DEADLINE_TOLERANCE_SECONDS = 0.01
+
+
+@dataclass(frozen=True)
+class Backoff:
+    """Exponential backoff with jitter."""
+
+    initial_delay: float
+    """Seconds before the first retry."""
+    max_delay: float
+    """The longest wait between two attempts, in seconds."""
+
+    def delay(self, attempt: int, retry_after: float | None = None) -> float:
+        """Seconds to wait before attempt ``attempt + 1`` (``attempt`` counts from 1)."""
+        base = min(self.max_delay, self.initial_delay * 2.0 ** max(0, attempt - 1))
+        # "Equal jitter": never less than half the base, so a crowd of retries spreads
+        # out without any of them coming back almost at once.
+        jittered = base / 2 + random.uniform(0, base / 2)  # noqa: S311 - not crypto
+        if retry_after is not None and retry_after > 0:
+            return retry_after
+        return jittered
+
+
+class AuthGate:
+    """Open while the API accepts the credentials; closed after a 401/403."""
+
+    def __init__(self) -> None:
+        self._cond = threading.Condition()
+        self._open = True
+        self._prober: int | None = None
+        self._wakeups = 0
+        #: ``_wakeups`` when auth_failed was last said; None: not said since it opened.
+        self._announced: int | None = None
+        self.last_error: AuthError | None = None
+
+    @property
+    def is_open(self) -> bool:
+        with self._cond:
+            return self._open
+
+    def close(self, error: AuthError) -> bool:
+        """Close the gate; True when the caller becomes the one thread that probes."""
+        with self._cond:
+            self.last_error = error
+            was_open = self._open
+            self._open = False
+            if self._prober is None:
+                self._prober = threading.get_ident()
+                return True
+            return self._prober == threading.get_ident() and not was_open
+
+    def open(self) -> bool:
+        """The credentials work (again); True when the gate was closed."""
+        with self._cond:
+            was_closed = not self._open
+            self._open = True
+            self._prober = None
+            self._announced = None
+            self.last_error = None
+            self._cond.notify_all()
+            return was_closed
+
+    def announce(self) -> bool:
+        """True once per closing of the gate, and once more after each :meth:`wake`: the
+        refusal is said again when new credentials (a reload) are refused too."""
+        with self._cond:
+            if self._announced == self._wakeups:
+                return False
+            self._announced = self._wakeups
+            return True
+
+    def wake(self) -> None:
+        """New credentials arrived (reload): cut the prober's wait short."""
+        with self._cond:
+            self._wakeups += 1
+            self._cond.notify_all()
+
+    def wait_open(
+        self, stop: threading.Event, poll: float = 0.5, timeout: float | None = None
+    ) -> bool:
+        """Block until the gate is open or this thread takes over probing (True), or until
+        ``timeout`` seconds have passed (False). Raises :class:`Stopped`."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        with self._cond:
+            while not self._open:
+                if stop.is_set():
+                    raise Stopped
+                if self._prober is None:  # the prober gave up (stopped): take its place
+                    self._prober = threading.get_ident()
+                    break
+                wait = poll
+                if deadline is not None:
+                    if (remaining := deadline - time.monotonic()) <= 0:
+                        return False
+                    wait = min(poll, remaining)
+                self._cond.wait(wait)
+        return True
+
+    def sleep(self, seconds: float, stop: threading.Event) -> None:
+        """The prober's wait: ends early on stop (raises) or on :meth:`wake`."""
+        deadline = time.monotonic() + seconds
+        with self._cond:
+            seen = self._wakeups
+            while (remaining := deadline - time.monotonic()) > 0 and self._wakeups == seen:
+                if stop.is_set():
+                    self._release_prober()
+                    raise Stopped
+                self._cond.wait(min(remaining, 0.5))
+
+    def release(self) -> None:
+        """The prober leaves without a verdict on the credentials: another thread probes."""
+        with self._cond:
+            self._release_prober()
+
+    def _release_prober(self) -> None:
+        if self._prober == threading.get_ident():
+            self._prober = None
+            self._cond.notify_all()
+
+
+@dataclass
+class Attempts:
+    """The retry state of one file, kept in the journal between runs."""
+
+    count: int = 0
+    """API attempts made so far."""
+    first_failure: float | None = None
+    """Wall-clock time of the first transient failure, moved forward by the time spent
+    behind the closed gate (so that time does not count towards giving up)."""
+
+
+class RetryPolicy:
+    """Runs one API call with the full policy: transient retries, auth gate, give-up."""
+
+    def __init__(
+        self,
+        backoff: Backoff,
+        give_up_after: float,
+        gate: AuthGate,
+        stop: threading.Event,
+        *,
+        once: bool = False,
+        on_retry: Callable[[int, float, Exception], None] | None = None,
+        on_auth_failed: Callable[[AuthError], None] | None = None,
+        on_auth_ok: Callable[[], None] | None = None,
+        on_clock: Callable[[], None] | None = None,
+        raise_file_changed: bool = False,
+    ) -> None:
+        self.backoff = backoff
+        self.give_up_after = give_up_after
+        self.gate = gate
+        self.stop = stop
+        self.once = once
+        #: After a failed attempt, before the wait: (attempts so far, the wait, the error).
+        #: ``Attempts.first_failure`` is set by then.
+        self.on_retry = on_retry
+        self.on_auth_failed = on_auth_failed
+        self.on_auth_ok = on_auth_ok
+        #: After ``Attempts.first_failure`` moved forward (time behind the closed gate).
+        self.on_clock = on_clock
+        #: Let :class:`FileChanged` out to the caller, which waits for the file to stand
+        #: still and starts over, instead of retrying it as a transient error.
+        self.raise_file_changed = raise_file_changed
+
+    def sleep(self, seconds: float) -> None:
+        if self.stop.wait(seconds):
+            raise Stopped
+
+    def call(self, fn: Callable[[], T], attempts: Attempts) -> T:
+        """``fn()`` until it succeeds, fails for good (:class:`FileRejected`) or we stop."""
+        auth_failures = transient_failures = 0
+        probing = False
+        while True:
+            if self.stop.is_set():
+                raise Stopped
+            if not probing:
+                self._wait_gate(attempts)
+            attempts.count += 1
+            try:
+                result = fn()
+            except AuthError as error:
+                attempts.count -= 1  # the file was not tried: the credentials were
+                auth_failures += 1
+                probing = self._auth_failed(error, auth_failures, attempts)
+                continue
+            except RequestRejected as error:
+                self._auth_ok()
+                raise FileRejected(error.reason, error.detail, error.status) from None
+            except FileChanged as changed:
+                if self.raise_file_changed:
+                    if probing:  # the API's verdict on the token is unknown: pass it on
+                        self.gate.release()
+                    raise
+                self._auth_ok()
+                probing = False
+                transient_failures += 1
+                as_transient = TransportError(str(changed))
+                self.sleep(self._retry_delay(as_transient, transient_failures, attempts))
+                continue
+            except TransientError as error:
+                self._auth_ok()
+                probing = False
+                transient_failures += 1
+                self.sleep(self._retry_delay(error, transient_failures, attempts))
+                continue
+            self._auth_ok()
+            return result
+
+    def _wait_gate(self, attempts: Attempts) -> None:
+        """Wait while the gate is closed; that time does not count towards giving up."""
+        if self.gate.is_open:
+            return
+        while True:
+            started = time.monotonic()
+            try:
+                through = self.gate.wait_open(self.stop, timeout=CLOCK_SAVE_SECONDS)
+            finally:
+                self._pause_clock(attempts, time.monotonic() - started)
+            if through:
+                return
+
+    def _auth_failed(self, error: AuthError, failures: int, attempts: Attempts) -> bool:
+        """Close the gate; the one prober waits out its backoff. True for the prober."""
+        if self.once:
+            raise AuthRefused(error)
+        started = time.monotonic()
+        try:
+            probing = self.gate.close(error)
+            if probing:
+                if self.gate.announce() and self.on_auth_failed:
+                    self.on_auth_failed(error)
+                self.gate.sleep(self.backoff.delay(failures), self.stop)
+        finally:
+            self._pause_clock(attempts, time.monotonic() - started)
+        return probing
+
+    def _pause_clock(self, attempts: Attempts, seconds: float) -> None:
+        """Take ``seconds`` spent waiting out a 401/403 off the give-up clock.
+
+        The clock is a wall-clock ``first_failure`` kept in the journal, so the credit is
+        kept by moving it forward and journaling it (``on_clock``) after every wait: on a
+        stop, when the gate opens, after each probe (at most ``max_delay``) and at least
+        every :data:`CLOCK_SAVE_SECONDS` while a file waits behind the gate. A SIGKILL
+        loses only the wait in progress, bounded by those. Time the daemon is not running
+        at all counts like any other time, also after ``--once`` exits on refused
+        credentials (it waits out nothing): the give-up window is wall-clock time.
+        """
+        if attempts.first_failure is None or seconds <= 0:
+            return
+        attempts.first_failure += seconds
+        if self.on_clock:
+            self.on_clock()
+
+    def _retry_delay(self, error: TransientError, failures: int, attempts: Attempts) -> float:
+        """The wait before the next attempt, or :class:`FileRejected` when
+        ``give_up_after`` has passed since the first failure."""
+        now = time.time()
+        if attempts.first_failure is None:
+            attempts.first_failure = now
+        left = self.give_up_after - (now - attempts.first_failure)
+        if left <= DEADLINE_TOLERANCE_SECONDS:
+            raise FileRejected(
+                "retries_exhausted",
+                f"gave up after {attempts.count} attempts: {error}",
+                error.status,
+            )
+        # A wait that would end past the deadline is cut short so the last attempt comes
+        # right at it: an operator who sets give_up_after: 3600 expects the file to be
+        # tried until the hour is up and to be in failed/ then, not after one more wait of
+        # up to max_delay (5 min by default). Never sooner than the API's Retry-After,
+        # though: an earlier attempt would only earn another 429, so the file waits it out
+        # and is tried once more, even past the deadline.
+        retry_after = error.retry_after or 0.0
+        delay = max(min(self.backoff.delay(failures, error.retry_after), left), retry_after)
+        if self.on_retry:
+            self.on_retry(attempts.count, delay, error)
+        return delay
+
+    def _auth_ok(self) -> None:
+        if self.gate.open() and self.on_auth_ok:
+            self.on_auth_ok()

@@ -1,0 +1,136 @@
+"""The fake SendSeven API's command line: ``sendseven-watch fake-api``.
+
+Also ``python -m daemon.fake``. Serves until SIGINT or
+SIGTERM; the options set the fake's address, token, tenant and fault knobs.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import signal
+import sys
+import threading
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from typing import Any
+
+from daemon.fake.api import FakeApi
+from daemon.fake.rules import DEFAULT_TENANT, DEFAULT_TOKEN, Faults
+
+
+def _rate(text: str) -> float:
+    value = float(text)
+    if not 0.0 <= value <= 1.0:
+        raise argparse.ArgumentTypeError(f"{text} is not between 0 and 1")
+    return value
+
+
+def _non_negative(kind: type[int] | type[float]) -> Any:
+    def parse(text: str) -> int | float:
+        value = kind(text)
+        if value < 0:
+            raise argparse.ArgumentTypeError(f"{text} is negative")
+        return value
+
+    return parse
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """Add the ``fake-api`` options to ``parser`` (for :func:`run_from_args`)."""
+    env = os.environ
+    parser.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1)")
+    parser.add_argument("--port", type=_non_negative(int), default=8765, help="0: any free port")
+    parser.add_argument(
+        "--token",
+        default=env.get("SENDSEVEN_API_TOKEN") or DEFAULT_TOKEN,
+        help=f"accepted token (default: $SENDSEVEN_API_TOKEN, else {DEFAULT_TOKEN})",
+    )
+    parser.add_argument(
+        "--tenant-id",
+        default=env.get("SENDSEVEN_TENANT_ID") or DEFAULT_TENANT,
+        help=f"required X-Tenant-ID (default: $SENDSEVEN_TENANT_ID, else {DEFAULT_TENANT})",
+    )
+    parser.add_argument(
+        "--conversation",
+        action="append",
+        dest="conversations",
+        metavar="ID",
+        help="a conversation that exists (repeatable; default: every id exists)",
+    )
+    parser.add_argument("--latency", type=_non_negative(float), default=0.0, metavar="S")
+    parser.add_argument("--error-rate", type=_rate, default=0.0, metavar="F", help="share of 5xx")
+    parser.add_argument("--drop-rate", type=_rate, default=0.0, metavar="F")
+    parser.add_argument("--lose-reply-rate", type=_rate, default=0.0, metavar="F")
+    parser.add_argument("--rate-limit-every", type=_non_negative(int), default=0, metavar="N")
+    parser.add_argument("--retry-after", type=_non_negative(float), default=1.0, metavar="S")
+    parser.add_argument("--seed", type=int, default=None)
+    parser.add_argument("--no-idempotency", action="store_true", help="ignore Idempotency-Key")
+    parser.add_argument("--verbose", action="store_true", help="access log on stderr")
+
+
+def run_from_args(args: argparse.Namespace) -> int:
+    """Serve until SIGINT/SIGTERM with the options of :func:`add_arguments`; returns 0."""
+    faults = Faults(
+        latency_s=args.latency,
+        error_rate=args.error_rate,
+        drop_rate=args.drop_rate,
+        lose_reply_rate=args.lose_reply_rate,
+        rate_limit_every=args.rate_limit_every,
+        retry_after_s=args.retry_after,
+        seed=args.seed,
+    )
+    api = FakeApi(
+        host=args.host,
+        port=args.port,
+        token=args.token,
+        tenant_id=args.tenant_id,
+        conversations=args.conversations,
+        faults=faults,
+        honour_idempotency=not args.no_idempotency,
+        verbose=args.verbose,
+    )
+    try:
+        api.start()
+    except OSError as exc:
+        print(f"fake-api: cannot listen on {args.host}:{args.port}: {exc}", file=sys.stderr)
+        return 1
+    stop = threading.Event()
+    try:
+        with _stop_on_signals(stop):
+            print(f"fake SendSeven API listening on {api.url}", flush=True)
+            while not stop.wait(0.5):
+                pass
+    finally:
+        api.stop()
+    return 0
+
+
+@contextmanager
+def _stop_on_signals(stop: threading.Event) -> Iterator[None]:
+    if threading.current_thread() is not threading.main_thread():
+        yield  # signals can only be caught in the main thread; the caller stops us
+        return
+    previous = {
+        sig: signal.signal(sig, lambda *_: stop.set()) for sig in (signal.SIGINT, signal.SIGTERM)
+    }
+    try:
+        yield
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """``python -m daemon.fake [options]``: the same as ``sendseven-watch fake-api``."""
+    parser = argparse.ArgumentParser(
+        prog="sendseven-watch fake-api", description="A local SendSeven-compatible API."
+    )
+    add_arguments(parser)
+    parser.add_argument(
+        "--log-level",
+        choices=("debug", "info", "warning", "error"),
+        default=None,
+        help="accepted like every command's; the server logs only with --verbose",
+    )
+    return run_from_args(parser.parse_args(argv))

@@ -1,0 +1,3 @@
+"""What are these bytes? Classification by magic bytes against the API's table of types
+and limits, with the sniffers that refine ``filetype``.
+"""

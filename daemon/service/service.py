@@ -1,0 +1,341 @@
+"""Wiring and lifecycle: the only module that puts the parts together.
+
+Start-up: open the journal, resume unfinished claims (ours from a crash, or a dead
+daemon's), start the workers, watch every inbox, scan them all, tell systemd READY=1.
+Then, until SIGTERM/SIGINT: supervise the observer, rescan every ``rescan_interval``, reload
+the configuration on SIGHUP, ping the systemd watchdog while healthy.
+Shutdown: take no new file, let the requests in flight finish (bounded), exit 0.
+"""
+
+from __future__ import annotations
+
+import signal
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import FrameType
+from typing import TYPE_CHECKING
+
+from daemon import __version__
+from daemon.config import Config, InboxConfig, load_config
+from daemon.delivery.outcomes import Outcomes
+from daemon.delivery.pipeline import Pipeline
+from daemon.errors import ConfigError, register_secret
+from daemon.logs import configure, get_logger
+from daemon.service.notify import Notifier, WatchdogPinger
+from daemon.service.retention import Retention
+from daemon.store.claims import Owner
+from daemon.store.journal import Journal
+from daemon.watch.names import count_waiting
+from daemon.watch.settle import Settled, Settler
+from daemon.watch.watcher import Watcher
+
+if TYPE_CHECKING:
+    from daemon.service.metrics import MetricsServer
+
+#: How long SIGTERM waits for requests in flight before exiting anyway, in seconds.
+#: Whatever is cut short stays claimed and journaled, and is resumed by the next start.
+STOP_TIMEOUT_SECONDS = 60.0
+#: Archived claims stay in the journal this long (for ``status``' last error), in seconds.
+JOURNAL_KEEP_SECONDS = 7 * 24 * 3600.0
+#: How often archived claims are pruned from the journal, in seconds.
+JOURNAL_PRUNE_EVERY_SECONDS = 3600.0
+#: How often the main loop looks after the observer, in seconds.
+SUPERVISE_SECONDS = 2.0
+
+EXIT_OK = 0
+EXIT_FAILURE = 1
+EXIT_USAGE = 2
+EXIT_AUTH = 3
+
+
+@dataclass
+class ConfigSource:
+    """Where the configuration comes from, so that SIGHUP can load it again."""
+
+    path: Path
+    env_file: Path | None = None
+    log_level: str | None = None
+
+    def load(self) -> Config:
+        config = load_config(self.path, env_file=self.env_file)
+        register_secret(config.api.token)
+        return config
+
+
+@dataclass
+class _Signals:
+    stop: threading.Event = field(default_factory=threading.Event)
+    reload: threading.Event = field(default_factory=threading.Event)
+    wake: threading.Event = field(default_factory=threading.Event)
+    name: str = ""
+
+    def install(self) -> None:
+        def on_stop(signum: int, _: FrameType | None) -> None:
+            self.name = signal.Signals(signum).name
+            self.stop.set()
+            self.wake.set()
+
+        def on_reload(_: int, __: FrameType | None) -> None:
+            self.reload.set()
+            self.wake.set()
+
+        signal.signal(signal.SIGTERM, on_stop)
+        signal.signal(signal.SIGINT, on_stop)
+        signal.signal(signal.SIGHUP, on_reload)
+
+
+class Service:
+    """One running daemon (or one ``--once`` pass)."""
+
+    def __init__(self, source: ConfigSource, config: Config, *, once: bool = False) -> None:
+        self.source = source
+        self.config = config
+        self.once = once
+        #: Files this run could not claim (claim_failed): `run --once` then exits 1.
+        self.claim_failures = 0
+        self.log = get_logger()
+        self.outcomes = Outcomes()
+        self.journal = Journal(config.state_dir)
+        self.owner = Owner()
+        self.pipeline = Pipeline(
+            config, self.journal, self.owner, once=once, outcomes=self.outcomes
+        )
+        self.settler = Settler(config.settle_seconds, config.ignore, self._take)
+        self.watcher = Watcher(
+            config.observer, config.spool, config.all_inboxes(), self._offer, self._new_folder
+        )
+        self.notifier = Notifier()
+        self.signals = _Signals()
+        self._hooks: list[Callable[[], None]] = []
+        self.retention = Retention(
+            lambda: self.watcher.inboxes, lambda: self.config.sent_retention_days
+        )
+        self.add_hook(self.retention.tick)
+        self.add_hook(self._prune_journal)
+        self._journal_pruned_at = 0.0
+        self.metrics_server: MetricsServer | None = None
+        if config.metrics.listen is not None and not once:
+            # Imported only when wanted: prometheus_client costs start-up time.
+            from daemon.service.metrics import Metrics, MetricsServer, Probes, refusal  # noqa: PLC0415
+
+            probes = Probes(
+                inboxes=lambda: self.watcher.inboxes,
+                waiting=lambda inbox: count_waiting(inbox.path, self.config.ignore),
+                in_progress=self.pipeline.counts,
+                auth_refused=lambda: refusal(self.pipeline.gate),
+                observer_alive=self.watcher.alive,
+            )
+            metrics = Metrics(self.outcomes, probes)
+            self.metrics_server = MetricsServer(metrics, config.metrics.listen)
+
+    # -- the parts talk through these ------------------------------------------------
+
+    def _offer(self, inbox: InboxConfig, names: list[str]) -> None:
+        self.settler.offer(inbox, names)
+
+    def _take(self, batch: list[Settled]) -> None:
+        # A file offered before a reload is claimed with the inbox's settings now: its
+        # conversation may have changed, or the inbox may be gone from the configuration.
+        current = {inbox.path: inbox for inbox in self.watcher.inboxes}
+        for item in batch:
+            inbox = current.get(item.inbox.path)
+            if inbox is None:
+                continue
+            try:
+                self.pipeline.take(inbox, item.name, item.mtime_ns)
+            except Exception as error:  # noqa: BLE001 - any failure: the file stays, said
+                self.claim_failures += 1
+                self.log.error("claim_failed", inbox=inbox.name, file=item.name, error=str(error))
+
+    def _new_folder(self, path: Path) -> None:
+        """A spool folder that appeared, or an inbox folder made anew: watch it."""
+        inbox = self.config.spool_inbox(path) or next(
+            (inbox for inbox in self.config.inboxes if inbox.path == path), None
+        )
+        if inbox is None:
+            return
+        known = inbox.path in {i.path for i in self.watcher.inboxes}
+        # False for a folder watched already; True for a new one, and for an inbox whose
+        # folder was deleted and made again (its old watch died with the old folder).
+        if not self.watcher.add(inbox):
+            return
+        self.log.info(
+            "inbox_added",
+            inbox=inbox.name,
+            path=str(inbox.path),
+            conversation_id=inbox.conversation_id,
+            recreated=known,
+        )
+        self.pipeline.resume(inbox)
+        self.settler.offer(inbox, [entry.name for entry in path.iterdir()])
+
+    # -- running ---------------------------------------------------------------------
+
+    def healthy(self) -> bool:
+        """What the systemd watchdog pings on: the daemon works. Refused credentials are
+        not a reason to be killed: it waits for working ones (a reload, or the API)
+        without losing anything, and /healthz says so for monitoring."""
+        return self.once or self.watcher.alive()
+
+    def run(self) -> int:
+        self.signals.install()
+        try:
+            return self._run_once() if self.once else self._run_forever()
+        finally:
+            self.journal.close()
+            self.owner.release()
+
+    def _start_common(self) -> None:
+        # Unfinished claims are queued before any worker starts, so that the oldest of
+        # them, not whichever was found first, goes out first.
+        for inbox in self.watcher.inboxes:
+            self.pipeline.resume(inbox)
+        self.pipeline.start()
+        self.settler.start()
+
+    def _run_once(self) -> int:
+        self.retention.tick()  # cron-driven `--once` runs prune sent/ too
+        self._start_common()
+        self.watcher.scan()
+        while not self.signals.stop.is_set():
+            if self.pipeline.auth_refused is not None:
+                break
+            settled = self.settler.pending() == 0
+            if settled and self.pipeline.wait_idle(timeout=0.2) and self.settler.pending() == 0:
+                break
+            if not settled:
+                self.signals.stop.wait(0.05)
+        if self.signals.stop.is_set():  # as in watch mode: what is in flight still finishes
+            self.log.info("daemon_stopping", signal=self.signals.name or None)
+        self._shutdown()
+        if self.pipeline.auth_refused is not None:
+            return EXIT_AUTH
+        if self.pipeline.broken:
+            return EXIT_FAILURE  # left claimed after a file_error: the next run goes on
+        if self.claim_failures:
+            return EXIT_FAILURE  # files this run could not take stay for the next one
+        if self.signals.stop.is_set() and self._unfinished():
+            # Files cut short stay claimed (or in the inbox) for the next run; but this
+            # run did not process everything present, and a caller must not read "done".
+            return EXIT_FAILURE
+        return EXIT_OK
+
+    def _unfinished(self) -> int:
+        """Files claimed and not archived, plus files seen but not yet claimed."""
+        return sum(self.pipeline.counts().values()) + self.settler.pending()
+
+    def _run_forever(self) -> int:
+        if self.metrics_server is not None:
+            self.metrics_server.start()  # first: a port that is taken claims no file
+        self._start_common()
+        self.watcher.start()
+        self.watcher.scan()
+        inboxes = self.watcher.inboxes
+        self.log.info(
+            "daemon_started",
+            version=__version__,
+            inboxes=[str(i.path) for i in inboxes],
+            observer=self.watcher.kind,
+        )
+        self.notifier.ready(f"watching {len(inboxes)} inboxes")
+        self.retention.tick()
+        pinger = WatchdogPinger(self.notifier, self.healthy)
+        pinger.start()
+        next_rescan = time.monotonic() + self.config.rescan_interval
+        try:
+            while not self.signals.stop.is_set():
+                self.signals.wake.wait(SUPERVISE_SECONDS)
+                self.signals.wake.clear()
+                if self.signals.reload.is_set():
+                    self.signals.reload.clear()
+                    self.reload()
+                if self.signals.stop.is_set():
+                    break
+                self.watcher.supervise()
+                for hook in self._hooks:
+                    hook()
+                if time.monotonic() >= next_rescan:
+                    self.watcher.scan()
+                    next_rescan = time.monotonic() + self.config.rescan_interval
+        finally:
+            pinger.stop()
+        self.log.info("daemon_stopping", signal=self.signals.name or None)
+        self.notifier.stopping("finishing requests in flight")
+        self._shutdown()
+        return EXIT_OK
+
+    def _prune_journal(self) -> None:
+        """Forget archived claims after JOURNAL_KEEP_SECONDS (hourly; sent/ and failed/
+        keep the files, the journal only needs what is unfinished)."""
+        now = time.monotonic()
+        if now - self._journal_pruned_at < JOURNAL_PRUNE_EVERY_SECONDS:
+            return
+        self._journal_pruned_at = now
+        pruned = self.journal.prune_archived(JOURNAL_KEEP_SECONDS)
+        if pruned:
+            self.log.info("journal_pruned", claims=pruned)
+
+    def add_hook(self, hook: Callable[[], None]) -> None:
+        """Run ``hook`` on every turn of the main loop (retention, metrics)."""
+        self._hooks.append(hook)
+
+    def _shutdown(self) -> None:
+        self.watcher.stop()
+        self.settler.stop()
+        if not self.pipeline.stop(STOP_TIMEOUT_SECONDS):
+            self.log.warning("stop_timeout", seconds=STOP_TIMEOUT_SECONDS)
+        if self.metrics_server is not None:
+            self.metrics_server.stop()
+
+    def reload(self) -> None:
+        """SIGHUP: load the configuration again; keep the old one if the new one is bad."""
+        self.notifier.reloading()
+        try:
+            new = self.source.load()
+        except ConfigError as error:
+            self.log.error("config_invalid", key=error.key, error=str(error))
+            self.notifier.ready("configuration invalid; old one kept")
+            return
+        old = self.config
+        changes = _changes(old, new)
+        self.config = new
+        configure(self.source.log_level or new.log.level, new.log.format)
+        self.pipeline.reload(new)
+        self.settler.settle_seconds = new.settle_seconds
+        self.settler.ignore = new.ignore
+        self.watcher.set_spool(new.spool)
+        wanted = {i.path: i for i in new.all_inboxes()}
+        for inbox in self.watcher.inboxes:
+            if inbox.path not in wanted:
+                self.watcher.remove(inbox.path)
+        for inbox in wanted.values():
+            if self.watcher.add(inbox):  # settings of a known inbox are updated in place
+                self.pipeline.resume(inbox)
+        restart = [k for k in ("state_dir", "workers", "observer", "metrics") if k in changes]
+        self.log.info("config_reloaded", changed=sorted(changes), restart_required=restart)
+        self.watcher.scan()
+        self.notifier.ready(f"watching {len(self.watcher.inboxes)} inboxes")
+
+
+def _changes(old: Config, new: Config) -> set[str]:
+    """The top-level keys whose values differ (``api`` covers a new token, unnamed)."""
+    keys = (
+        "api",
+        "spool",
+        "inboxes",
+        "text",
+        "state_dir",
+        "workers",
+        "settle_seconds",
+        "observer",
+        "rescan_interval",
+        "ignore",
+        "retry",
+        "log",
+        "metrics",
+        "sent_retention_days",
+    )
+    return {key for key in keys if getattr(old, key) != getattr(new, key)}

@@ -1,0 +1,3 @@
+"""Where is it recorded? The journal, the claims (owner folders held with ``flock``), and
+the archive moves into ``sent/`` and ``failed/`` with their sidecars.
+"""

@@ -1,0 +1,264 @@
+"""watchdog glue only: events and rescans become candidate paths.
+
+One non-recursive watch per inbox, plus one on the spool for folders that appear while we
+run. watchdog >= 7 shares one inotify instance between watches (6.0 still opened one per
+watch, against a usual limit of 128), so a hundred inboxes cost a hundred watches, not a
+hundred instances. Handlers only hand paths on, inside try/except:
+they run on the observer's one thread, and an exception there would kill it.
+
+Events get lost (inotify queue overflow, network shares that send none), so every inbox is
+also scanned at start and every ``rescan_interval``; and the observer is supervised and
+rebuilt when it dies (the polling emitter stops itself on an OSError, e.g. a share that went
+away).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import threading
+from collections.abc import Callable, Iterable
+from pathlib import Path
+
+from watchdog.events import (
+    DirCreatedEvent,
+    DirMovedEvent,
+    FileClosedEvent,
+    FileCreatedEvent,
+    FileMovedEvent,
+    FileSystemEvent,
+    FileSystemEventHandler,
+)
+from watchdog.observers.api import BaseObserver
+
+from daemon.config import InboxConfig
+from daemon.logs import get_logger
+from daemon.watch.poller import FolderPoller
+
+#: How often the folder poller looks at each inbox, in seconds.
+POLL_INTERVAL_SECONDS = 1.0
+
+_EVENTS: list[type[FileSystemEvent]] = [
+    FileCreatedEvent,
+    FileMovedEvent,
+    FileClosedEvent,
+    DirCreatedEvent,
+    DirMovedEvent,
+]
+
+
+def make_observer(mode: str) -> tuple[BaseObserver | None, str]:
+    """The watchdog observer for ``auto | inotify``, or None (and ``polling``) when the
+    folder poller is to be used instead."""
+    if mode in ("auto", "inotify"):
+        try:
+            from watchdog.observers.inotify import InotifyObserver  # noqa: PLC0415
+        except ImportError:  # not Linux
+            if mode == "inotify":
+                raise
+        else:
+            return InotifyObserver(), "inotify"
+    return None, "polling"
+
+
+class _Handler(FileSystemEventHandler):
+    def __init__(self, watcher: Watcher) -> None:
+        self._watcher = watcher
+
+    def on_any_event(self, event: FileSystemEvent) -> None:
+        try:
+            path = event.dest_path if isinstance(event, FileMovedEvent | DirMovedEvent) else None
+            raw = path or event.src_path
+            self._watcher.event(Path(os.fsdecode(raw)), is_dir=event.is_directory)
+        except Exception:  # an exception here would kill the observer thread
+            self._watcher.log.exception("event_handler_error")
+
+
+class Watcher:
+    """Feeds candidates from watchdog events, start-up scans and periodic rescans."""
+
+    def __init__(
+        self,
+        mode: str,
+        spool: Path | None,
+        inboxes: Iterable[InboxConfig],
+        on_candidates: Callable[[InboxConfig, list[str]], None],
+        on_new_folder: Callable[[Path], None],
+    ) -> None:
+        self.mode = mode
+        self.spool = spool
+        self.log = get_logger()
+        self._on_candidates = on_candidates
+        self._on_new_folder = on_new_folder
+        self._lock = threading.RLock()
+        self._inboxes: dict[Path, InboxConfig] = {i.path: i for i in inboxes}
+        #: Inboxes whose folder was made anew since it was watched (see :meth:`add`).
+        self._replaced: set[Path] = set()
+        #: (device, inode) of each folder when it was scheduled: a folder deleted and made
+        #: again at the same path is another inode, even when its old watch lives on.
+        self._watched_as: dict[Path, tuple[int, int]] = {}
+        self._observer: BaseObserver | FolderPoller | None = None
+        self._handler = _Handler(self)
+        self.kind = ""
+
+    @property
+    def inboxes(self) -> list[InboxConfig]:
+        with self._lock:
+            return list(self._inboxes.values())
+
+    def start(self) -> None:
+        with self._lock:
+            made, self.kind = make_observer(self.mode)
+            observer = made or FolderPoller(self._changed, POLL_INTERVAL_SECONDS)
+            self._observer = observer
+            if self.spool is not None:
+                self._schedule(self.spool)
+            for inbox in self._inboxes.values():
+                self._schedule(inbox.path)
+            observer.start()
+
+    def _schedule(self, folder: Path) -> None:
+        with contextlib.suppress(OSError):
+            st = folder.stat()
+            self._watched_as[folder] = (st.st_dev, st.st_ino)
+        if isinstance(self._observer, FolderPoller):
+            self._observer.schedule(folder)
+        elif self._observer is not None:
+            self._observer.schedule(self._handler, str(folder), event_filter=_EVENTS)
+
+    def _changed(self, folder: Path, listing: list[tuple[str, bool]]) -> None:
+        """The folder poller saw ``folder``'s listing change."""
+        with self._lock:
+            inbox = self._inboxes.get(folder)
+        if inbox is not None:
+            self._on_candidates(inbox, [name for name, is_dir in listing if not is_dir])
+        if self.spool is not None and folder == self.spool:
+            for name, is_dir in listing:
+                if is_dir and not name.startswith("."):
+                    self._on_new_folder(folder / name)
+
+    def stop(self) -> None:
+        with self._lock:
+            observer, self._observer = self._observer, None
+        if observer is not None:
+            observer.stop()
+            observer.join(timeout=10)
+
+    def alive(self) -> bool:
+        with self._lock:
+            return self._observer is not None and self._observer.is_alive()
+
+    def supervise(self) -> bool:
+        """Rebuild a dead observer; True when it had to be restarted."""
+        if self.alive():
+            return False
+        self.log.error("observer_restarted", observer=self.kind)
+        self.stop()
+        self.start()
+        return True
+
+    def set_spool(self, spool: Path | None) -> None:
+        """Watch another spool's root for new folders (a reload changed ``spool``)."""
+        with self._lock:
+            if spool == self.spool:
+                return
+            if self.spool is not None and self.spool not in self._inboxes:
+                self._unschedule(self.spool)
+            self.spool = spool
+            if spool is not None and self._observer is not None:
+                self._schedule(spool)
+
+    def add(self, inbox: InboxConfig) -> bool:
+        """Watch ``inbox``, or take its new settings if its folder is watched already
+        (a reload that changed its conversation or caption). True when it is new, or
+        when its folder was deleted and made again: it is then watched afresh."""
+        with self._lock:
+            known = inbox.path in self._inboxes
+            self._inboxes[inbox.path] = inbox
+            if not known:
+                self._schedule(inbox.path)
+                return True
+            if inbox.path not in self._replaced:
+                return False
+            # An inotify watch follows the folder, not its path: it died with the old
+            # folder, and scheduling the path again would only find the dead watch.
+            self._replaced.discard(inbox.path)
+            self._unschedule(inbox.path)
+            self._schedule(inbox.path)
+            return True
+
+    def remove(self, path: Path) -> None:
+        with self._lock:
+            self._replaced.discard(path)
+            if self._inboxes.pop(path, None) is not None:
+                self._unschedule(path)
+
+    def _unschedule(self, folder: Path) -> None:
+        if isinstance(self._observer, FolderPoller):
+            self._observer.unschedule(folder)
+        elif self._observer is not None:
+            for emitter in list(self._observer.emitters):
+                if Path(emitter.watch.path) == folder:
+                    self._observer.unschedule(emitter.watch)
+
+    def _dead_watches(self) -> set[Path]:
+        """Inboxes whose watch no longer watches the folder at their path: watchdog ends it
+        when the folder is deleted, or (while something still holds the deleted folder
+        open, such as our lock on its claim folder) it lives on, watching the old inode.
+        (The folder poller looks at paths, and lists a folder made anew itself.)"""
+        with self._lock:
+            observer = self._observer
+            if observer is None or isinstance(observer, FolderPoller) or not observer.is_alive():
+                return set()
+            live = {Path(e.watch.path) for e in list(observer.emitters) if e.is_alive()}
+            dead = set(self._inboxes) - live
+            for folder, identity in self._watched_as.items():
+                with contextlib.suppress(OSError):
+                    st = folder.stat()
+                    if (st.st_dev, st.st_ino) != identity and folder in self._inboxes:
+                        dead.add(folder)
+            return dead
+
+    def event(self, path: Path, *, is_dir: bool) -> None:
+        parent = path.parent
+        with self._lock:
+            inbox = self._inboxes.get(parent)
+        if inbox is not None and not is_dir:
+            self._on_candidates(inbox, [path.name])
+        elif is_dir and self.spool is not None and parent == self.spool:
+            with self._lock:
+                if path in self._inboxes:
+                    # A folder created (or moved in) where an inbox's folder was: the
+                    # inbox was deleted or moved away, and this is a new folder.
+                    self._replaced.add(path)
+            self._on_new_folder(path)
+
+    def scan(self) -> int:
+        """Offer every file of every inbox (start-up and rescans); new spool folders, and
+        inbox folders made anew whose creation event was missed (or, for an inbox named in
+        the config, that nothing watches for), too."""
+        for path in sorted(self._dead_watches()):
+            if path.is_dir():  # made anew: watch it afresh, as for a new spool folder
+                with self._lock:
+                    self._replaced.add(path)
+                self._on_new_folder(path)
+        if self.spool is not None:
+            try:
+                for entry in os.scandir(self.spool):
+                    path = Path(entry.path)
+                    if not entry.is_dir(follow_symlinks=False):
+                        continue
+                    if path not in self._inboxes or path in self._replaced:
+                        self._on_new_folder(path)
+            except OSError as error:
+                self.log.error("scan_failed", folder=str(self.spool), error=str(error))
+        offered = 0
+        for inbox in self.inboxes:
+            try:
+                entries = list(os.scandir(inbox.path))
+            except OSError as error:
+                self.log.error("scan_failed", folder=str(inbox.path), error=str(error))
+                continue
+            self._on_candidates(inbox, [entry.name for entry in entries])
+            offered += len(entries)
+        return offered

@@ -1,0 +1,175 @@
+"""Shared test helpers: configs for spools in tmp_path, the installed command, log lines."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+DATA = Path(__file__).parent / "data"
+TOKEN = "test-token-5e3cr3t"
+TENANT = "test-tenant"
+#: The installed console script, next to the interpreter running the tests.
+COMMAND = str(Path(sys.executable).parent / "sendseven-watch")
+
+
+def write_config(folder: Path, api_url: str, **overrides: Any) -> Path:
+    """A config file for a spool in ``folder`` (fast settle and retries for tests)."""
+    config: dict[str, Any] = {
+        "api": {"url": api_url, "token": TOKEN, "tenant_id": TENANT, "read_timeout": 30},
+        "spool": str(folder / "spool"),
+        "settle_seconds": 0.3,
+        "rescan_interval": 5,
+        "workers": 4,
+        "retry": {"initial_delay": 0.05, "max_delay": 0.5, "give_up_after": 60},
+    }
+    for key, value in overrides.items():
+        if isinstance(value, dict) and isinstance(config.get(key), dict):
+            config[key] = {**config[key], **value}
+        elif value is None:
+            config.pop(key, None)
+        else:
+            config[key] = value
+    (folder / "spool").mkdir(exist_ok=True)
+    path = folder / "config.yaml"
+    path.write_text(yaml.safe_dump(config), encoding="utf-8")
+    return path
+
+
+def clean_env() -> dict[str, str]:
+    """The environment for subprocesses: no stray SENDSEVEN_* from the developer's shell."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("SENDSEVEN_")}
+    env.pop("NOTIFY_SOCKET", None)
+    return env
+
+
+def inject(folder: Path, code: str) -> dict[str, str]:
+    """An environment whose interpreter runs ``code`` at start-up (a ``sitecustomize``)."""
+    folder.mkdir()
+    (folder / "sitecustomize.py").write_text(code, encoding="utf-8")
+    env = clean_env()
+    env["PYTHONPATH"] = str(folder)
+    return env
+
+
+def run_cli(
+    *args: str, cwd: Path | None = None, timeout: float = 90, env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess[str]:
+    """Run the installed ``sendseven-watch`` and wait for it."""
+    return subprocess.run(
+        [COMMAND, *args],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        cwd=cwd,
+        env=env if env is not None else clean_env(),
+        check=False,
+    )
+
+
+def log_lines(text: str) -> list[dict[str, Any]]:
+    """Every stdout line parsed as JSON (a line that is not JSON fails the test)."""
+    return [json.loads(line) for line in text.splitlines() if line.strip()]
+
+
+def events(lines: list[dict[str, Any]], name: str) -> list[dict[str, Any]]:
+    return [line for line in lines if line.get("event") == name]
+
+
+class Daemon:
+    """``sendseven-watch run`` in a subprocess, its stdout collected line by line."""
+
+    def __init__(
+        self, config: Path, *extra: str, env: dict[str, str] | None = None, cwd: Path | None = None
+    ) -> None:
+        self.lines: list[dict[str, Any]] = []
+        self.raw: list[str] = []
+        self._cond = threading.Condition()
+        self.process = subprocess.Popen(
+            [COMMAND, "run", "-c", str(config), *extra],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            env=env if env is not None else clean_env(),
+            cwd=cwd,
+        )
+        self._reader = threading.Thread(target=self._read, daemon=True)
+        self._reader.start()
+
+    def _read(self) -> None:
+        assert self.process.stdout is not None
+        for raw in self.process.stdout:
+            with self._cond:
+                self.raw.append(raw)
+                self.lines.append(json.loads(raw))
+                self._cond.notify_all()
+
+    def wait_for(
+        self, predicate: Callable[[list[dict[str, Any]]], bool], timeout: float = 30
+    ) -> list[dict[str, Any]]:
+        """Block until ``predicate(lines)`` holds; fail the test on timeout or exit."""
+        deadline = time.monotonic() + timeout
+        with self._cond:
+            while not predicate(self.lines):
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    pytest.fail(f"timed out; log so far:\n{''.join(self.raw[-40:])}")
+                self._cond.wait(min(remaining, 0.2))
+            return list(self.lines)
+
+    def wait_event(self, name: str, count: int = 1, timeout: float = 30) -> list[dict[str, Any]]:
+        lines = self.wait_for(lambda ls: len(events(ls, name)) >= count, timeout)
+        return events(lines, name)
+
+    def signal(self, signum: int) -> None:
+        self.process.send_signal(signum)
+
+    def stop(self, timeout: float = 60) -> int:
+        """SIGTERM and wait; returns the exit code."""
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+        code = self.process.wait(timeout)
+        self._reader.join(5)
+        assert self.process.stderr is not None
+        self.stderr = self.process.stderr.read()
+        self.process.stderr.close()
+        if self.process.stdout is not None:
+            self.process.stdout.close()
+        return code
+
+    def kill(self) -> None:
+        self.process.kill()
+        self.process.wait(10)
+        self._reader.join(5)
+        for stream in (self.process.stdout, self.process.stderr):
+            if stream is not None:
+                stream.close()
+
+
+def copy_sample(name: str, inbox: Path, as_name: str | None = None) -> Path:
+    """Drop a corpus file into ``inbox`` the careful way (write aside, then rename)."""
+    inbox.mkdir(parents=True, exist_ok=True)
+    target = inbox / (as_name or name)
+    temp = inbox / f".{target.name}.tmp"
+    shutil.copyfile(DATA / name, temp)
+    temp.rename(target)
+    return target
+
+
+def wait_until(predicate: Callable[[], bool], timeout: float = 30, step: float = 0.05) -> None:
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() > deadline:
+            pytest.fail("condition not reached in time")
+        time.sleep(step)

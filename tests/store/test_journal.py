@@ -1,0 +1,68 @@
+"""The journal keeps each claim's stage across restarts."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from daemon.store.journal import Journal
+
+
+def test_stages_survive_a_reopen(tmp_path: Path) -> None:
+    """What was recorded before a crash is there after it."""
+    journal = Journal(tmp_path)
+    journal.record_claim("sw-1", tmp_path / "inbox", "conv", "a.pdf", 10)
+    journal.update("sw-1", stage="uploaded", attachment_id="att_1", size=5)
+    journal.close()
+    reopened = Journal(tmp_path)
+    entry = reopened.get("sw-1")
+    assert entry is not None
+    assert (entry.stage, entry.attachment_id, entry.size) == ("uploaded", "att_1", 5)
+    reopened.close()
+
+
+def test_open_entries_come_in_arrival_order(tmp_path: Path) -> None:
+    """Unarchived claims are listed oldest first, then by name."""
+    journal = Journal(tmp_path)
+    journal.record_claim("sw-b", tmp_path, "conv", "b.pdf", 20)
+    journal.record_claim("sw-a", tmp_path, "conv", "a.pdf", 20)
+    journal.record_claim("sw-0", tmp_path, "conv", "z.pdf", 5)
+    journal.record_claim("sw-x", tmp_path, "conv", "x.pdf", 1)
+    journal.update("sw-x", stage="archived")
+    assert [e.name for e in journal.open_entries()] == ["z.pdf", "a.pdf", "b.pdf"]
+    journal.close()
+
+
+def test_recording_a_claim_twice_keeps_the_first(tmp_path: Path) -> None:
+    """A recovered claim that was journaled already keeps its stage."""
+    journal = Journal(tmp_path)
+    journal.record_claim("sw-1", tmp_path, "conv", "a.pdf", 1)
+    journal.update("sw-1", stage="sent", message_id="msg_1")
+    entry = journal.record_claim("sw-1", tmp_path, "conv", "a.pdf", 1)
+    assert (entry.stage, entry.message_id) == ("sent", "msg_1")
+    journal.close()
+
+
+def test_last_errors_are_per_inbox(tmp_path: Path) -> None:
+    """The newest error of each inbox is reported."""
+    journal = Journal(tmp_path)
+    journal.record_claim("sw-1", tmp_path / "a", "conv", "1.pdf", 1)
+    journal.record_claim("sw-2", tmp_path / "a", "conv", "2.pdf", 2)
+    journal.update("sw-1", reason="too_large", detail="big")
+    journal.update("sw-2", reason="rejected", detail="no", status=400)
+    errors = journal.last_errors()
+    assert list(errors) == [str(tmp_path / "a")]
+    assert errors[str(tmp_path / "a")].name == "2.pdf"
+    journal.close()
+
+
+def test_pruning_forgets_only_archived_claims(tmp_path: Path) -> None:
+    """Archived claims are pruned; unfinished ones are never forgotten."""
+    journal = Journal(tmp_path)
+    journal.record_claim("sw-done", tmp_path, "conv", "a.pdf", 1)
+    journal.record_claim("sw-open", tmp_path, "conv", "b.pdf", 2)
+    journal.update("sw-done", stage="archived")
+    assert journal.prune_archived(3600) == 0  # too recent
+    assert journal.prune_archived(-1) == 1
+    assert journal.get("sw-done") is None
+    assert journal.get("sw-open") is not None
+    journal.close()
