@@ -29,6 +29,8 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
+from daemon.states import Reason
+
 #: The API's own error text is trimmed to this many characters in logs and sidecars.
 DETAIL_MAX_CHARS = 500
 
@@ -80,7 +82,7 @@ class ConfigError(WatchError):
 class FileRejected(WatchError):
     """A file that can never be sent as it is: it goes to ``failed/`` with ``reason``."""
 
-    def __init__(self, reason: str, detail: str, status: int | None = None) -> None:
+    def __init__(self, reason: Reason, detail: str, status: int | None = None) -> None:
         self.reason = reason
         self.detail = trim(detail)
         self.status = status
@@ -157,12 +159,12 @@ class RequestRejected(ApiError):
 
     def __init__(self, detail: str, *, status: int, endpoint: str = "") -> None:
         super().__init__(detail, status=status, endpoint=endpoint)
-        self.reason = REASON_BY_STATUS.get(status, "rejected")
+        self.reason = REASON_BY_STATUS.get(status, Reason.REJECTED)
 
 
 #: The sidecar ``reason`` for each 4xx status the API documents (others: ``rejected``).
 REASON_BY_STATUS = {
-    404: "conversation_not_found",
-    413: "too_large",
-    415: "unsupported_type",
+    404: Reason.CONVERSATION_NOT_FOUND,
+    413: Reason.TOO_LARGE,
+    415: Reason.UNSUPPORTED_TYPE,
 }

@@ -19,14 +19,15 @@ from daemon.config.caption import template_problem
 from daemon.errors import ConfigError, WatchError
 from daemon.fake import cli as fake_cli
 from daemon.logs import configure, get_logger
-from daemon.service.service import EXIT_FAILURE, EXIT_OK, EXIT_USAGE, ConfigSource, Service
+from daemon.service.service import ConfigSource, Service
+from daemon.states import ExitCode
 
 
 class _Parser(argparse.ArgumentParser):
     """argparse that exits 2 with one line (its default prints the whole usage)."""
 
     def error(self, message: str) -> None:  # type: ignore[override]
-        self.exit(EXIT_USAGE, f"{self.prog}: error: {message}\n")
+        self.exit(ExitCode.USAGE, f"{self.prog}: error: {message}\n")
 
 
 def _common(parser: argparse.ArgumentParser, *, config: bool) -> None:
@@ -103,10 +104,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         return _dispatch(args)
     except ConfigError as error:
         print(f"sendseven-watch: {error}", file=sys.stderr)
-        return EXIT_USAGE
+        return ExitCode.USAGE
     except WatchError as error:
         get_logger().error("command_failed", error=str(error))
-        return EXIT_FAILURE
+        return ExitCode.FAILURE
     except KeyboardInterrupt:
         return 130
 
@@ -120,7 +121,7 @@ def _dispatch(args: argparse.Namespace) -> int:  # noqa: PLR0911 - one branch pe
 
         for path in args.files:
             print(json.dumps(classify_file(path).as_json(), ensure_ascii=False), flush=True)
-        return EXIT_OK
+        return ExitCode.OK
     if command == "demo":
         from daemon.cli.demo import run_demo  # noqa: PLC0415
 
@@ -129,7 +130,7 @@ def _dispatch(args: argparse.Namespace) -> int:  # noqa: PLR0911 - one branch pe
     if command == "check-config":
         for line in describe(config):
             print(line)
-        return EXIT_OK
+        return ExitCode.OK
     if command == "run":
         return Service(source, config, once=args.once).run()
     if command == "send":

@@ -13,6 +13,7 @@ from typing import Any
 from daemon.config import Config
 from daemon.errors import ConfigError
 from daemon.logs import get_logger
+from daemon.states import Reason
 from daemon.store.archive import FAILED_DIR, SIDECAR_SUFFIX, move_no_overwrite
 from daemon.store.folders import is_sidecar, regular_files
 
@@ -25,23 +26,11 @@ def _read_sidecar(path: Path) -> dict[str, Any]:
     return data if isinstance(data, dict) else {}
 
 
-#: SPEC §4: the reasons a failed file's sidecar can carry (what ``requeue --reason`` takes).
-FAILURE_REASONS = (
-    "unsupported_type",
-    "too_large",
-    "empty_file",
-    "unreadable",
-    "conversation_not_found",
-    "rejected",
-    "retries_exhausted",
-)
-
-
 def requeue(config: Config, *, inbox: str | None, reason: str | None) -> int:
     """Move failed files back into their inbox; print one JSON line per file moved."""
     log = get_logger()
-    if reason is not None and reason not in FAILURE_REASONS:
-        raise ConfigError("--reason", f"{reason!r} is none of {', '.join(FAILURE_REASONS)}")
+    if reason is not None and reason not in tuple(Reason):
+        raise ConfigError("--reason", f"{reason!r} is none of {', '.join(Reason)}")
     boxes = [
         box
         for box in config.all_inboxes()

@@ -22,6 +22,7 @@ from daemon.delivery.job import Job, record
 from daemon.delivery.outcomes import Outcomes
 from daemon.errors import FileRejected, Stopped
 from daemon.logs import get_logger
+from daemon.states import Reason, Stage
 from daemon.store.archive import (
     SIDECAR_DRAFT,
     move_to_failed,
@@ -48,7 +49,7 @@ class Finisher:
     def sent(self, job: Job) -> None:
         """Move a sent file into ``sent/`` and say so."""
         target = self._archive(job, lambda: move_to_sent(job.claim))
-        record(self.journal, job, stage="archived", archived_as=target)
+        record(self.journal, job, stage=Stage.ARCHIVED, archived_as=target)
         entry = job.entry
         self.outcomes.sent(job.inbox, entry)
         self._log.info(
@@ -66,7 +67,7 @@ class Finisher:
         record(
             self.journal,
             job,
-            stage="failed",
+            stage=Stage.FAILED,
             reason=rejected.reason,
             detail=rejected.detail,
             status=rejected.status,
@@ -90,7 +91,7 @@ class Finisher:
             "failed_at": utc_now(),
         }
         target = self._archive(job, lambda: move_to_failed(job.claim, sidecar))
-        record(self.journal, job, stage="archived", archived_as=target)
+        record(self.journal, job, stage=Stage.ARCHIVED, archived_as=target)
         self.outcomes.failed(job.inbox, rejected.reason, entry.message_type)
         self._log.warning(
             "file_failed",
@@ -105,12 +106,12 @@ class Finisher:
         """An empty claim folder: its file was archived by a run that died before it
         journaled and logged the outcome (SPEC §6: every outcome is one log line). Say it
         now, from the journal, with ``recovered: true``; then close the claim."""
-        if entry is not None and entry.stage in ("sent", "failed"):
-            target = place_sidecar_draft(claim, entry.name) if entry.stage == "failed" else None
+        if entry is not None and entry.stage in (Stage.SENT, Stage.FAILED):
+            target = place_sidecar_draft(claim, entry.name) if entry.stage == Stage.FAILED else None
             archived_as = target.name if target is not None else None
-            self.journal.update(claim.claim_id, stage="archived", archived_as=archived_as)
+            self.journal.update(claim.claim_id, stage=Stage.ARCHIVED, archived_as=archived_as)
             fields = _outcome_fields(inbox, entry, entry.size, archived_as) | {"recovered": True}
-            if entry.stage == "sent":
+            if entry.stage == Stage.SENT:
                 self.outcomes.sent(inbox, entry)
                 self._log.info(
                     "file_sent",
@@ -121,7 +122,7 @@ class Finisher:
                     duration_ms=None,
                 )
             else:
-                self.outcomes.failed(inbox, entry.reason or "rejected", entry.message_type)
+                self.outcomes.failed(inbox, entry.reason or Reason.REJECTED, entry.message_type)
                 self._log.warning(
                     "file_failed",
                     **fields,
@@ -129,8 +130,8 @@ class Finisher:
                     status=entry.status,
                     detail=entry.detail,
                 )
-        elif entry is not None and entry.stage != "archived":
-            self.journal.update(claim.claim_id, stage="archived")
+        elif entry is not None and entry.stage != Stage.ARCHIVED:
+            self.journal.update(claim.claim_id, stage=Stage.ARCHIVED)
         with contextlib.suppress(OSError):  # a draft whose file is gone: nothing to put
             (claim.folder / SIDECAR_DRAFT).unlink(missing_ok=True)
         drop_claim_folder(claim)

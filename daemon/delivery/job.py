@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from daemon.config import InboxConfig
+from daemon.states import JobState
 from daemon.store.claims import Claim
 from daemon.store.journal import Entry, Journal
 
@@ -27,7 +28,7 @@ class Job:
     """The inbox it was dropped into."""
     entry: Entry
     """What the journal knows of it (kept in step with the journal)."""
-    state: str = "queued"
+    state: JobState = JobState.QUEUED
     """Scheduling state: queued → preparing → ready → sending → done (or failed, parked)."""
     started: float = field(default_factory=time.monotonic)
     """When this run took it on (for ``duration_ms``)."""

@@ -13,11 +13,12 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 
 from daemon.delivery.job import Job
+from daemon.states import JobState
 
 #: Job states of files whose send is done: the next send of their lane may go.
-SENT_STATES = ("archiving", "done")
+SENT_STATES = (JobState.ARCHIVING, JobState.DONE)
 #: Job states of files a worker (or the archiver) is busy with.
-RUNNING_STATES = ("preparing", "sending", "archiving")
+RUNNING_STATES = (JobState.PREPARING, JobState.SENDING, JobState.ARCHIVING)
 #: Files of one conversation in flight at once (uploads running ahead of its send).
 LANE_AHEAD = 4
 
@@ -39,7 +40,7 @@ class Lane:
     def next_queued(self) -> Job | None:
         if self.stalled:
             return None
-        return next((job for job in self.jobs if job.state == "queued"), None)
+        return next((job for job in self.jobs if job.state == JobState.QUEUED), None)
 
     def next_to_send(self) -> Job | None:
         """The oldest file whose send is not done (it may not be ready yet)."""
@@ -48,7 +49,7 @@ class Lane:
 
     def drop_done(self) -> None:
         """Forget the files at the front that are done."""
-        while self.jobs and self.jobs[0].state == "done":
+        while self.jobs and self.jobs[0].state == JobState.DONE:
             self.jobs.pop(0)
 
     def settled(self) -> bool:
@@ -63,7 +64,8 @@ class Lane:
             self.jobs.append(job)  # the usual case: files are claimed in arrival order
             return
         first_queued = next(
-            (i for i, other in enumerate(self.jobs) if other.state == "queued"), len(self.jobs)
+            (i for i, other in enumerate(self.jobs) if other.state == JobState.QUEUED),
+            len(self.jobs),
         )
         keys = [other.order for other in self.jobs[first_queued:]]
         self.jobs.insert(first_queued + bisect.bisect_right(keys, job.order), job)

@@ -18,6 +18,7 @@ from daemon.delivery.retry import Attempts, AuthGate, Backoff, RetryPolicy
 from daemon.errors import AuthRefused, FileRejected
 from daemon.logs import get_logger
 from daemon.media.classify import classify_file, extension_mismatch
+from daemon.states import Reason
 from daemon.store.claims import new_claim_id
 
 
@@ -85,7 +86,7 @@ def _send_one(
 ) -> str:
     kind = classify_file(path)
     if kind.reason is not None or kind.message_type is None or kind.content_type is None:
-        raise FileRejected(kind.reason or "unsupported_type", kind.detail or "")
+        raise FileRejected(kind.reason or Reason.UNSUPPORTED_TYPE, kind.detail or "")
     attempts = Attempts()
     content_type = kind.content_type
     mismatch = extension_mismatch(path.name, content_type)

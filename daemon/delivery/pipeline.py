@@ -29,6 +29,7 @@ from daemon.delivery.retry import AuthGate, Backoff
 from daemon.delivery.steps import Delivery
 from daemon.errors import AuthRefused, FileRejected, Stopped
 from daemon.logs import get_logger
+from daemon.states import JobState, Reason, Stage
 from daemon.store.archive import move_no_overwrite
 from daemon.store.claims import Owner, drop_claim_folder
 from daemon.store.journal import Journal
@@ -38,7 +39,7 @@ from daemon.store.journal import Journal
 RETRY_BROKEN_SECONDS = 5.0
 #: Journal stages from which a file that keeps hitting an unforeseen error may be failed:
 #: nothing of it can have reached the conversation yet.
-_MAY_GIVE_UP = ("claimed", "uploaded")
+_MAY_GIVE_UP = (Stage.CLAIMED, Stage.UPLOADED)
 
 
 class Pipeline:
@@ -143,7 +144,7 @@ class Pipeline:
         result: dict[str, int] = {}
         with self._cond:
             for job in self._lanes.jobs():
-                if job.state == "done":  # archived, waiting behind an older file to leave
+                if job.state == JobState.DONE:  # archived, waiting behind an older file to leave
                     continue
                 key = str(job.inbox.path)
                 result[key] = result.get(key, 0) + 1
@@ -220,7 +221,7 @@ class Pipeline:
                     picked = self._lanes.pick(self._workers)
                     if picked is not None:
                         lane, job = picked
-                        job.state = "preparing"
+                        job.state = JobState.PREPARING
                         lane.in_flight += 1
                         self._in_flight += 1
                         return picked
@@ -280,14 +281,14 @@ class Pipeline:
         if waited < self.config.retry.give_up_after:
             return None
         return FileRejected(
-            "retries_exhausted",
+            Reason.RETRIES_EXHAUSTED,
             f"unexpected error, {job.errors} attempts over {waited:.0f} s: {job.last_error}",
         )
 
     def _unpark(self, job: Job) -> None:
         with self._cond:
-            if job.state == "parked" and not self._stopping:
-                job.state = "queued"
+            if job.state == JobState.PARKED and not self._stopping:
+                job.state = JobState.QUEUED
                 self._cond.notify()
 
     def _prepare(self, job: Job) -> None:
@@ -298,14 +299,14 @@ class Pipeline:
         else:
             ready = self.delivery.prepare(job)
         with self._cond:
-            job.state = "ready" if ready else "failed"
+            job.state = JobState.READY if ready else JobState.FAILED
         if not ready:
             self._finish(self._lanes.of(job.inbox.conversation_id), job)
 
     def _park(self, lane: Lane, job: Job) -> None:
         """Stopping mid-file: the claim stays, journaled, for the next run."""
         with self._cond:
-            job.state = "parked"
+            job.state = JobState.PARKED
             lane.in_flight -= 1
             self._in_flight -= 1
             self._cond.notify()
@@ -319,7 +320,7 @@ class Pipeline:
 
     def _finish(self, lane: Lane, job: Job) -> None:
         with self._cond:
-            job.state = "done"
+            job.state = JobState.DONE
             lane.in_flight -= 1
             self._in_flight -= 1
             lane.drop_done()
@@ -336,11 +337,11 @@ class Pipeline:
             while True:
                 with self._cond:
                     head = lane.next_to_send()
-                    if head is None or head.state != "ready" or self._stopping:
+                    if head is None or head.state != JobState.READY or self._stopping:
                         lane.driving = False
                         return
-                    head.state = "sending"
-                if self._guarded(lane, head, self._send) and head.state == "failed":
+                    head.state = JobState.SENDING
+                if self._guarded(lane, head, self._send) and head.state == JobState.FAILED:
                     self._finish(lane, head)
         except BaseException:
             with self._cond:
@@ -350,7 +351,7 @@ class Pipeline:
     def _send(self, job: Job) -> None:
         sent = self.delivery.send(job)
         with self._cond:
-            job.state = "archiving" if sent else "failed"
+            job.state = JobState.ARCHIVING if sent else JobState.FAILED
             lane = self._lanes.of(job.inbox.conversation_id)
         if sent:
             self._to_archive.put((lane, job))

@@ -27,6 +27,7 @@ from daemon.errors import (
     TransientError,
     TransportError,
 )
+from daemon.states import Reason
 
 T = TypeVar("T")
 
@@ -297,7 +298,7 @@ class RetryPolicy:
         left = self.give_up_after - (now - attempts.first_failure)
         if left <= DEADLINE_TOLERANCE_SECONDS:
             raise FileRejected(
-                "retries_exhausted",
+                Reason.RETRIES_EXHAUSTED,
                 f"gave up after {attempts.count} attempts: {error}",
                 error.status,
             )

@@ -29,6 +29,7 @@ from daemon.delivery.retry import Attempts, AuthGate, Backoff, RetryPolicy
 from daemon.errors import FileChanged, FileRejected, trim
 from daemon.logs import get_logger
 from daemon.media.classify import classify_file, extension_mismatch
+from daemon.states import Reason, Stage
 from daemon.store.journal import Journal
 from daemon.watch.names import signature
 
@@ -115,12 +116,12 @@ class Delivery:
     def prepare(self, job: Job) -> bool:
         """Classify and upload (unless already done). False: the file failed for good."""
         stage = job.entry.stage
-        if stage in ("uploaded", "sending", "sent"):
+        if stage in (Stage.UPLOADED, Stage.SENDING, Stage.SENT):
             return True
-        if stage == "failed":
+        if stage == Stage.FAILED:
             entry = job.entry  # failed before a crash: archive it as it was failed
             self.finish.failed(
-                job, FileRejected(entry.reason or "rejected", entry.detail or "", entry.status)
+                job, FileRejected(entry.reason or Reason.REJECTED, entry.detail or "", entry.status)
             )
             return False
         try:
@@ -149,7 +150,7 @@ class Delivery:
             raise
         self._record(
             job,
-            stage="uploaded",
+            stage=Stage.UPLOADED,
             size=attachment.size,
             message_type=job.entry.message_type,
             content_type=content_type,
@@ -170,7 +171,7 @@ class Delivery:
             content_type=kind.content_type,
         )
         if kind.reason is not None or kind.message_type is None or kind.content_type is None:
-            raise FileRejected(kind.reason or "unsupported_type", kind.detail or "")
+            raise FileRejected(kind.reason or Reason.UNSUPPORTED_TYPE, kind.detail or "")
         mismatch = extension_mismatch(job.entry.name, kind.content_type)
         if mismatch is not None:
             self._log.warning(
@@ -208,10 +209,10 @@ class Delivery:
     def send(self, job: Job) -> bool:
         """Send (unless already sent). False: the file failed for good (and is archived)."""
         entry = job.entry
-        if entry.stage != "sent":
+        if entry.stage != Stage.SENT:
             if not (entry.attachment_id and entry.message_type):
                 raise RuntimeError(f"claim {entry.claim_id} is {entry.stage} without an upload")
-            self._record(job, stage="sending")
+            self._record(job, stage=Stage.SENDING)
             attempts = Attempts(entry.attempts, entry.first_failure)
             text = render_caption(
                 job.inbox.text,
@@ -242,7 +243,7 @@ class Delivery:
                 raise
             self._record(
                 job,
-                stage="sent",
+                stage=Stage.SENT,
                 message_id=message.id,
                 attempts=attempts.count,
                 first_failure=attempts.first_failure,

@@ -19,6 +19,7 @@ from typing import BinaryIO
 from daemon.media.reader import Bytes
 from daemon.media.sniff import TEXT_SAMPLE_BYTES, detect
 from daemon.media.table import CONTENT_TYPES, DOC, DOCX, LIMITS, MB, PPT, PPTX, XLS, XLSX
+from daemon.states import Reason
 
 __all__ = [
     "CONTENT_TYPES",
@@ -44,7 +45,7 @@ class Classification:
     """``image``, ``document``, ``video`` or ``audio`` when the type is supported."""
     content_type: str | None
     """What the bytes are, also for unsupported types when known (``image/bmp``)."""
-    reason: str | None
+    reason: Reason | None
     """None when accepted; else unsupported_type, too_large, empty_file or unreadable."""
     detail: str | None = None
     """One human sentence for the sidecar and the log, when not accepted."""
@@ -82,7 +83,7 @@ def classify_file(path: Path) -> Classification:
     if not stat.S_ISREG(mode):
         os.close(fd)
         what = os.strerror(errno.EISDIR) if stat.S_ISDIR(mode) else "not a regular file"
-        return Classification(name, 0, None, None, "unreadable", what)
+        return Classification(name, 0, None, None, Reason.UNREADABLE, what)
     with os.fdopen(fd, "rb", buffering=0) as fileobj:
         return classify_fileobj(fileobj, name=name, size=os.fstat(fd).st_size)
 
@@ -94,7 +95,7 @@ def classify_fileobj(fileobj: BinaryIO, *, name: str, size: int) -> Classificati
     The file position is left anywhere: seek before reading the file again.
     """
     if size <= 0:
-        return Classification(name, 0, None, None, "empty_file", "the file is empty")
+        return Classification(name, 0, None, None, Reason.EMPTY_FILE, "the file is empty")
     try:
         content_type = detect(Bytes(fileobj, size))
     except OSError as error:
@@ -102,11 +103,11 @@ def classify_fileobj(fileobj: BinaryIO, *, name: str, size: int) -> Classificati
     message_type = CONTENT_TYPES.get(content_type) if content_type else None
     if message_type is None:
         detail = _unsupported_detail(content_type)
-        return Classification(name, size, None, content_type, "unsupported_type", detail)
+        return Classification(name, size, None, content_type, Reason.UNSUPPORTED_TYPE, detail)
     limit = LIMITS[message_type]
     if size > limit:
         detail = _too_large_detail(size, limit, message_type)
-        return Classification(name, size, message_type, content_type, "too_large", detail)
+        return Classification(name, size, message_type, content_type, Reason.TOO_LARGE, detail)
     return Classification(name, size, message_type, content_type, None)
 
 
@@ -130,7 +131,7 @@ def _unreadable(name: str, error: OSError, size: int = 0) -> Classification:
     detail = error.strerror or str(error)
     if error.errno == errno.ELOOP:
         detail = f"{detail} (symbolic links are not followed)"
-    return Classification(name, size, None, None, "unreadable", detail)
+    return Classification(name, size, None, None, Reason.UNREADABLE, detail)
 
 
 def _too_large_detail(size: int, limit: int, message_type: str) -> str:

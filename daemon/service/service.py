@@ -26,6 +26,7 @@ from daemon.errors import ConfigError, register_secret
 from daemon.logs import configure, get_logger
 from daemon.service.notify import Notifier, WatchdogPinger
 from daemon.service.retention import Retention
+from daemon.states import ExitCode
 from daemon.store.claims import Owner
 from daemon.store.journal import Journal
 from daemon.watch.names import count_waiting
@@ -44,11 +45,6 @@ JOURNAL_KEEP_SECONDS = 7 * 24 * 3600.0
 JOURNAL_PRUNE_EVERY_SECONDS = 3600.0
 #: How often the main loop looks after the observer, in seconds.
 SUPERVISE_SECONDS = 2.0
-
-EXIT_OK = 0
-EXIT_FAILURE = 1
-EXIT_USAGE = 2
-EXIT_AUTH = 3
 
 
 @dataclass
@@ -212,16 +208,16 @@ class Service:
             self.log.info("daemon_stopping", signal=self.signals.name or None)
         self._shutdown()
         if self.pipeline.auth_refused is not None:
-            return EXIT_AUTH
+            return ExitCode.AUTH
         if self.pipeline.broken:
-            return EXIT_FAILURE  # left claimed after a file_error: the next run goes on
+            return ExitCode.FAILURE  # left claimed after a file_error: the next run goes on
         if self.claim_failures:
-            return EXIT_FAILURE  # files this run could not take stay for the next one
+            return ExitCode.FAILURE  # files this run could not take stay for the next one
         if self.signals.stop.is_set() and self._unfinished():
             # Files cut short stay claimed (or in the inbox) for the next run; but this
             # run did not process everything present, and a caller must not read "done".
-            return EXIT_FAILURE
-        return EXIT_OK
+            return ExitCode.FAILURE
+        return ExitCode.OK
 
     def _unfinished(self) -> int:
         """Files claimed and not archived, plus files seen but not yet claimed."""
@@ -265,7 +261,7 @@ class Service:
         self.log.info("daemon_stopping", signal=self.signals.name or None)
         self.notifier.stopping("finishing requests in flight")
         self._shutdown()
-        return EXIT_OK
+        return ExitCode.OK
 
     def _prune_journal(self) -> None:
         """Forget archived claims after JOURNAL_KEEP_SECONDS (hourly; sent/ and failed/

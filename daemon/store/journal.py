@@ -20,6 +20,8 @@ from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
 
+from daemon.states import Reason, Stage
+
 JOURNAL_FILE = "journal.sqlite3"
 
 _SCHEMA = """
@@ -48,9 +50,6 @@ CREATE TABLE IF NOT EXISTS claims (
 CREATE INDEX IF NOT EXISTS claims_inbox_stage ON claims (inbox, stage);
 """
 
-STAGES = ("claimed", "uploaded", "sending", "sent", "failed", "archived")
-OPEN_STAGES = ("claimed", "uploaded", "sending", "sent", "failed")
-
 
 @dataclass(frozen=True)
 class Entry:
@@ -64,8 +63,8 @@ class Entry:
     """Where the file goes."""
     name: str
     """The original file name."""
-    stage: str
-    """One of :data:`STAGES`."""
+    stage: Stage
+    """Where it is (:class:`~daemon.states.Stage`)."""
     arrived_ns: int
     """The file's mtime when claimed: the order within a conversation."""
     claimed_at: float
@@ -88,7 +87,7 @@ class Entry:
     """Attempts at the API made so far."""
     first_failure: float | None = None
     """Wall-clock time of the first transient failure (for ``retry.give_up_after``)."""
-    reason: str | None = None
+    reason: Reason | None = None
     """The failure reason, when failed (or the last error while retrying)."""
     detail: str | None = None
     """Human text for the failure or the last error."""
@@ -99,6 +98,17 @@ class Entry:
 
 
 _COLUMNS = tuple(f.name for f in fields(Entry))
+_STAGE = _COLUMNS.index("stage")
+_REASON = _COLUMNS.index("reason")
+
+
+def _entry(row: tuple[Any, ...]) -> Entry:
+    """A row as an :class:`Entry`, its closed-set words as their enums."""
+    values = list(row)
+    values[_STAGE] = Stage(values[_STAGE])
+    if values[_REASON] is not None:
+        values[_REASON] = Reason(values[_REASON])
+    return Entry(*values)
 
 
 class Journal:
@@ -136,12 +146,12 @@ class Journal:
         now = time.time()
         inserted = self._write(
             "INSERT OR IGNORE INTO claims (claim_id, inbox, conversation_id, name, stage,"
-            " arrived_ns, claimed_at, updated_at) VALUES (?, ?, ?, ?, 'claimed', ?, ?, ?)",
-            (claim_id, str(inbox), conversation_id, name, arrived_ns, now, now),
+            " arrived_ns, claimed_at, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+            (claim_id, str(inbox), conversation_id, name, Stage.CLAIMED, arrived_ns, now, now),
         )
         if inserted:
             return Entry(
-                claim_id, str(inbox), conversation_id, name, "claimed", arrived_ns, now, now
+                claim_id, str(inbox), conversation_id, name, Stage.CLAIMED, arrived_ns, now, now
             )
         entry = self.get(claim_id)  # journaled before a crash: keep what it knew
         if entry is None:
@@ -166,18 +176,14 @@ class Journal:
                 f"SELECT {', '.join(_COLUMNS)} FROM claims WHERE claim_id = ?",  # noqa: S608
                 (claim_id,),
             ).fetchone()
-        return Entry(*row) if row else None
+        return _entry(row) if row else None
 
-    def open_entries(self, inbox: Path | None = None) -> list[Entry]:
+    def open_entries(self) -> list[Entry]:
         """Claims not yet archived, oldest arrival first."""
-        query = f"SELECT {', '.join(_COLUMNS)} FROM claims WHERE stage != 'archived'"  # noqa: S608
-        args: tuple[str, ...] = ()
-        if inbox is not None:
-            query += " AND inbox = ?"
-            args = (str(inbox),)
+        query = f"SELECT {', '.join(_COLUMNS)} FROM claims WHERE stage != ?"  # noqa: S608
         with self._lock:
-            rows = self._db.execute(query + " ORDER BY arrived_ns, name", args).fetchall()
-        return [Entry(*row) for row in rows]
+            rows = self._db.execute(query + " ORDER BY arrived_ns, name", (Stage.ARCHIVED,))
+            return [_entry(row) for row in rows.fetchall()]
 
     def last_errors(self) -> dict[str, Entry]:
         """Per inbox, the most recent claim that failed or is retrying with an error."""
@@ -187,11 +193,11 @@ class Journal:
         )
         with self._lock:
             rows = self._db.execute(query).fetchall()
-        return {entry.inbox: entry for entry in (Entry(*row) for row in rows)}
+        return {entry.inbox: entry for entry in (_entry(row) for row in rows)}
 
     def prune_archived(self, older_than_s: float) -> int:
         """Delete archived claims last changed more than ``older_than_s`` ago."""
         cutoff = time.time() - older_than_s
         return self._write(
-            "DELETE FROM claims WHERE stage = 'archived' AND updated_at < ?", (cutoff,)
+            "DELETE FROM claims WHERE stage = ? AND updated_at < ?", (Stage.ARCHIVED, cutoff)
         )
