@@ -9,6 +9,8 @@ own lock.
 from __future__ import annotations
 
 import bisect
+import itertools
+from collections import deque
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 
@@ -28,7 +30,7 @@ class Lane:
     """The claimed files of one conversation, oldest first."""
 
     conversation_id: str
-    jobs: list[Job] = field(default_factory=list)
+    jobs: deque[Job] = field(default_factory=deque)
     """Files not yet done, in arrival order (a done one leaves from the front)."""
     in_flight: int = 0
     """Files of this lane a worker has started and not finished."""
@@ -50,9 +52,9 @@ class Lane:
     def drop_done(self) -> None:
         """Forget the files at the front that are done."""
         while self.jobs and self.jobs[0].state == JobState.DONE:
-            self.jobs.pop(0)
+            self.jobs.popleft()
 
-    def settled(self) -> bool:
+    def idle(self) -> bool:
         """Nothing left to do in this run: empty, or stalled with no step running."""
         if self.stalled:
             return not any(job.state in RUNNING_STATES for job in self.jobs)
@@ -67,7 +69,7 @@ class Lane:
             (i for i, other in enumerate(self.jobs) if other.state == JobState.QUEUED),
             len(self.jobs),
         )
-        keys = [other.order for other in self.jobs[first_queued:]]
+        keys = [other.order for other in itertools.islice(self.jobs, first_queued, None)]
         self.jobs.insert(first_queued + bisect.bisect_right(keys, job.order), job)
 
 
@@ -76,7 +78,7 @@ class Lanes:
 
     def __init__(self) -> None:
         self._by_id: dict[str, Lane] = {}
-        self._order: list[str] = []
+        self._order: deque[str] = deque()
 
     def __iter__(self) -> Iterator[Lane]:
         return iter(list(self._by_id.values()))
@@ -92,11 +94,18 @@ class Lanes:
     def jobs(self) -> list[Job]:
         return [job for lane in self._by_id.values() for job in lane.jobs]
 
-    def settled(self) -> bool:
-        return all(lane.settled() for lane in self._by_id.values())
+    def idle(self) -> bool:
+        return all(lane.idle() for lane in self._by_id.values())
 
-    def pick(self, workers: int) -> tuple[Lane, Job] | None:
-        """The next file to start, round-robin across lanes; None when none may start."""
+    def pick(self, workers: int, *, room: bool = True) -> tuple[Lane, Job] | None:
+        """The next file to start, round-robin across lanes; None when none may start.
+
+        ``room``: fewer than ``workers`` files are in flight. A lane's head that comes back
+        while later files of its lane are in flight (it was parked after an unexpected
+        error, and they uploaded meanwhile) may start whatever the limits: those files hold
+        the slots and can only leave after it is sent, so waiting for a free slot would
+        stall its conversation, and with every slot held, every conversation.
+        """
         waiting = sum(1 for lane in self._by_id.values() if lane.next_queued() is not None)
         # One lane may use every worker only while no other lane is waiting; and it never
         # runs more than LANE_AHEAD files ahead: its sends are one at a time anyway, and
@@ -104,10 +113,12 @@ class Lanes:
         cap = workers if waiting <= 1 else max(1, workers - 1)
         cap = min(cap, LANE_AHEAD)
         for _ in range(len(self._order)):
-            conversation_id = self._order.pop(0)
-            self._order.append(conversation_id)
-            lane = self._by_id[conversation_id]
+            self._order.rotate(-1)
+            lane = self._by_id[self._order[-1]]
             job = lane.next_queued()
-            if job is not None and lane.in_flight < cap:
+            if job is None:
+                continue
+            held_up = lane.in_flight > 0 and job is lane.next_to_send()
+            if held_up or (room and lane.in_flight < cap):
                 return lane, job
         return None

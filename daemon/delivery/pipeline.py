@@ -14,6 +14,8 @@ never blocks the head: no deadlock, and no worker ever sits waiting for its turn
 from __future__ import annotations
 
 import contextlib
+import heapq
+import itertools
 import queue
 import threading
 import time
@@ -78,6 +80,10 @@ class Pipeline:
         self._stopping = False
         self._threads: list[threading.Thread] = []
         self._local = threading.local()
+        #: Files parked after an unexpected error, by when they are tried again: the
+        #: waiting workers look at it (one heap, instead of a timer thread per file).
+        self._retry_due: list[tuple[float, int, Job]] = []
+        self._seq = itertools.count()
         self._generation = 0
         # Sent files are moved to sent/ by one archiver thread, off the lane's critical
         # path: the next send of the conversation need not wait for the rename.
@@ -132,7 +138,7 @@ class Pipeline:
         """Block until no file is queued or in flight (or the run stopped)."""
         deadline = None if timeout is None else time.monotonic() + timeout
         with self._cond:
-            while not self._stopping and not self._lanes.settled():
+            while not self._stopping and not self._lanes.idle():
                 remaining = None if deadline is None else deadline - time.monotonic()
                 if remaining is not None and remaining <= 0:
                     return False
@@ -217,15 +223,20 @@ class Pipeline:
             while True:
                 if self._stopping:
                     return None
-                if self._in_flight < self._workers:
-                    picked = self._lanes.pick(self._workers)
-                    if picked is not None:
-                        lane, job = picked
-                        job.state = JobState.PREPARING
-                        lane.in_flight += 1
-                        self._in_flight += 1
-                        return picked
-                self._cond.wait()
+                now = time.monotonic()
+                while self._retry_due and self._retry_due[0][0] <= now:
+                    _, _, due = heapq.heappop(self._retry_due)
+                    if due.state == JobState.PARKED:
+                        due.state = JobState.QUEUED
+                room = self._in_flight < self._workers
+                picked = self._lanes.pick(self._workers, room=room)
+                if picked is not None:
+                    lane, job = picked
+                    job.state = JobState.PREPARING
+                    lane.in_flight += 1
+                    self._in_flight += 1
+                    return picked
+                self._cond.wait(self._retry_due[0][0] - now if self._retry_due else None)
 
     def _work(self) -> None:
         while (task := self._next_task()) is not None:
@@ -268,10 +279,10 @@ class Pipeline:
         backoff = Backoff(RETRY_BROKEN_SECONDS, max(RETRY_BROKEN_SECONDS, retry.max_delay))
         delay = backoff.delay(job.errors)
         self._log.exception("file_error", **fields, retry_in_s=round(delay, 3))
+        with self._cond:
+            heapq.heappush(self._retry_due, (time.monotonic() + delay, next(self._seq), job))
+            self._cond.notify_all()  # every waiting worker now waits at most until it is due
         self._park(lane, job)
-        timer = threading.Timer(delay, self._unpark, (job,))
-        timer.daemon = True
-        timer.start()
 
     def _given_up(self, job: Job) -> FileRejected | None:
         """A file that kept hitting an unforeseen error for ``retry.give_up_after``."""
@@ -284,12 +295,6 @@ class Pipeline:
             Reason.RETRIES_EXHAUSTED,
             f"unexpected error, {job.errors} attempts over {waited:.0f} s: {job.last_error}",
         )
-
-    def _unpark(self, job: Job) -> None:
-        with self._cond:
-            if job.state == JobState.PARKED and not self._stopping:
-                job.state = JobState.QUEUED
-                self._cond.notify()
 
     def _prepare(self, job: Job) -> None:
         given_up = self._given_up(job)

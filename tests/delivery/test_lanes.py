@@ -67,7 +67,7 @@ def test_one_conversation_runs_at_most_lane_ahead_files_at_once() -> None:
     assert all(started[:LANE_AHEAD]) and started[LANE_AHEAD] is None
 
 
-def test_a_stalled_lane_starts_nothing_and_is_settled_once_nothing_runs() -> None:
+def test_a_stalled_lane_starts_nothing_and_is_idle_once_nothing_runs() -> None:
     """--once after a file_error: the rest of the conversation waits for the next run."""
     lanes = Lanes()
     for n in range(3):
@@ -77,9 +77,9 @@ def test_a_stalled_lane_starts_nothing_and_is_settled_once_nothing_runs() -> Non
     lane, job = picked
     lane.stalled = True
     assert lanes.pick(4) is None
-    assert not lanes.settled()  # f0 is still being worked on
+    assert not lanes.idle()  # f0 is still being worked on
     job.state = "parked"
-    assert lanes.settled()
+    assert lanes.idle()
 
 
 def test_done_files_leave_from_the_front_and_the_next_to_send_is_the_oldest() -> None:
@@ -93,3 +93,26 @@ def test_done_files_leave_from_the_front_and_the_next_to_send_is_the_oldest() ->
     head = lane.next_to_send()
     assert head is not None and head.entry.name == "f2"
     assert [job.entry.name for job in lane.jobs] == ["f1", "f2", "f3"]
+
+
+def test_a_lane_head_back_from_a_park_starts_even_when_later_files_hold_every_slot() -> None:
+    """A parked head that comes back while its later files are in flight starts at once:
+    they wait for it, so waiting for a free slot would stall its conversation for good."""
+    lanes = Lanes()
+    lane = lanes.of("conv")
+    head = _job("conv", "a.pdf", 10)
+    lane.insert(head)
+    for n in range(LANE_AHEAD):
+        later = _job("conv", f"b{n}.pdf", 20 + n)
+        lane.insert(later)
+        later.state = "ready"  # uploaded, waiting for the head to be sent
+        lane.in_flight += 1
+    assert lanes.pick(LANE_AHEAD, room=False) == (lane, head)
+
+
+def test_a_queued_head_with_nothing_in_flight_waits_for_room() -> None:
+    """The exception is only for a head its later files wait on: no room, no start."""
+    lanes = Lanes()
+    lanes.of("conv").insert(_job("conv", "a.pdf", 10))
+    assert lanes.pick(4, room=False) is None
+    assert lanes.pick(4, room=True) is not None

@@ -322,6 +322,36 @@ def test_a_file_that_keeps_hitting_a_bug_fails_after_give_up_after(
     _assert_each_file_sent_once(api, {"conv_1": later})
 
 
+#: The same bug, but only the first time the file is looked at.
+_BUG_ONCE_FOR_BOOM = _BUG_FOR_BOOM.replace(
+    "    if path.name == 'boom.pdf':\n",
+    "    if path.name == 'boom.pdf' and not getattr(classify, 'hit', False):\n"
+    "        classify.hit = True\n",
+)
+
+
+def test_an_oldest_file_that_hit_a_bug_once_is_retried_while_later_ones_hold_the_slots(
+    api: FakeApi, tmp_path: Path, daemons: list[Daemon]
+) -> None:
+    """The retry of a conversation's oldest file runs even when its later files, uploaded
+    meanwhile, hold every in-flight slot: the conversation (and the others) go on."""
+    inbox = tmp_path / "spool" / "conv_1"
+    _drop_pdfs(inbox, 1, prefix="boom")
+    (inbox / "boom-000.pdf").rename(inbox / "boom.pdf")
+    later = _drop_pdfs(inbox, 8, prefix="later", start_s=2_000_000)
+    config = write_config(tmp_path, api.url, workers=4)
+    daemon = Daemon(config, env=inject(tmp_path / "inject", _BUG_ONCE_FOR_BOOM))
+    daemons.append(daemon)
+
+    daemon.wait_event("file_error")
+    daemon.wait_event("file_sent", count=9, timeout=30)
+    other = tmp_path / "spool" / "conv_2"
+    others = _drop_pdfs(other, 1)
+    daemon.wait_event("file_sent", count=10, timeout=30)
+    assert daemon.stop() == 0
+    _assert_each_file_sent_once(api, {"conv_1": ["boom.pdf", *later], "conv_2": others})
+
+
 def _uploads(api: FakeApi) -> int:
     """Upload requests the API answered (whatever it answered)."""
     return sum(1 for r in api.requests() if r.path.endswith("/attachments"))
