@@ -51,6 +51,8 @@ class Finisher:
         target = self._archive(job, lambda: move_to_sent(job.claim))
         record(self.journal, job, stage=Stage.ARCHIVED, archived_as=target)
         entry = job.entry
+        if target is None:
+            return  # file_vanished said it, with the message id: one line per outcome
         self.outcomes.sent(job.inbox, entry)
         self._log.info(
             "file_sent",
@@ -92,6 +94,8 @@ class Finisher:
         }
         target = self._archive(job, lambda: move_to_failed(job.claim, sidecar))
         record(self.journal, job, stage=Stage.ARCHIVED, archived_as=target)
+        if target is None:
+            return  # file_vanished said it: one line per outcome
         self.outcomes.failed(job.inbox, rejected.reason, entry.message_type)
         self._log.warning(
             "file_failed",
@@ -141,11 +145,19 @@ class Finisher:
 
         Retried until it works: a full disk or a read-only ``sent/`` keeps the file
         claimed, never drops it. A file someone deleted from its claim folder is gone:
-        that is logged and the claim is closed.
+        that is its outcome, logged once as ``file_vanished`` (with the message id when it
+        was sent before it went), and the claim is closed.
         """
         while True:
             if not job.claim.path.exists() and not job.claim.path.is_symlink():
-                self._log.error("file_vanished", inbox=job.inbox.name, file=job.entry.name)
+                entry = job.entry
+                self._log.error(
+                    "file_vanished",
+                    inbox=job.inbox.name,
+                    conversation_id=job.inbox.conversation_id,
+                    file=entry.name,
+                    message_id=entry.message_id,
+                )
                 drop_claim_folder(job.claim)
                 return None
             try:

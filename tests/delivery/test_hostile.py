@@ -230,7 +230,8 @@ def test_the_token_appears_nowhere(api: FakeApi, tmp_path: Path) -> None:
 def test_a_file_deleted_while_it_is_uploaded_is_reported_and_the_daemon_goes_on(
     api: FakeApi, tmp_path: Path, daemons: list[Daemon]
 ) -> None:
-    """Someone deletes a claimed file mid-upload: file_vanished, no crash, next file sent."""
+    """Someone deletes a claimed file mid-upload: one file_vanished line and no other outcome
+    for it (it was sent or it failed, depending on when it went), no crash, next file sent."""
     api.faults = Faults(upload_latency_s=1.0)
     config = write_config(tmp_path, api.url)
     inbox = tmp_path / "spool" / "conv_1"
@@ -249,9 +250,19 @@ def test_a_file_deleted_while_it_is_uploaded_is_reported_and_the_daemon_goes_on(
     claimed[0].unlink()
     [vanished] = daemon.wait_event("file_vanished", timeout=20)
     assert vanished["file"] == "doomed.pdf"
+    assert vanished["conversation_id"] == "conv_1"
     api.faults = Faults()
     shutil.copyfile(DATA / "image.png", inbox / "next.png")
-    daemon.wait_event("file_sent", count=2, timeout=20)
+    [sent] = daemon.wait_event("file_sent", timeout=20)
+    assert sent["file"] == "next.png"
     assert daemon.stop() == 0
+    outcomes = [
+        line
+        for line in daemon.lines
+        if line["event"] in ("file_sent", "file_failed") and line["file"] == "doomed.pdf"
+    ]
+    assert outcomes == []
+    if vanished["message_id"] is not None:  # it went out before it vanished
+        assert [m.id for m in api.messages()] == [vanished["message_id"], sent["message_id"]]
     assert sorted(p.name for p in (inbox / "sent").iterdir()) == ["next.png"]
     assert not list((inbox / ".sendseven-watch").glob("*/*/*"))
