@@ -23,7 +23,7 @@ from pathlib import Path
 
 from daemon.config import InboxConfig
 from daemon.logs import get_logger
-from daemon.watch.observers import Observer, make_observer
+from daemon.watch.observers import POLL_INTERVAL_SECONDS, Observer, make_observer
 
 
 class Watcher:
@@ -36,8 +36,11 @@ class Watcher:
         inboxes: Iterable[InboxConfig],
         on_candidates: Callable[[InboxConfig, list[str]], None],
         on_new_folder: Callable[[Path], None],
+        *,
+        poll_interval: float = POLL_INTERVAL_SECONDS,
     ) -> None:
         self.mode = mode
+        self._poll_interval = poll_interval
         self.spool = spool
         self.log = get_logger()
         self._on_candidates = on_candidates
@@ -57,7 +60,7 @@ class Watcher:
 
     def start(self) -> None:
         with self._lock:
-            observer = make_observer(self.mode, self)
+            observer = make_observer(self.mode, self, self._poll_interval)
             self._observer, self.kind = observer, observer.kind
             if self.spool is not None:
                 self._schedule(self.spool)
