@@ -65,11 +65,6 @@ class Notifier:
         self._address = _socket_address(env.get("NOTIFY_SOCKET", ""))
         self._watchdog = _watchdog_seconds(env)
 
-    @property
-    def enabled(self) -> bool:
-        """True when systemd passed a notification socket."""
-        return self._address is not None
-
     def notify(self, *lines: str) -> bool:
         """Send ``lines`` as one datagram; True when it was delivered to the socket."""
         if self._address is None or not lines:
@@ -84,12 +79,9 @@ class Notifier:
         return True
 
     def ready(self, status: str | None = None) -> None:
-        """Startup (or a reload) is complete: every inbox is watched."""
+        """Startup (or a reload) is complete: every inbox is watched. ``status`` is the
+        one line ``systemctl status`` shows."""
         self.notify("READY=1", *self._status_line(status))
-
-    def status(self, text: str) -> None:
-        """A one-line status that ``systemctl status`` shows."""
-        self.notify(*self._status_line(text))
 
     def stopping(self, status: str | None = None) -> None:
         """Shutdown has begun; requests in flight are still finishing."""

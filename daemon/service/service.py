@@ -300,8 +300,7 @@ class Service:
         self.config = new
         configure(self.source.log_level or new.log.level, new.log.format)
         self.pipeline.reload(new)
-        self.settler.settle_seconds = new.settle_seconds
-        self.settler.ignore = new.ignore
+        self.settler.configure(new.settle_seconds, new.ignore)
         self.watcher.set_spool(new.spool)
         wanted = {i.path: i for i in new.all_inboxes()}
         for inbox in self.watcher.inboxes:

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import os
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from pathlib import Path
 
 from daemon.logs import get_logger
@@ -37,7 +37,10 @@ def _signature(folder: Path) -> _Signature:
 
 
 class FolderPoller:
-    """A stoppable thread that reports folders whose listing changed."""
+    """A stoppable thread that reports folders whose listing changed (an ``Observer``, see
+    ``observers.py``)."""
+
+    kind = "polling"
 
     def __init__(self, on_change: ChangeHandler, interval: float) -> None:
         self._on_change = on_change
@@ -57,6 +60,10 @@ class FolderPoller:
     def unschedule(self, folder: Path) -> None:
         with self._lock:
             self._folders.pop(folder, None)
+
+    def dead_watches(self, folders: Collection[Path]) -> set[Path]:
+        """None: the poller looks at paths, not inodes, and lists a folder made anew itself."""
+        return set()
 
     def start(self) -> None:
         self._thread.start()

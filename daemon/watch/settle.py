@@ -16,9 +16,11 @@ import os
 import stat
 import threading
 import time
+from collections import OrderedDict
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Protocol
 
 from daemon.config import InboxConfig
 from daemon.logs import get_logger
@@ -30,6 +32,92 @@ TOLERANCE_SECONDS = 0.005
 MIN_RECHECK_SECONDS = 0.01
 #: Longest sleep of the settle thread when nothing is due, in seconds.
 IDLE_WAKEUP_SECONDS = 1.0
+#: At most this many non-regular files are remembered as warned about (``file_ignored``
+#: is logged once per path); the least recently offered are forgotten first.
+WARNED_PATHS_MAX = 10_000
+
+
+class Clock(Protocol):
+    """The two clocks the settle rule reads: ours, and the one files are stamped with."""
+
+    def monotonic(self) -> float:
+        """Seconds on a clock that never goes back (how long we watched)."""
+
+    def time(self) -> float:
+        """Wall-clock seconds since the epoch (compared with a file's ctime and mtime)."""
+
+
+class SystemClock:
+    """The machine's clocks."""
+
+    def monotonic(self) -> float:
+        return time.monotonic()
+
+    def time(self) -> float:
+        return time.time()
+
+
+SYSTEM_CLOCK: Clock = SystemClock()
+
+
+@dataclass
+class Stillness:
+    """How long a file has stood still: the state last seen, and when we saw it change.
+
+    The one stability rule, shared by the settler and :func:`wait_until_still`.
+    """
+
+    signature: Signature
+    changed_at: float  # monotonic time of the last change we saw
+
+    def remaining(
+        self, st: os.stat_result, now: float, wall: float | None, seconds: float
+    ) -> float:
+        """0.0 once the file stood still for ``seconds``; else how long to wait before
+        looking again. A change restarts the watch.
+
+        It stood still when we saw no change for ``seconds``, or (``wall`` given) when its
+        ctime, which no writer can set back, is that old already.
+        """
+        current = signature(st)
+        changed = current != self.signature
+        if changed:
+            self.signature, self.changed_at = current, now
+        watched = now - self.changed_at
+        age = -1.0 if wall is None else wall - max(st.st_mtime, st.st_ctime)
+        if not changed and max(watched, age) >= seconds - TOLERANCE_SECONDS:
+            return 0.0
+        # Look again when the file will have stood still long enough by its own times
+        # (not a whole settle period after we happened to notice the last change).
+        still = max(watched, age) if age >= 0 else watched
+        return min(seconds, max(MIN_RECHECK_SECONDS, seconds - still))
+
+
+def wait_until_still(
+    path: Path,
+    seconds: float,
+    sleep: Callable[[float], object],
+    clock: Clock = SYSTEM_CLOCK,
+) -> bool:
+    """Return once ``path`` stood still for ``seconds``, watched (True), or when it is gone
+    (False). ``sleep`` waits; it may raise to abandon the wait (e.g. on shutdown).
+
+    Unlike the settler it takes no file time as proof: it is meant for a file that just
+    changed under us, and a server clock running behind ours would make it look old.
+    """
+    watch: Stillness | None = None
+    while True:
+        try:
+            st = path.lstat()
+        except OSError:
+            return False
+        now = clock.monotonic()
+        if watch is None:
+            watch = Stillness(signature(st), now)
+        wait = watch.remaining(st, now, None, seconds)
+        if wait <= 0:
+            return True
+        sleep(wait)
 
 
 @dataclass(frozen=True)
@@ -45,33 +133,43 @@ class Settled:
 class _Candidate:
     inbox: InboxConfig
     name: str
-    signature: Signature
-    changed_at: float  # monotonic time of the last change we saw
+    still: Stillness
+    due: float  # monotonic time of the next look (older entries in the heap are stale)
     settled: bool = False  # finished, but held back behind an older unfinished file
 
     @property
     def order(self) -> tuple[int, str]:
-        return (self.signature[1], self.name)
+        return (self.still.signature[1], self.name)
 
 
 class Settler:
-    """Watches candidates until they are finished, then hands them over in arrival order."""
+    """Watches candidates until they are finished, then hands them over in arrival order.
+
+    Its thread (:meth:`start`) sleeps until a candidate is due and then calls
+    :meth:`check_due`; with an injected ``clock`` and no thread, a test calls it itself.
+    """
 
     def __init__(
         self,
         settle_seconds: float,
         ignore: Iterable[str],
         on_settled: Callable[[list[Settled]], None],
+        *,
+        clock: Clock = SYSTEM_CLOCK,
+        warned_max: int = WARNED_PATHS_MAX,
     ) -> None:
-        self.settle_seconds = settle_seconds
-        self.ignore = tuple(ignore)
+        self._settle_seconds = settle_seconds
+        self._ignore = tuple(ignore)
         self._on_settled = on_settled
+        self._clock = clock
         self._cond = threading.Condition()
         self._pending: dict[Path, _Candidate] = {}
         self._due: list[tuple[float, Path]] = []
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
-        self._warned: set[Path] = set()
+        #: Non-regular files warned about, least recently offered first (bounded).
+        self._warned: OrderedDict[Path, None] = OrderedDict()
+        self._warned_max = warned_max
         self._log = get_logger()
 
     def start(self) -> None:
@@ -89,16 +187,33 @@ class Settler:
         with self._cond:
             return len(self._pending)
 
+    def configure(self, settle_seconds: float, ignore: Iterable[str]) -> None:
+        """Take new settings (a reload). Files still settling are judged by them from now
+        on: each is looked at again at once, and one whose name is now ignored is dropped."""
+        patterns = tuple(ignore)
+        with self._cond:
+            self._settle_seconds, self._ignore = settle_seconds, patterns
+            now = self._clock.monotonic()
+            for path, candidate in list(self._pending.items()):
+                if is_ignored(candidate.name, patterns):
+                    del self._pending[path]
+                    continue
+                # Held files too: the file that held them back may be the one dropped.
+                candidate.due = now
+                heapq.heappush(self._due, (now, path))
+            self._cond.notify_all()
+
     def offer(self, inbox: InboxConfig, names: Iterable[str]) -> None:
         """Files may have appeared or changed (an event, a scan). Never raises.
 
         A scan's files are offered together, so that none of them is handed over
         before the older ones of the same scan are even known.
         """
-        fresh: list[tuple[Path, _Candidate, float]] = []
-        now = time.monotonic()
+        with self._cond:
+            seconds, ignore = self._settle_seconds, self._ignore
+        fresh: list[tuple[Path, str, os.stat_result]] = []
         for name in names:
-            if is_ignored(name, self.ignore):
+            if is_ignored(name, ignore):
                 continue
             path = inbox.path / name
             with self._cond:
@@ -107,36 +222,74 @@ class Settler:
             try:
                 st = path.lstat()
             except OSError:
+                self._forget_warned(path)
                 continue
             if not stat.S_ISREG(st.st_mode):
                 self._warn_once(path, inbox, st)
                 continue
-            age = time.time() - max(st.st_mtime, st.st_ctime)
-            due = now + max(0.0, min(self.settle_seconds, self.settle_seconds - age))
-            fresh.append((path, _Candidate(inbox, name, signature(st), now), due))
+            self._forget_warned(path)
+            fresh.append((path, name, st))
+        now, wall = self._clock.monotonic(), self._clock.time()
         with self._cond:
-            for path, candidate, due in fresh:
+            for path, name, st in fresh:
                 if path not in self._pending:
-                    self._pending[path] = candidate
+                    still = Stillness(signature(st), now)
+                    due = now + still.remaining(st, now, wall, seconds)
+                    self._pending[path] = _Candidate(inbox, name, still, due)
                     heapq.heappush(self._due, (due, path))
             self._cond.notify_all()
 
     def _warn_once(self, path: Path, inbox: InboxConfig, st: os.stat_result) -> None:
-        if stat.S_ISDIR(st.st_mode) or path in self._warned:
+        if stat.S_ISDIR(st.st_mode):
             return
-        self._warned.add(path)
-        kind = "symlink" if stat.S_ISLNK(st.st_mode) else "not a regular file"
-        self._log.warning("file_ignored", inbox=inbox.name, file=path.name, why=kind)
+        with self._cond:
+            known = path in self._warned
+            self._warned[path] = None
+            self._warned.move_to_end(path)
+            while len(self._warned) > self._warned_max:
+                self._warned.popitem(last=False)
+        if not known:
+            kind = "symlink" if stat.S_ISLNK(st.st_mode) else "not a regular file"
+            self._log.warning("file_ignored", inbox=inbox.name, file=path.name, why=kind)
+
+    def _forget_warned(self, path: Path) -> None:
+        """``path`` is gone or a regular file: should it turn odd again, that is news."""
+        with self._cond:
+            self._warned.pop(path, None)
 
     def _run(self) -> None:
         while not self._stop.is_set():
             try:
-                inboxes = self._check_due()
-                for inbox in inboxes:
-                    self._release(inbox)
+                self._sleep_until_due()
+                self.check_due()
             except Exception:  # noqa: BLE001 - the settle thread must outlive any bug
                 self._log.exception("settler_error")
                 self._stop.wait(IDLE_WAKEUP_SECONDS)
+
+    def _sleep_until_due(self) -> None:
+        with self._cond:
+            while not self._stop.is_set():
+                if self._due:
+                    wait = self._due[0][0] - self._clock.monotonic()
+                else:
+                    wait = IDLE_WAKEUP_SECONDS
+                if wait <= 0:
+                    return
+                self._cond.wait(min(wait, IDLE_WAKEUP_SECONDS))
+
+    def check_due(self) -> None:
+        """Look at the candidates that are due now; hand over the files that may go."""
+        with self._cond:
+            due: list[Path] = []
+            now = self._clock.monotonic()
+            while self._due and self._due[0][0] <= now:
+                at, path = heapq.heappop(self._due)
+                candidate = self._pending.get(path)
+                if candidate is not None and candidate.due == at:
+                    due.append(path)
+        inboxes = {inbox for path in due if (inbox := self._check(path)) is not None}
+        for inbox in sorted(inboxes):
+            self._release(inbox)
 
     def _release(self, inbox: Path) -> None:
         """Hand over the finished files of ``inbox`` in arrival order (mtime, then name).
@@ -150,11 +303,11 @@ class Settler:
                 (c for c in self._pending.values() if c.inbox.path == inbox),
                 key=lambda c: c.order,
             )
-        ready: list[Settled] = []
-        for candidate in waiting:
-            if not candidate.settled:
-                break
-            ready.append(Settled(candidate.inbox, candidate.name, candidate.signature[1]))
+            ready: list[Settled] = []
+            for candidate in waiting:
+                if not candidate.settled:
+                    break
+                ready.append(Settled(candidate.inbox, candidate.name, candidate.order[0]))
         if not ready:
             return
         try:
@@ -166,51 +319,25 @@ class Settler:
                 for item in ready:
                     self._pending.pop(item.inbox.path / item.name, None)
 
-    def _check_due(self) -> set[Path]:
-        """Look at the candidates that are due; the inboxes where one settled."""
-        with self._cond:
-            while not self._stop.is_set():
-                wait = self._due[0][0] - time.monotonic() if self._due else IDLE_WAKEUP_SECONDS
-                if wait <= 0:
-                    break
-                self._cond.wait(min(wait, IDLE_WAKEUP_SECONDS))
-            due: list[Path] = []
-            now = time.monotonic()
-            while self._due and self._due[0][0] <= now:
-                due.append(heapq.heappop(self._due)[1])
-        return {inbox for path in due if (inbox := self._check(path)) is not None}
-
     def _check(self, path: Path) -> Path | None:
-        with self._cond:
-            candidate = self._pending.get(path)
-        if candidate is None:
-            return None
+        """Look at one candidate; its inbox when the files held there may go now."""
         try:
-            st = path.lstat()
+            st: os.stat_result | None = path.lstat()
         except OSError:
             st = None
-        if st is None or not stat.S_ISREG(st.st_mode):
-            with self._cond:
-                self._pending.pop(path, None)
-            return candidate.inbox.path  # files held behind this one may go now
-        now = time.monotonic()
-        current = signature(st)
-        watched = now - candidate.changed_at
-        age = time.time() - max(st.st_mtime, st.st_ctime)
-        if (
-            current == candidate.signature
-            and max(watched, age) >= self.settle_seconds - TOLERANCE_SECONDS
-        ):
-            candidate.settled = True
-            return candidate.inbox.path
-        if current != candidate.signature:
-            candidate.signature = current
-            candidate.changed_at = now
-            watched = 0.0
-        # Look again when the file will have stood still long enough by its own times
-        # (not a whole settle period after we happened to notice the last change).
-        still = max(watched, age) if age >= 0 else watched
-        wait = min(self.settle_seconds, max(MIN_RECHECK_SECONDS, self.settle_seconds - still))
         with self._cond:
-            heapq.heappush(self._due, (now + wait, path))
-        return None
+            candidate = self._pending.get(path)
+            if candidate is None:
+                return None
+            if st is None or not stat.S_ISREG(st.st_mode):
+                del self._pending[path]
+                return candidate.inbox.path  # files held behind this one may go now
+            # Under the lock: a reload in between is either seen here or looks again.
+            now = self._clock.monotonic()
+            wait = candidate.still.remaining(st, now, self._clock.time(), self._settle_seconds)
+            candidate.settled = wait <= 0
+            if candidate.settled:
+                return candidate.inbox.path
+            candidate.due = now + wait
+            heapq.heappush(self._due, (candidate.due, path))
+            return None

@@ -1,10 +1,12 @@
-"""watchdog glue only: events and rescans become candidate paths.
+"""Events and rescans become candidate paths.
 
 One non-recursive watch per inbox, plus one on the spool for folders that appear while we
-run. watchdog >= 7 shares one inotify instance between watches (6.0 still opened one per
-watch, against a usual limit of 128), so a hundred inboxes cost a hundred watches, not a
-hundred instances. Handlers only hand paths on, inside try/except:
-they run on the observer's one thread, and an exception there would kill it.
+run, through whichever :class:`~daemon.watch.observers.Observer` ``observer:`` asks for
+(inotify, or the folder poller for network shares); the watcher never asks which it holds.
+watchdog >= 7 shares one inotify instance between watches (6.0 still opened one per watch,
+against a usual limit of 128), so a hundred inboxes cost a hundred watches, not a hundred
+instances. Observers only hand paths on, inside try/except: they run on the observer's one
+thread, and an exception there would kill it.
 
 Events get lost (inotify queue overflow, network shares that send none), so every inbox is
 also scanned at start and every ``rescan_interval``; and the observer is supervised and
@@ -14,64 +16,14 @@ away).
 
 from __future__ import annotations
 
-import contextlib
 import os
 import threading
 from collections.abc import Callable, Iterable
 from pathlib import Path
 
-from watchdog.events import (
-    DirCreatedEvent,
-    DirMovedEvent,
-    FileClosedEvent,
-    FileCreatedEvent,
-    FileMovedEvent,
-    FileSystemEvent,
-    FileSystemEventHandler,
-)
-from watchdog.observers.api import BaseObserver
-
 from daemon.config import InboxConfig
 from daemon.logs import get_logger
-from daemon.watch.poller import FolderPoller
-
-#: How often the folder poller looks at each inbox, in seconds.
-POLL_INTERVAL_SECONDS = 1.0
-
-_EVENTS: list[type[FileSystemEvent]] = [
-    FileCreatedEvent,
-    FileMovedEvent,
-    FileClosedEvent,
-    DirCreatedEvent,
-    DirMovedEvent,
-]
-
-
-def make_observer(mode: str) -> tuple[BaseObserver | None, str]:
-    """The watchdog observer for ``auto | inotify``, or None (and ``polling``) when the
-    folder poller is to be used instead."""
-    if mode in ("auto", "inotify"):
-        try:
-            from watchdog.observers.inotify import InotifyObserver  # noqa: PLC0415
-        except ImportError:  # not Linux
-            if mode == "inotify":
-                raise
-        else:
-            return InotifyObserver(), "inotify"
-    return None, "polling"
-
-
-class _Handler(FileSystemEventHandler):
-    def __init__(self, watcher: Watcher) -> None:
-        self._watcher = watcher
-
-    def on_any_event(self, event: FileSystemEvent) -> None:
-        try:
-            path = event.dest_path if isinstance(event, FileMovedEvent | DirMovedEvent) else None
-            raw = path or event.src_path
-            self._watcher.event(Path(os.fsdecode(raw)), is_dir=event.is_directory)
-        except Exception:  # an exception here would kill the observer thread
-            self._watcher.log.exception("event_handler_error")
+from daemon.watch.observers import POLL_INTERVAL_SECONDS, Observer, make_observer
 
 
 class Watcher:
@@ -84,8 +36,11 @@ class Watcher:
         inboxes: Iterable[InboxConfig],
         on_candidates: Callable[[InboxConfig, list[str]], None],
         on_new_folder: Callable[[Path], None],
+        *,
+        poll_interval: float = POLL_INTERVAL_SECONDS,
     ) -> None:
         self.mode = mode
+        self._poll_interval = poll_interval
         self.spool = spool
         self.log = get_logger()
         self._on_candidates = on_candidates
@@ -94,11 +49,8 @@ class Watcher:
         self._inboxes: dict[Path, InboxConfig] = {i.path: i for i in inboxes}
         #: Inboxes whose folder was made anew since it was watched (see :meth:`add`).
         self._replaced: set[Path] = set()
-        #: (device, inode) of each folder when it was scheduled: a folder deleted and made
-        #: again at the same path is another inode, even when its old watch lives on.
-        self._watched_as: dict[Path, tuple[int, int]] = {}
-        self._observer: BaseObserver | FolderPoller | None = None
-        self._handler = _Handler(self)
+        self._observer: Observer | None = None
+        #: ``inotify`` or ``polling`` once started.
         self.kind = ""
 
     @property
@@ -108,9 +60,8 @@ class Watcher:
 
     def start(self) -> None:
         with self._lock:
-            made, self.kind = make_observer(self.mode)
-            observer = made or FolderPoller(self._changed, POLL_INTERVAL_SECONDS)
-            self._observer = observer
+            observer = make_observer(self.mode, self, self._poll_interval)
+            self._observer, self.kind = observer, observer.kind
             if self.spool is not None:
                 self._schedule(self.spool)
             for inbox in self._inboxes.values():
@@ -118,16 +69,15 @@ class Watcher:
             observer.start()
 
     def _schedule(self, folder: Path) -> None:
-        with contextlib.suppress(OSError):
-            st = folder.stat()
-            self._watched_as[folder] = (st.st_dev, st.st_ino)
-        if isinstance(self._observer, FolderPoller):
+        if self._observer is not None:
             self._observer.schedule(folder)
-        elif self._observer is not None:
-            self._observer.schedule(self._handler, str(folder), event_filter=_EVENTS)
 
-    def _changed(self, folder: Path, listing: list[tuple[str, bool]]) -> None:
-        """The folder poller saw ``folder``'s listing change."""
+    def _unschedule(self, folder: Path) -> None:
+        if self._observer is not None:
+            self._observer.unschedule(folder)
+
+    def on_listing(self, folder: Path, listing: list[tuple[str, bool]]) -> None:
+        """``folder``'s listing may hold new names (the folder poller)."""
         with self._lock:
             inbox = self._inboxes.get(folder)
         if inbox is not None:
@@ -193,33 +143,17 @@ class Watcher:
             if self._inboxes.pop(path, None) is not None:
                 self._unschedule(path)
 
-    def _unschedule(self, folder: Path) -> None:
-        if isinstance(self._observer, FolderPoller):
-            self._observer.unschedule(folder)
-        elif self._observer is not None:
-            for emitter in list(self._observer.emitters):
-                if Path(emitter.watch.path) == folder:
-                    self._observer.unschedule(emitter.watch)
-
     def _dead_watches(self) -> set[Path]:
-        """Inboxes whose watch no longer watches the folder at their path: watchdog ends it
-        when the folder is deleted, or (while something still holds the deleted folder
-        open, such as our lock on its claim folder) it lives on, watching the old inode.
-        (The folder poller looks at paths, and lists a folder made anew itself.)"""
+        """Inboxes whose watch no longer watches the folder at their path (a dead observer
+        is :meth:`supervise`'s business)."""
         with self._lock:
             observer = self._observer
-            if observer is None or isinstance(observer, FolderPoller) or not observer.is_alive():
+            if observer is None or not observer.is_alive():
                 return set()
-            live = {Path(e.watch.path) for e in list(observer.emitters) if e.is_alive()}
-            dead = set(self._inboxes) - live
-            for folder, identity in self._watched_as.items():
-                with contextlib.suppress(OSError):
-                    st = folder.stat()
-                    if (st.st_dev, st.st_ino) != identity and folder in self._inboxes:
-                        dead.add(folder)
-            return dead
+            return observer.dead_watches(set(self._inboxes))
 
-    def event(self, path: Path, *, is_dir: bool) -> None:
+    def on_event(self, path: Path, *, is_dir: bool) -> None:
+        """``path`` appeared, or was written and closed (the inotify observer)."""
         parent = path.parent
         with self._lock:
             inbox = self._inboxes.get(parent)

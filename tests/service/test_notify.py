@@ -65,7 +65,6 @@ def test_ready_sends_ready_and_status(systemd_socket: tuple[socket.socket, str])
     sock, path = systemd_socket
     notifier = Notifier({"NOTIFY_SOCKET": path})
 
-    assert notifier.enabled
     notifier.ready("watching 3 inboxes")
 
     assert receive(sock) == "READY=1\nSTATUS=watching 3 inboxes"
@@ -86,9 +85,9 @@ def test_status_newlines_cannot_inject_assignments(
     """A newline in a status text is flattened, so it cannot smuggle in e.g. READY=1."""
     sock, path = systemd_socket
 
-    Notifier({"NOTIFY_SOCKET": path}).status("bad file\nREADY=1")
+    Notifier({"NOTIFY_SOCKET": path}).stopping("bad file\nREADY=1")
 
-    assert receive(sock) == "STATUS=bad file READY=1"
+    assert receive(sock) == "STOPPING=1\nSTATUS=bad file READY=1"
 
 
 def test_stopping_sends_stopping(systemd_socket: tuple[socket.socket, str]) -> None:
@@ -141,28 +140,31 @@ def test_abstract_namespace_socket() -> None:
 
 
 def test_no_socket_means_disabled_and_silent() -> None:
-    """Without NOTIFY_SOCKET the notifier is disabled and every call is a harmless no-op."""
-    notifier = Notifier({})
+    """Without NOTIFY_SOCKET every call is a harmless no-op, and there is no watchdog."""
+    notifier = Notifier({"WATCHDOG_USEC": WATCHDOG_USEC})
 
-    assert not notifier.enabled
     assert notifier.notify("READY=1") is False
     notifier.ready("ok")
-    notifier.status("ok")
     notifier.stopping()
     notifier.reloading()
     assert notifier.watchdog_interval() is None
 
 
 def test_empty_socket_variable_means_disabled() -> None:
-    """An empty NOTIFY_SOCKET counts as unset."""
-    assert not Notifier({"NOTIFY_SOCKET": ""}).enabled
+    """An empty NOTIFY_SOCKET counts as unset: nothing is sent, no watchdog is pinged."""
+    notifier = Notifier({"NOTIFY_SOCKET": "", "WATCHDOG_USEC": WATCHDOG_USEC})
+
+    assert notifier.notify("READY=1") is False
+    assert notifier.watchdog_interval() is None
 
 
 def test_missing_socket_path_returns_false(tmp_path: Path) -> None:
     """A socket path that does not exist makes notify() return False, never raise."""
-    notifier = Notifier({"NOTIFY_SOCKET": str(tmp_path / "gone.sock")})
+    notifier = Notifier(
+        {"NOTIFY_SOCKET": str(tmp_path / "gone.sock"), "WATCHDOG_USEC": WATCHDOG_USEC}
+    )
 
-    assert notifier.enabled
+    assert notifier.watchdog_interval() == 0.1  # the socket is taken as given
     assert notifier.notify("READY=1") is False
     notifier.ready("ok")
     notifier.stopping("bye")

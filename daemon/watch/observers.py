@@ -1,0 +1,182 @@
+"""One observer interface, two backends: inotify (through watchdog) and the folder poller.
+
+The :class:`Watcher` holds an :class:`Observer` and never asks which one: like watchdog's
+own ``Observer``, :func:`make_observer` picks the backend for ``observer: auto | inotify |
+polling`` and hands back the common interface. Both report to a :class:`Listener`:
+
+- the inotify backend reports one name at a time (created, moved in, renamed, closed after
+  writing), through :meth:`Listener.on_event`;
+- the folder poller reports a whole listing of a folder that may have new names, through
+  :meth:`Listener.on_listing` (see ``poller.py`` for why it looks at folders, not files).
+
+An observer also answers which folders it no longer really watches
+(:meth:`Observer.dead_watches`): an inotify watch follows a folder's inode, not its path,
+so a folder deleted and made again at the same path is unwatched until it is scheduled anew.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import threading
+from collections.abc import Collection
+from pathlib import Path
+from typing import Protocol
+
+from watchdog.events import (
+    DirCreatedEvent,
+    DirMovedEvent,
+    FileClosedEvent,
+    FileCreatedEvent,
+    FileMovedEvent,
+    FileSystemEvent,
+    FileSystemEventHandler,
+)
+from watchdog.observers.api import BaseObserver
+
+from daemon.logs import get_logger
+from daemon.watch.poller import FolderPoller
+
+#: How often the folder poller looks at each folder, in seconds.
+POLL_INTERVAL_SECONDS = 1.0
+
+#: The events that can mean "a file to take": the daemon's own reads would otherwise add
+#: open and close-without-write noise.
+_EVENTS: list[type[FileSystemEvent]] = [
+    FileCreatedEvent,
+    FileMovedEvent,
+    FileClosedEvent,
+    DirCreatedEvent,
+    DirMovedEvent,
+]
+
+
+class Listener(Protocol):
+    """What an observer reports to. Called on the observer's thread: must not block long."""
+
+    def on_event(self, path: Path, *, is_dir: bool) -> None:
+        """``path`` appeared, or was written and closed."""
+
+    def on_listing(self, folder: Path, listing: list[tuple[str, bool]]) -> None:
+        """``folder``'s listing (``(name, is_dir)`` pairs) may hold new names."""
+
+
+class Observer(Protocol):
+    """A stoppable thread that watches folders (not recursively) and reports to a listener."""
+
+    #: ``inotify`` or ``polling``, for the logs.
+    kind: str
+
+    def schedule(self, folder: Path) -> None:
+        """Watch ``folder`` from now on (what is in it already is the scan's business)."""
+
+    def unschedule(self, folder: Path) -> None:
+        """Stop watching ``folder``; nothing happens if it was not watched."""
+
+    def dead_watches(self, folders: Collection[Path]) -> set[Path]:
+        """Those of ``folders`` that are not really watched any more: their watch ended, or
+        it watches a folder that no longer is the one at its path."""
+
+    def start(self) -> None: ...
+
+    def stop(self) -> None: ...
+
+    def join(self, timeout: float | None = None) -> None: ...
+
+    def is_alive(self) -> bool: ...
+
+
+def make_observer(
+    mode: str, listener: Listener, poll_interval: float = POLL_INTERVAL_SECONDS
+) -> Observer:
+    """The observer for ``auto | inotify | polling``: inotify where there is inotify
+    (``inotify`` insists on it), else the folder poller."""
+    if mode in ("auto", "inotify"):
+        try:
+            from watchdog.observers.inotify import InotifyObserver  # noqa: PLC0415
+        except ImportError:  # not Linux
+            if mode == "inotify":
+                raise
+        else:
+            return InotifyFolders(InotifyObserver(), listener)
+    return FolderPoller(listener.on_listing, poll_interval)
+
+
+class _Handler(FileSystemEventHandler):
+    """Hands each event's path on; never raises (that would kill the observer thread)."""
+
+    def __init__(self, listener: Listener) -> None:
+        self._listener = listener
+        self._log = get_logger()
+
+    def on_any_event(self, event: FileSystemEvent) -> None:
+        try:
+            path = event.dest_path if isinstance(event, FileMovedEvent | DirMovedEvent) else None
+            raw = path or event.src_path
+            self._listener.on_event(Path(os.fsdecode(raw)), is_dir=event.is_directory)
+        except Exception:  # noqa: BLE001 - an exception here would kill the observer thread
+            self._log.exception("event_handler_error")
+
+
+def _identity(folder: Path) -> tuple[int, int] | None:
+    try:
+        st = folder.stat()
+    except OSError:
+        return None
+    return (st.st_dev, st.st_ino)
+
+
+class InotifyFolders:
+    """watchdog's inotify observer behind :class:`Observer`: one non-recursive watch per
+    folder, all sharing one inotify instance (watchdog >= 7)."""
+
+    kind = "inotify"
+
+    def __init__(self, observer: BaseObserver, listener: Listener) -> None:
+        self._observer = observer
+        self._handler = _Handler(listener)
+        self._lock = threading.Lock()
+        #: (device, inode) of each folder when it was scheduled: a folder deleted and made
+        #: again at the same path is another inode, even when its old watch lives on.
+        self._watched_as: dict[Path, tuple[int, int]] = {}
+
+    def schedule(self, folder: Path) -> None:
+        identity = _identity(folder)
+        with self._lock:
+            if identity is not None:
+                self._watched_as[folder] = identity
+        self._observer.schedule(self._handler, str(folder), event_filter=_EVENTS)
+
+    def unschedule(self, folder: Path) -> None:
+        with self._lock:
+            self._watched_as.pop(folder, None)
+        for emitter in list(self._observer.emitters):
+            if Path(emitter.watch.path) == folder:
+                with contextlib.suppress(KeyError):  # unscheduled meanwhile
+                    self._observer.unschedule(emitter.watch)
+
+    def dead_watches(self, folders: Collection[Path]) -> set[Path]:
+        """watchdog ends a watch when its folder is deleted; or (while something still holds
+        the deleted folder open, such as our lock on its claim folder) the watch lives on,
+        watching the old inode."""
+        live = {Path(e.watch.path) for e in list(self._observer.emitters) if e.is_alive()}
+        dead = set(folders) - live
+        with self._lock:
+            watched_as = [(f, i) for f, i in self._watched_as.items() if f in folders]
+        for folder, identity in watched_as:
+            now = _identity(folder)
+            if now is not None and now != identity:
+                dead.add(folder)
+        return dead
+
+    def start(self) -> None:
+        self._observer.start()
+
+    def stop(self) -> None:
+        self._observer.stop()
+
+    def join(self, timeout: float | None = None) -> None:
+        self._observer.join(timeout)
+
+    def is_alive(self) -> bool:
+        return self._observer.is_alive()
