@@ -178,11 +178,7 @@ class ApiMisconfigured(ApiError):
         self.hint = redact(hint)
         self.url = redact(url)
         self.error = None if error is None else trim(error)
-        super().__init__(
-            f"{self.error}; {self.hint}" if self.error else self.hint,
-            status=status,
-            endpoint=endpoint,
-        )
+        super().__init__(self.hint, status=status, endpoint=endpoint)
 
     def fields(self) -> dict[str, object]:
         """The fields of its ``api_misconfigured`` log line (``status`` or ``error``)."""

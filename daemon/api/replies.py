@@ -184,7 +184,10 @@ def tls_problem(error: BaseException, endpoint: str, url: str) -> ApiMisconfigur
                 hint, endpoint=endpoint, url=public_url(url), error=f"certificate: {words}"
             )
         if isinstance(current, ssl.SSLError) and current.reason in _NOT_TLS_REASONS:
-            hint = "the server does not speak TLS there: use http://, or the port of its HTTPS"
+            hint = (
+                f"the server does not speak TLS there ({current.reason}): use http://, "
+                "or the port of its HTTPS"
+            )
             return ApiMisconfigured(
                 hint, endpoint=endpoint, url=public_url(url), error=f"TLS: {current.reason}"
             )
