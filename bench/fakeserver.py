@@ -60,8 +60,8 @@ class RecordingApi(FakeApi):
         self.times: dict[str, float] = {}
         self.first: float | None = None
 
-    def _create_message(self, payload: object, key: str | None) -> dict[str, object]:
-        reply = super()._create_message(payload, key)
+    def create_message(self, payload: object, key: str | None) -> dict[str, object]:
+        reply = super().create_message(payload, key)
         now = time.time()
         message_id = str(reply["id"])
         with self._lock:

@@ -16,6 +16,10 @@
         │   │   └── UploadDeadline  the upload outlived its wall-clock deadline
         │   └── ServerBusy          429 and 5xx (``retry_after`` when the API said so)
         ├── AuthError               401/403: the credentials are wrong for *every* file
+        ├── ApiMisconfigured        not the API answering, or not reachable as configured:
+        │                           a redirect, a wrong path, a web server's or proxy's
+        │                           page, an untrusted certificate; wrong for *every* file
+        │                           (``url``, ``error``, ``hint``)
         └── RequestRejected         any other 4xx: wrong for *this* file (``reason``)
 
 Errors carry what is needed to act on them: ``status``, ``detail`` (the API's own text,
@@ -152,6 +156,41 @@ class ServerBusy(TransientError):
 
 class AuthError(ApiError):
     """401 or 403: the token (or its scopes) is refused. No file is failed for this."""
+
+
+class ApiMisconfigured(ApiError):
+    """The configured ``api.url`` does not reach the API as it should: a deployment mistake.
+
+    A redirect, a 404 from ``/attachments``, a 4xx that is not the API's JSON error, a TLS
+    certificate the client does not trust. It is the same for every file, so, like
+    :class:`AuthError`, no file is failed for it. ``status`` is the HTTP status when there
+    was a reply, ``error`` the transport's words when there was none (TLS); ``url`` is the
+    URL asked, without credentials; ``hint`` says what to change.
+    """
+
+    def __init__(
+        self,
+        hint: str,
+        *,
+        endpoint: str,
+        url: str,
+        status: int | None = None,
+        error: str | None = None,
+    ) -> None:
+        self.hint = redact(hint)
+        self.url = redact(url)
+        self.error = None if error is None else trim(error)
+        super().__init__(self.hint, status=status, endpoint=endpoint)
+
+    def fields(self) -> dict[str, object]:
+        """The fields of its ``api_misconfigured`` log line (``status`` or ``error``)."""
+        found: dict[str, object] = {"endpoint": self.endpoint, "url": self.url}
+        if self.status is not None:
+            found["status"] = self.status
+        if self.error is not None:
+            found["error"] = self.error
+        found["hint"] = self.hint
+        return found
 
 
 class RequestRejected(ApiError):

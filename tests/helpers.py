@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
 import signal
+import socket
+import ssl
 import subprocess
 import sys
 import threading
@@ -173,3 +176,108 @@ def wait_until(predicate: Callable[[], bool], timeout: float = 30, step: float =
         if time.monotonic() > deadline:
             pytest.fail("condition not reached in time")
         time.sleep(step)
+
+
+# -- TLS and proxies (deployment tests) ---------------------------------------------------
+
+
+class Tls:
+    """A private CA (made by ``trustme``) and a server context whose certificate it signed."""
+
+    def __init__(self, folder: Path, *names: str) -> None:
+        import trustme
+
+        self.ca = trustme.CA()
+        issued = self.ca.issue_cert(*(names or ("127.0.0.1", "localhost")))
+        self.server = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+        issued.configure_cert(self.server)
+        folder.mkdir(parents=True, exist_ok=True)
+        #: The CA's certificate as a PEM file: what ``api.ca_bundle`` names.
+        self.ca_pem = folder / "ca.pem"
+        self.ca.cert_pem.write_to_path(str(self.ca_pem))
+        #: The server's certificate chain and key, for ``fake-api --tls-cert/--tls-key``.
+        self.cert_pem = folder / "server.pem"
+        self.key_pem = folder / "server.key"
+        self.cert_pem.write_bytes(b"".join(blob.bytes() for blob in issued.cert_chain_pems))
+        issued.private_key_pem.write_to_path(str(self.key_pem))
+
+
+class ConnectProxy:
+    """A forwarding HTTP proxy on loopback that tunnels ``CONNECT host:port`` (for
+    ``$HTTPS_PROXY``); notes each request line in ``seen``. ``with ConnectProxy() as p``."""
+
+    def __init__(self) -> None:
+        self.seen: list[str] = []
+        self._listener = socket.create_server(("127.0.0.1", 0))
+        self.url = f"http://127.0.0.1:{self._listener.getsockname()[1]}"
+        self._threads: list[threading.Thread] = []
+        self._sockets: list[socket.socket] = []
+        self._lock = threading.Lock()
+
+    def __enter__(self) -> ConnectProxy:
+        self._spawn(self._accept)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._listener.close()
+        with self._lock:
+            sockets = list(self._sockets)
+        for sock in sockets:
+            with contextlib.suppress(OSError):
+                sock.shutdown(socket.SHUT_RDWR)
+        for thread in list(self._threads):
+            thread.join(5)
+        for sock in sockets:
+            sock.close()
+
+    def _spawn(self, target: Callable[..., None], *args: Any) -> None:
+        thread = threading.Thread(target=target, args=args, daemon=True)
+        self._threads.append(thread)
+        thread.start()
+
+    def _keep(self, sock: socket.socket) -> socket.socket:
+        with self._lock:
+            self._sockets.append(sock)
+        return sock
+
+    def _accept(self) -> None:
+        while True:
+            try:
+                client, _ = self._listener.accept()
+            except OSError:
+                return
+            self._spawn(self._serve, self._keep(client))
+
+    def _serve(self, client: socket.socket) -> None:
+        head = b""
+        while b"\r\n\r\n" not in head:
+            chunk = client.recv(4096)
+            if not chunk:
+                return
+            head += chunk
+        request_line = head.split(b"\r\n", 1)[0].decode("latin-1")
+        self.seen.append(request_line)
+        method, target, _ = request_line.split(" ", 2)
+        if method != "CONNECT":
+            client.sendall(b"HTTP/1.1 405 Method Not Allowed\r\nContent-Length: 0\r\n\r\n")
+            return
+        host, _, port = target.rpartition(":")
+        try:
+            upstream = self._keep(socket.create_connection((host, int(port)), timeout=10))
+        except OSError:
+            client.sendall(b"HTTP/1.1 502 Bad Gateway\r\nContent-Length: 0\r\n\r\n")
+            return
+        upstream.settimeout(None)
+        client.sendall(b"HTTP/1.1 200 Connection established\r\n\r\n")
+        self._spawn(self._pipe, upstream, client)
+        self._pipe(client, upstream)
+
+    @staticmethod
+    def _pipe(source: socket.socket, sink: socket.socket) -> None:
+        try:
+            while chunk := source.recv(65536):
+                sink.sendall(chunk)
+        except OSError:
+            pass
+        with contextlib.suppress(OSError):
+            sink.shutdown(socket.SHUT_WR)

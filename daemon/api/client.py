@@ -6,6 +6,13 @@ its own client.
 
 The upload body is streamed (:mod:`daemon.api.body`); replies become typed values or typed
 errors in :mod:`daemon.api.replies`.
+
+Whom it trusts for TLS, first found: ``api.ca_bundle``; ``$REQUESTS_CA_BUNDLE`` or
+``$CURL_CA_BUNDLE`` (as requests reads them); the system store (OpenSSL's default paths,
+which honour ``$SSL_CERT_FILE`` and ``$SSL_CERT_DIR``), or certifi's bundle (requests' own
+default) on a machine that has no system store. Verification is never turned off.
+``$HTTPS_PROXY``, ``$HTTP_PROXY``, ``$ALL_PROXY`` and ``$NO_PROXY`` are honoured as requests
+honours them.
 """
 
 from __future__ import annotations
@@ -13,7 +20,9 @@ from __future__ import annotations
 import json
 import math
 import os
+import ssl
 import time
+import uuid
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -21,12 +30,20 @@ from typing import Any
 import requests
 import urllib3
 from requests.adapters import HTTPAdapter
+from requests.utils import DEFAULT_CA_BUNDLE_PATH
 from urllib3 import HTTPConnectionPool
 
 from daemon import __version__
 from daemon.api.body import MultipartBody
-from daemon.api.replies import Attachment, Message, raise_for_status
-from daemon.errors import FileChanged, ServerBusy, TransportError
+from daemon.api.replies import Attachment, Message, public_url, raise_for_status, tls_problem
+from daemon.config import ApiConfig
+from daemon.errors import (
+    ApiMisconfigured,
+    FileChanged,
+    RequestRejected,
+    ServerBusy,
+    TransportError,
+)
 
 #: The slowest upload rate tolerated before an upload is abandoned, in bytes per second.
 #: With ``read_timeout`` on top, it sets the wall-clock deadline of an upload (requests'
@@ -47,6 +64,7 @@ class ApiClient:
         *,
         connect_timeout: float = 10.0,
         read_timeout: float = 120.0,
+        ca_bundle: Path | str | None = None,
         on_request: Callable[[str, int | None, float], None] | None = None,
     ) -> None:
         self.url = url.rstrip("/")
@@ -66,8 +84,7 @@ class ApiClient:
             raise TypeError(f"no HTTP adapter for {self.url}")
         self._adapter = adapter
         self._proxies = requests.utils.get_environ_proxies(self.url)
-        bundle = os.environ.get("REQUESTS_CA_BUNDLE") or os.environ.get("CURL_CA_BUNDLE")
-        self._verify: bool | str = bundle or True
+        self._verify = trusted_cas(ca_bundle)
         self._timeout = urllib3.Timeout(connect=connect_timeout, read=read_timeout)
         self._pools: dict[str, tuple[HTTPConnectionPool, str]] = {}
         self._headers = {
@@ -77,8 +94,33 @@ class ApiClient:
             "Accept": "application/json",
         }
 
+    @classmethod
+    def from_config(
+        cls, api: ApiConfig, *, on_request: Callable[[str, int | None, float], None] | None = None
+    ) -> ApiClient:
+        """A client for the ``api`` section of the configuration."""
+        return cls(
+            api.url,
+            api.token,
+            api.tenant_id,
+            connect_timeout=api.connect_timeout,
+            read_timeout=api.read_timeout,
+            ca_bundle=api.ca_bundle,
+            on_request=on_request,
+        )
+
     def close(self) -> None:
         self._session.close()
+
+    @property
+    def proxy(self) -> str | None:
+        """The proxy the environment names for the API's URL (without credentials), if any."""
+        chosen = requests.utils.select_proxy(self.url, self._proxies)
+        return public_url(chosen) if chosen else None
+
+    def endpoint_url(self, endpoint: str) -> str:
+        """The URL of ``endpoint`` (``attachments``, ``messages``)."""
+        return f"{self.url}/{endpoint}"
 
     def _pool(self, endpoint: str) -> tuple[HTTPConnectionPool, str]:
         """The keep-alive pool for ``endpoint`` and the URL to ask it for, looked up once
@@ -87,7 +129,7 @@ class ApiClient:
         if known is not None:
             return known
         request = requests.PreparedRequest()
-        request.prepare(method="POST", url=f"{self.url}/{endpoint}")
+        request.prepare(method="POST", url=self.endpoint_url(endpoint))
         pool = self._adapter.get_connection_with_tls_context(request, self._verify, self._proxies)
         if not isinstance(pool, HTTPConnectionPool):
             raise TypeError(f"no HTTP connection pool for {request.url}")
@@ -117,10 +159,13 @@ class ApiClient:
             except (urllib3.exceptions.HTTPError, OSError) as exc:
                 if isinstance(body, MultipartBody) and body.error is not None:
                     raise body.error from None  # the body reader stopped the upload
+                misconfigured = tls_problem(exc, endpoint, self.endpoint_url(endpoint))
+                if misconfigured is not None:
+                    raise misconfigured from None
                 # The text can carry the URL but never the headers: no token here.
                 raise TransportError(f"{type(exc).__name__}: {exc}", endpoint=endpoint) from None
             status = response.status
-            raise_for_status(response, endpoint)
+            raise_for_status(response, endpoint, self.endpoint_url(endpoint))
             try:
                 reply = json.loads(response.data)
             except ValueError:
@@ -167,3 +212,46 @@ class ApiClient:
         )
         status = reply.get("status")
         return Message(id=reply["id"], status=status if isinstance(status, str) else None)
+
+    def probe(self, endpoint: str) -> RequestRejected:
+        """Ask ``endpoint`` something it must refuse with 400, creating nothing: an upload
+        without a file part, or an empty message. Returns that 400; raises what else came
+        (:class:`~daemon.errors.AuthError`, :class:`~daemon.errors.ApiMisconfigured`, ...),
+        and :class:`~daemon.errors.ApiMisconfigured` when something accepted it."""
+        if endpoint == "attachments":
+            boundary = uuid.uuid4().hex
+            body = f"--{boundary}--\r\n".encode()
+            content_type = f"multipart/form-data; boundary={boundary}"
+        elif endpoint == "messages":
+            body, content_type = b"{}", "application/json"
+        else:
+            raise ValueError(f"no such endpoint: {endpoint}")
+        try:
+            reply = self._post(endpoint, body, {"Content-Type": content_type})
+        except RequestRejected as rejected:
+            return rejected
+        except ServerBusy as busy:
+            if busy.status is not None and 200 <= busy.status < 300:
+                reply = {}  # accepted, with a body that is not the API's: handled below
+            else:
+                raise
+        raise ApiMisconfigured(
+            f"an empty request was accepted (id {reply.get('id')!r}): this is not the "
+            "SendSeven API; api.url should end in /api/v1 on the API's host",
+            endpoint=endpoint,
+            url=public_url(self.endpoint_url(endpoint)),
+        )
+
+
+def trusted_cas(ca_bundle: Path | str | None) -> str | bool:
+    """What to verify the server's certificate against, as requests' ``verify`` takes it:
+    a CA file or folder, or True for the system store. Never False."""
+    if ca_bundle is not None:
+        return str(ca_bundle)
+    bundle = os.environ.get("REQUESTS_CA_BUNDLE") or os.environ.get("CURL_CA_BUNDLE")
+    if bundle:
+        return bundle
+    paths = ssl.get_default_verify_paths()  # honours $SSL_CERT_FILE and $SSL_CERT_DIR
+    if paths.cafile is None and paths.capath is None:
+        return DEFAULT_CA_BUNDLE_PATH  # no system store on this machine: requests' own default
+    return True

@@ -2,7 +2,7 @@
 
 Exit codes (SPEC §2): 0 success; 2 invalid configuration or usage (one line on stderr naming
 the key or file); 3 ``run --once`` stopped because the API refused the credentials; 1
-anything else.
+anything else. ``check-config --probe`` has its own (:mod:`daemon.cli.probe`).
 """
 
 from __future__ import annotations
@@ -58,6 +58,12 @@ def build_parser() -> argparse.ArgumentParser:
 
     check = sub.add_parser("check-config", help="validate the configuration and the folders")
     _common(check, config=True)
+    check.add_argument(
+        "--probe",
+        action="store_true",
+        help="also ask the API (creating nothing): exit 2 misconfigured, 3 credentials, "
+        "1 unreachable",
+    )
 
     classify = sub.add_parser("classify", help="print how files would be classified")
     _common(classify, config=False)
@@ -130,6 +136,10 @@ def _dispatch(args: argparse.Namespace) -> int:  # noqa: PLR0911 - one branch pe
     if command == "check-config":
         for line in describe(config):
             print(line)
+        if args.probe:
+            from daemon.cli.probe import probe  # noqa: PLC0415
+
+            return probe(config)
         return ExitCode.OK
     if command == "run":
         return Service(source, config, once=args.once).run()

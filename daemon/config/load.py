@@ -98,7 +98,9 @@ _TOP_KEYS = (
     "api", "spool", "inboxes", "text", "state_dir", "workers", "settle_seconds", "observer",
     "rescan_interval", "ignore", "retry", "log", "metrics", "sent_retention_days",
 )  # fmt: skip
-_API_KEYS = ("url", "token", "token_file", "tenant_id", "connect_timeout", "read_timeout")
+_API_KEYS = (
+    "url", "token", "token_file", "tenant_id", "connect_timeout", "read_timeout", "ca_bundle",
+)  # fmt: skip
 _RETRY_KEYS = ("initial_delay", "max_delay", "give_up_after")
 
 
@@ -199,7 +201,16 @@ def _api(section: Section, base: Path, env: Mapping[str, str]) -> ApiConfig:
         tenant_id=tenant_id,
         connect_timeout=section.number("connect_timeout", 10.0),
         read_timeout=section.number("read_timeout", 120.0),
+        ca_bundle=_ca_bundle(section, base),
     )
+
+
+def _ca_bundle(section: Section, base: Path) -> Path | None:
+    """``api.ca_bundle``: a PEM file, or a folder of hashed certificates (c_rehash)."""
+    path = section.path("ca_bundle", base)
+    if path is not None and not (path.is_file() or path.is_dir()):
+        raise ConfigError("api.ca_bundle", f"{path} is not a file or folder")
+    return path
 
 
 def _inboxes(

@@ -42,6 +42,9 @@ class ApiConfig:
     """Seconds to wait for a connection (requests also uses it while the body is sent)."""
     read_timeout: float = 120.0
     """Seconds to wait for each chunk of the reply."""
+    ca_bundle: Path | None = None
+    """CA certificates (a PEM file or a hashed folder) to trust for the API's TLS, for a
+    private CA or a TLS-inspecting proxy; None: the environment's, else the system store."""
 
 
 @dataclass(frozen=True)

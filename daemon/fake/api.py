@@ -4,7 +4,8 @@ Used by the tests, by ``sendseven-watch fake-api`` and ``demo``, and by the benc
 speaks the two endpoints the daemon uses (``POST /attachments``, ``POST /messages``) the way
 SendSeven documents them, records what it received, and misbehaves on request: latency, 5xx,
 dropped connections, 429 with ``Retry-After``, a lost reply after accepting a message,
-refused tokens.
+refused tokens; and like the mistakes of a deployment (a redirect, a proxy's HTML error page,
+a path outside the API's prefix, HTTPS with a certificate the client does not trust).
 
 Standard library only. Uploads are parsed while they stream in (:mod:`daemon.fake.multipart`),
 so a 95 MB benchmark upload costs a read buffer, not 95 MB.
@@ -19,12 +20,14 @@ from __future__ import annotations
 
 import random
 import socket
+import ssl
 import threading
 import uuid
 from collections.abc import Collection
 from contextlib import suppress
 from dataclasses import replace
 from datetime import UTC, datetime
+from pathlib import Path
 from types import TracebackType
 
 from daemon.fake.http import Server
@@ -62,8 +65,23 @@ class FakeApi:
         honour_idempotency: bool = True,
         scopeless_tokens: Collection[str] = (),
         verbose: bool = False,
+        prefix: str = API_PREFIX,
+        tls: ssl.SSLContext | None = None,
+        tls_cert: Path | str | None = None,
+        tls_key: Path | str | None = None,
     ) -> None:
+        """``prefix`` is where the API is served (anything else is an HTML 404); ``tls`` a
+        server-side context, or ``tls_cert``/``tls_key`` PEM files to build one: HTTPS."""
         self._address = (host, port)
+        if not prefix.startswith("/"):
+            raise ValueError(f"prefix must start with /, got {prefix!r}")
+        self._prefix = prefix.rstrip("/") or "/"
+        if tls is None and tls_cert is not None:
+            tls = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+            tls.load_cert_chain(tls_cert, tls_key)
+        elif tls_key is not None:
+            raise ValueError("tls_key needs tls_cert")
+        self._tls = tls
         self.tenant_id = tenant_id
         self.honour_idempotency = honour_idempotency
         self.verbose = verbose
@@ -92,20 +110,33 @@ class FakeApi:
     @property
     def url(self) -> str:
         """The API base URL, ``http://127.0.0.1:<port>/api/v1`` (known once started)."""
+        return self.origin + ("" if self._prefix == "/" else self._prefix)
+
+    @property
+    def origin(self) -> str:
+        """``http(s)://host:port``, without the API's prefix (known once started)."""
         if not self._origin:
             raise RuntimeError("FakeApi is not started")
-        return self._origin + API_PREFIX
+        return self._origin
+
+    @property
+    def prefix(self) -> str:
+        """The path the API is served under (``/api/v1``)."""
+        return self._prefix
 
     def start(self) -> FakeApi:
         """Bind and serve in a background daemon thread; returns ``self``."""
         if self._server is not None:
             raise RuntimeError("FakeApi already started")
         self._stopping.clear()
-        self._server = Server(self._address, self)
+        self._server = Server(self._address, self, self._tls)
         host, port = self._server.server_address[:2]
         # A wildcard bind is reached through loopback; an IPv6 literal needs brackets.
         shown = {"0.0.0.0": "127.0.0.1", "::": "::1"}.get(str(host), str(host))
-        self._origin = f"http://[{shown}]:{port}" if ":" in shown else f"http://{shown}:{port}"
+        scheme = "http" if self._tls is None else "https"
+        self._origin = (
+            f"{scheme}://[{shown}]:{port}" if ":" in shown else f"{scheme}://{shown}:{port}"
+        )
         self._thread = threading.Thread(
             target=self._server.serve_forever, kwargs={"poll_interval": 0.1}, daemon=True
         )
@@ -153,10 +184,18 @@ class FakeApi:
             self._faults = value
             self._rng = random.Random(value.seed)  # noqa: S311 — fault injection, not crypto
 
-    def force(self, *statuses: int) -> None:
-        """Answer the next requests with ``statuses`` (``DROP`` closes the connection)."""
+    def force(self, *statuses: int, endpoint: str | None = None) -> None:
+        """Answer the next requests with ``statuses`` (``DROP`` closes the connection);
+        only those to ``endpoint`` (``upload`` or ``send``) when given."""
+        queues = {
+            None: self._faults.force_status,
+            "upload": self._faults.force_upload_status,
+            "send": self._faults.force_send_status,
+        }
+        if endpoint not in queues:
+            raise ValueError(f"endpoint must be upload or send, got {endpoint!r}")
         with self._lock:
-            self._faults.force_status.extend(statuses)
+            queues[endpoint].extend(statuses)
 
     def accept_tokens(self, *tokens: str) -> None:
         """Replace the accepted tokens (none: every request is 401)."""
@@ -195,9 +234,9 @@ class FakeApi:
             self._changed.wait_for(lambda: len(created()) >= n, timeout)
             return created()
 
-    # -- used by the request handler -------------------------------------------------------
+    # -- used by the request handler (the daemon.fake.http.Backend protocol) ----------------
 
-    def _register_handler(self, sock: socket.socket) -> None:
+    def handler_connected(self, sock: socket.socket) -> None:
         with self._lock:
             self._handlers = {t: s for t, s in self._handlers.items() if t.is_alive()}
             self._handlers[threading.current_thread()] = sock
@@ -205,26 +244,29 @@ class FakeApi:
                 with suppress(OSError):
                     sock.shutdown(socket.SHUT_RDWR)
 
-    def _record(self, record: RequestRecord) -> None:
+    def note_request(self, record: RequestRecord) -> None:
         with self._lock:
             self._requests.append(record)
 
-    def _record_error(self, text: str) -> None:
+    def note_error(self, text: str) -> None:
         with self._lock:
             self._errors.append(text)
 
-    def _pause(self, endpoint: str) -> None:
+    def pause_before_reply(self, endpoint: str) -> None:
         faults = self._faults
         delay = faults.upload_latency_s if endpoint == "upload" else faults.send_latency_s
         delay = faults.latency_s if delay is None else delay
         if delay > 0:
             self._stopping.wait(delay)
 
-    def _next_fault(self) -> int | None:
+    def next_fault(self, endpoint: str) -> int | None:
         """The status this request is answered with instead of being processed, if any."""
         with self._lock:
             faults = self._faults
             self._api_requests += 1
+            own = faults.force_upload_status if endpoint == "upload" else faults.force_send_status
+            if own:
+                return own.pop(0)
             if faults.force_status:
                 return faults.force_status.pop(0)
             every = faults.rate_limit_every
@@ -236,12 +278,12 @@ class FakeApi:
                 return self._rng.choice((500, 502, 503))
             return None
 
-    def _lose_reply(self) -> bool:
+    def lose_reply(self) -> bool:
         with self._lock:
             rate = self._faults.lose_reply_rate
             return bool(rate) and self._rng.random() < rate
 
-    def _check_auth(self, authorization: str, tenant: str, endpoint: str) -> None:
+    def check_auth(self, authorization: str, tenant: str, endpoint: str) -> None:
         scheme, _, token = authorization.partition(" ")
         with self._lock:
             known = token in self._tokens or token in self._scopeless
@@ -253,7 +295,7 @@ class FakeApi:
         if scopeless:
             raise Refusal(403, "forbidden", f"Missing required scope: {_SCOPES[endpoint]}")
 
-    def _store_attachment(self, attachment: ReceivedAttachment) -> dict[str, object]:
+    def store_attachment(self, attachment: ReceivedAttachment) -> dict[str, object]:
         with self._lock:
             self._attachments[attachment.id] = attachment
         return self._attachment_json(attachment)
@@ -267,7 +309,7 @@ class FakeApi:
             "url": f"{self._origin}/files/{attachment.id}?signature=fake",
         }
 
-    def _create_message(self, payload: object, key: str | None) -> dict[str, object]:
+    def create_message(self, payload: object, key: str | None) -> dict[str, object]:
         """Validate and create (or repeat) a message; returns the reply body."""
         conversation_id, message_type, attachment_ids, text = send_fields(payload)
         with self._changed:

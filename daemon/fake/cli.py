@@ -1,7 +1,9 @@
 """The fake SendSeven API's command line: ``sendseven-watch fake-api``.
 
 Also ``python -m daemon.fake``. Serves until SIGINT or
-SIGTERM; the options set the fake's address, token, tenant and fault knobs.
+SIGTERM; the options set the fake's address, token, tenant and fault knobs, and can make it
+answer like a deployment mistake: a redirect (``--redirect-to``), a proxy's HTML error page
+(``--html-status``), the API under another path (``--prefix``), HTTPS (``--tls-cert``).
 """
 
 from __future__ import annotations
@@ -9,14 +11,16 @@ from __future__ import annotations
 import argparse
 import os
 import signal
+import ssl
 import sys
 import threading
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
+from pathlib import Path
 from typing import Any
 
 from daemon.fake.api import FakeApi
-from daemon.fake.rules import DEFAULT_TENANT, DEFAULT_TOKEN, Faults
+from daemon.fake.rules import API_PREFIX, DEFAULT_TENANT, DEFAULT_TOKEN, REDIRECT_STATUSES, Faults
 
 
 def _rate(text: str) -> float:
@@ -67,6 +71,41 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--seed", type=int, default=None)
     parser.add_argument("--no-idempotency", action="store_true", help="ignore Idempotency-Key")
     parser.add_argument("--verbose", action="store_true", help="access log on stderr")
+    mistakes = parser.add_argument_group("answer like a deployment mistake")
+    mistakes.add_argument(
+        "--prefix",
+        default=API_PREFIX,
+        help=f"the path the API is served under (default {API_PREFIX}); others get an HTML 404",
+    )
+    mistakes.add_argument(
+        "--redirect-to",
+        metavar="ORIGIN",
+        default=None,
+        help="answer every request with a redirect to ORIGIN + path (e.g. https://host:8443)",
+    )
+    mistakes.add_argument(
+        "--redirect-status", type=int, choices=REDIRECT_STATUSES, default=301, metavar="CODE"
+    )
+    mistakes.add_argument(
+        "--html-status",
+        type=_html_status,
+        default=None,
+        metavar="CODE",
+        help="answer every request with CODE and an HTML page (a proxy's 502, a server's 404)",
+    )
+    mistakes.add_argument(
+        "--tls-cert", type=Path, default=None, metavar="FILE", help="serve HTTPS with this PEM"
+    )
+    mistakes.add_argument(
+        "--tls-key", type=Path, default=None, metavar="FILE", help="its key (if not in the cert)"
+    )
+
+
+def _html_status(text: str) -> int:
+    value = int(text)
+    if not 400 <= value <= 599:
+        raise argparse.ArgumentTypeError(f"{text} is not an error status (400-599)")
+    return value
 
 
 def run_from_args(args: argparse.Namespace) -> int:
@@ -78,18 +117,34 @@ def run_from_args(args: argparse.Namespace) -> int:
         lose_reply_rate=args.lose_reply_rate,
         rate_limit_every=args.rate_limit_every,
         retry_after_s=args.retry_after,
+        redirect_to=args.redirect_to,
+        redirect_status=args.redirect_status,
+        html_status=args.html_status,
         seed=args.seed,
     )
-    api = FakeApi(
-        host=args.host,
-        port=args.port,
-        token=args.token,
-        tenant_id=args.tenant_id,
-        conversations=args.conversations,
-        faults=faults,
-        honour_idempotency=not args.no_idempotency,
-        verbose=args.verbose,
-    )
+    if args.tls_key is not None and args.tls_cert is None:
+        print("fake-api: --tls-key needs --tls-cert", file=sys.stderr)
+        return 2
+    if not args.prefix.startswith("/"):
+        print(f"fake-api: --prefix must start with /, got {args.prefix!r}", file=sys.stderr)
+        return 2
+    try:
+        api = FakeApi(
+            host=args.host,
+            port=args.port,
+            token=args.token,
+            tenant_id=args.tenant_id,
+            conversations=args.conversations,
+            faults=faults,
+            honour_idempotency=not args.no_idempotency,
+            verbose=args.verbose,
+            prefix=args.prefix,
+            tls_cert=args.tls_cert,
+            tls_key=args.tls_key,
+        )
+    except (OSError, ssl.SSLError) as exc:
+        print(f"fake-api: cannot load --tls-cert/--tls-key: {exc}", file=sys.stderr)
+        return 1
     try:
         api.start()
     except OSError as exc:

@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 DEFAULT_TOKEN = "test-token"  # noqa: S105 — the fake's well-known test value, not a secret
 DEFAULT_TENANT = "test-tenant"
 
+#: Where the API is served by default; a path outside it gets a web server's HTML 404.
 API_PREFIX = "/api/v1"
 MB = 1024 * 1024
 
@@ -40,6 +41,9 @@ LIMIT_BYTES_BY_MESSAGE_TYPE = {"image": 16 * MB, "video": 16 * MB, "audio": 16 *
 DOCUMENT_LIMIT_BYTES = 100 * MB
 
 MAX_JSON_BODY_BYTES = 1 * MB
+
+#: What ``Faults.redirect_status`` may be.
+REDIRECT_STATUSES = (301, 302, 307, 308)
 
 #: A ``force_status`` entry meaning "close the connection without a reply".
 DROP = 0
@@ -72,6 +76,18 @@ class Faults:
     """Fraction of accepted ``/messages`` (new or repeated): recorded, then answered 502."""
     force_status: list[int] = field(default_factory=list)
     """Statuses for the next requests, first first (``DROP``/0 closes the connection)."""
+    force_upload_status: list[int] = field(default_factory=list)
+    """Like ``force_status``, for the next ``/attachments`` requests only (taken first)."""
+    force_send_status: list[int] = field(default_factory=list)
+    """Like ``force_status``, for the next ``/messages`` requests only (taken first)."""
+    redirect_to: str | None = None
+    """Answer every request with ``redirect_status`` and ``Location: <redirect_to><path>``,
+    as a server that sends http:// to https:// does (e.g. ``https://127.0.0.1:8443``)."""
+    redirect_status: int = 301
+    """The status of those redirects: 301, 302, 307 or 308."""
+    html_status: int | None = None
+    """Answer every request with this status and an HTML page, as a proxy's 502 page or a
+    web server's 404/405 does (never the API's JSON error)."""
     seed: int | None = None
     """Seed of the RNG behind the rates, for reproducible runs (applied when set on the API)."""
 
@@ -82,6 +98,10 @@ class Faults:
         for name in ("latency_s", "retry_after_s", "rate_limit_every"):
             if getattr(self, name) < 0:
                 raise ValueError(f"{name} must not be negative")
+        if self.redirect_status not in REDIRECT_STATUSES:
+            raise ValueError(f"redirect_status must be one of {REDIRECT_STATUSES}")
+        if self.html_status is not None and not 400 <= self.html_status <= 599:
+            raise ValueError("html_status must be an error status (400-599)")
 
 
 @dataclass(frozen=True)

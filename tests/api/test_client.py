@@ -18,7 +18,13 @@ import pytest
 from daemon.api.body import MultipartBody
 from daemon.api.client import ApiClient
 from daemon.api.replies import parse_retry_after
-from daemon.errors import AuthError, RequestRejected, ServerBusy, TransportError
+from daemon.errors import (
+    ApiMisconfigured,
+    AuthError,
+    RequestRejected,
+    ServerBusy,
+    TransportError,
+)
 from daemon.fake.api import FakeApi
 from daemon.fake.rules import Faults
 from tests.helpers import TENANT, TOKEN
@@ -81,7 +87,8 @@ def test_unusual_names_survive_the_multipart_header(api: FakeApi, tmp_path: Path
         (401, AuthError),
         (403, AuthError),
         (400, RequestRejected),
-        (404, RequestRejected),
+        (404, ApiMisconfigured),  # from /attachments: a wrong path, never a conversation
+        (405, ApiMisconfigured),
         (413, RequestRejected),
         (415, RequestRejected),
         (500, ServerBusy),

@@ -130,7 +130,8 @@ def test_requeue_moves_failed_files_back(api: FakeApi, tmp_path: Path) -> None:
     inbox.mkdir()
     shutil.copyfile(DATA / "image.bmp", inbox / "logo.bmp")
     shutil.copyfile(DATA / "document.pdf", inbox / "scan.pdf")
-    api.force(503, 404)  # scan.pdf: one retry, then conversation_not_found
+    api.force(503)  # scan.pdf: one retry, then conversation_not_found (a 404 from /messages)
+    api.force(404, endpoint="send")
     assert run_cli("run", "-c", str(config), "--once").returncode == 0
     failed = inbox / "failed"
     assert sorted(p.name for p in failed.iterdir()) == [

@@ -17,6 +17,7 @@ import requests
 
 from daemon.fake.api import FakeApi
 from daemon.fake.rules import DROP, MB, Faults
+from tests.helpers import COMMAND, Tls, clean_env
 
 TOKEN = "test-token"
 TENANT = "test-tenant"
@@ -486,5 +487,94 @@ def test_command_serves_until_sigterm() -> None:
     finally:
         process.kill()
         process.wait()
+        if process.stdout is not None:
+            process.stdout.close()
+
+
+# -- answering like a deployment mistake -----------------------------------------------
+
+
+def test_outside_its_prefix_it_answers_a_web_servers_html_404() -> None:
+    """A path outside the served prefix gets an HTML 404, never the API's JSON."""
+    with FakeApi(prefix="/sendseven/v2") as server:
+        assert server.url == f"{server.origin}/sendseven/v2"
+        outside = requests.post(f"{server.origin}/api/v1/messages", json={}, timeout=TIMEOUT_S)
+        inside = requests.post(f"{server.url}/messages", headers=AUTH, json={}, timeout=TIMEOUT_S)
+    assert outside.status_code == 404
+    assert outside.headers["Content-Type"] == "text/html"
+    assert "<title>404 Not Found</title>" in outside.text
+    assert inside.status_code == 400
+    assert set(inside.json()) == {"error", "message"}
+
+
+def test_redirect_mode_points_every_request_elsewhere(api: FakeApi) -> None:
+    """redirect_to answers every request with the redirect status and a Location."""
+    api.faults.redirect_to = "https://api.example.org"
+    api.faults.redirect_status = 308
+    reply = requests.post(
+        f"{api.url}/attachments", headers=AUTH, allow_redirects=False, timeout=TIMEOUT_S
+    )
+    assert reply.status_code == 308
+    assert reply.headers["Location"] == "https://api.example.org/api/v1/attachments"
+    assert api.attachments() == []
+
+
+@pytest.mark.parametrize("status", [502, 404, 405])
+def test_html_status_answers_every_request_with_a_page(api: FakeApi, status: int) -> None:
+    """html_status plays a proxy's or web server's error page (text/html, no JSON)."""
+    api.faults.html_status = status
+    reply = requests.post(f"{api.url}/messages", headers=AUTH, json={}, timeout=TIMEOUT_S)
+    assert reply.status_code == status
+    assert reply.headers["Content-Type"] == "text/html"
+    assert reply.text.startswith("<html>")
+
+
+def test_force_on_one_endpoint_leaves_the_other_alone(api: FakeApi) -> None:
+    """force(..., endpoint="send") answers only the next /messages with that status."""
+    api.force(404, endpoint="send")
+    attachment = upload(api)
+    assert attachment.status_code == 201
+    assert send(api, attachment.json()["id"]).status_code == 404
+    assert send(api, attachment.json()["id"]).status_code == 201
+
+
+def test_faults_reject_bad_redirect_and_html_statuses() -> None:
+    """A redirect status must be a redirect, an HTML status an error."""
+    with pytest.raises(ValueError, match="redirect_status"):
+        Faults(redirect_status=200)
+    with pytest.raises(ValueError, match="html_status"):
+        Faults(html_status=200)
+
+
+def test_command_serves_https_with_the_given_certificate(tmp_path: Path) -> None:
+    """fake-api --tls-cert/--tls-key serves HTTPS that a client trusting the CA accepts."""
+    tls = Tls(tmp_path / "tls")
+    process = subprocess.Popen(
+        [
+            COMMAND,
+            "fake-api",
+            "--port",
+            "0",
+            "--tls-cert",
+            str(tls.cert_pem),
+            "--tls-key",
+            str(tls.key_pem),
+        ],
+        stdout=subprocess.PIPE,
+        text=True,
+        env=clean_env(),
+    )
+    try:
+        assert process.stdout is not None
+        line = process.stdout.readline()
+        url = line.rsplit(" ", 1)[-1].strip()
+        assert url.startswith("https://127.0.0.1:")
+        reply = requests.get(f"{url}/health", verify=str(tls.ca_pem), timeout=TIMEOUT_S)
+        assert reply.json() == {"status": "ok"}
+        with pytest.raises(requests.exceptions.SSLError):
+            requests.get(f"{url}/health", timeout=TIMEOUT_S)
+    finally:
+        process.send_signal(signal.SIGTERM)
+        process.wait(10)
         if process.stdout is not None:
             process.stdout.close()
