@@ -291,6 +291,15 @@ class RetryPolicy:
 
     def call(self, fn: Callable[[], T], attempts: Attempts) -> T:
         """``fn()`` until it succeeds, fails for good (:class:`FileRejected`) or we stop."""
+        try:
+            return self._call(fn, attempts)
+        except BaseException:
+            # Whatever ends the call (a stop, a file that changed, a bug) while this thread
+            # probes leaves the API's verdict on the credentials unknown: another probes.
+            self.gate.release()
+            raise
+
+    def _call(self, fn: Callable[[], T], attempts: Attempts) -> T:
         auth_failures = transient_failures = 0
         probing = False
         while True:
@@ -315,10 +324,6 @@ class RetryPolicy:
                 transient_failures += 1
                 self.sleep(self._retry_delay(error, transient_failures, attempts))
                 continue
-            except BaseException:
-                if probing:  # the API's verdict on the credentials is unknown: pass it on
-                    self.gate.release()
-                raise
             self._auth_ok()
             return result
 
