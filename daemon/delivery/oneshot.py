@@ -1,7 +1,9 @@
-"""``send``: files sent once through the same classify/upload/send steps; they stay put.
+"""``send``: files sent once through the daemon's own steps; they stay put.
 
-No claim, no journal, no archive: the files are the caller's. One JSON line per file on
-stdout (``file`` and ``message_id``, or ``reason``); exit 0 when every file was sent.
+No claim, no journal, no archive: the files are the caller's, so nothing is recorded
+(:class:`~daemon.delivery.steps.NotRecorded`). Refused credentials stop the command, as
+they stop ``run --once``. One JSON line per file on stdout (``file`` and ``message_id``,
+or ``reason``); exit 0 when every file was sent.
 """
 
 from __future__ import annotations
@@ -11,26 +13,54 @@ import sys
 import threading
 from pathlib import Path
 
-from daemon.api.client import ApiClient
 from daemon.config import Config
-from daemon.config.caption import render_caption
-from daemon.delivery.retry import Attempts, AuthGate, Backoff, RetryPolicy
-from daemon.errors import AuthRefused, FileRejected
+from daemon.delivery.retry import ONCE, Attempts, AuthGate
+from daemon.delivery.steps import NotRecorded, OutgoingFile, RunContext, api_client, send, upload
+from daemon.errors import AuthError, AuthRefused, FileRejected, TransientError
 from daemon.logs import get_logger
-from daemon.media.classify import classify_file, extension_mismatch
-from daemon.states import Reason
 from daemon.store.claims import new_claim_id
+
+
+class SendEvents:
+    """What ``send`` says about the retries of one file: ``retry_scheduled``, naming the
+    file by the path as given. Refused credentials stop ``send`` before the gate would
+    close, and there is no journal to keep the give-up clock in."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self._log = get_logger()
+
+    def retry_scheduled(self, attempts: Attempts, delay: float, error: TransientError) -> None:
+        fields: dict[str, object] = (
+            {"status": error.status} if error.status else {"error": str(error)}
+        )
+        self._log.warning(
+            "retry_scheduled",
+            file=str(self.path),
+            attempt=attempts.count,
+            delay_s=round(delay, 3),
+            **fields,
+        )
+
+    def auth_failed(self, error: AuthError) -> None:
+        """Never said: :data:`~daemon.delivery.retry.ONCE` raises AuthRefused instead."""
+
+    def auth_restored(self) -> None:
+        """Nothing to say: the gate of a ``send`` never closes."""
+
+    def clock_moved(self, attempts: Attempts) -> None:
+        """Nothing to keep: the give-up clock of a ``send`` lives as long as the command."""
 
 
 def send_files(config: Config, conversation_id: str, files: list[Path], text: str | None) -> int:
     """Send each file to ``conversation_id``; 0 when all were sent, else 1."""
-    api = config.api
-    client = ApiClient(
-        api.url,
-        api.token,
-        api.tenant_id,
-        connect_timeout=api.connect_timeout,
-        read_timeout=api.read_timeout,
+    client = api_client(config.api)
+    context = RunContext(
+        config=lambda: config,
+        client=lambda: client,
+        gate=AuthGate(),
+        stop=threading.Event(),
+        policy=ONCE,
     )
     template = text if text is not None else config.text
     all_sent = True
@@ -38,8 +68,7 @@ def send_files(config: Config, conversation_id: str, files: list[Path], text: st
         for path in files:
             result: dict[str, object] = {"file": str(path)}
             try:
-                policy = _policy(config, path)
-                result["message_id"] = _send_one(client, policy, path, conversation_id, template)
+                result["message_id"] = _send_one(context, path, conversation_id, template)
             except FileRejected as rejected:
                 result.update(
                     reason=rejected.reason, detail=rejected.detail, status=rejected.status
@@ -56,57 +85,19 @@ def send_files(config: Config, conversation_id: str, files: list[Path], text: st
     return 0 if all_sent else 1
 
 
-def _policy(config: Config, path: Path) -> RetryPolicy:
-    """The retry policy for one file: its give-up clock starts with it."""
-    log = get_logger()
-
-    def on_retry(attempt: int, delay: float, error: Exception) -> None:
-        status = getattr(error, "status", None)
-        fields: dict[str, object] = {"status": status} if status else {"error": str(error)}
-        log.warning(
-            "retry_scheduled", file=str(path), attempt=attempt, delay_s=round(delay, 3), **fields
-        )
-
-    return RetryPolicy(
-        Backoff(config.retry.initial_delay, config.retry.max_delay),
-        config.retry.give_up_after,
-        AuthGate(),
-        threading.Event(),
-        once=True,
-        on_retry=on_retry,
-    )
-
-
-def _send_one(
-    client: ApiClient,
-    policy: RetryPolicy,
-    path: Path,
-    conversation_id: str,
-    template: str | None,
-) -> str:
-    kind = classify_file(path)
-    if kind.reason is not None or kind.message_type is None or kind.content_type is None:
-        raise FileRejected(kind.reason or Reason.UNSUPPORTED_TYPE, kind.detail or "")
-    attempts = Attempts()
-    content_type = kind.content_type
-    mismatch = extension_mismatch(path.name, content_type)
-    if mismatch is not None:
-        get_logger().warning(
-            "extension_mismatch", file=str(path), extension=mismatch, content_type=content_type
-        )
-    attachment = policy.call(lambda: client.upload(path, path.name, content_type), attempts)
-    caption = render_caption(
-        template,
+def _send_one(context: RunContext, path: Path, conversation_id: str, template: str | None) -> str:
+    """Upload and send one file; its message id. Its give-up clock starts with it."""
+    file = OutgoingFile(
+        path=path,
         name=path.name,
-        message_type=kind.message_type,
-        content_type=content_type,
-        size=kind.size,
+        label=str(path),
+        conversation_id=conversation_id,
+        caption=template,
         inbox=path.parent.name,
+        idempotency_key=new_claim_id(),
+        recorder=NotRecorded(),
+        events=SendEvents(path),
     )
-    message_type = kind.message_type
-    key = new_claim_id()
-    message = policy.call(
-        lambda: client.send(conversation_id, message_type, [attachment.id], caption, key),
-        attempts,
-    )
-    return message.id
+    attempts = Attempts()
+    uploaded = upload(context, file, attempts)
+    return send(context, file, uploaded, attempts).id

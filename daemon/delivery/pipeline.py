@@ -27,8 +27,8 @@ from daemon.delivery.finish import Finisher
 from daemon.delivery.job import Job
 from daemon.delivery.lanes import Lane, Lanes
 from daemon.delivery.outcomes import Outcomes
-from daemon.delivery.retry import AuthGate, Backoff
-from daemon.delivery.steps import Delivery
+from daemon.delivery.retry import WATCH, AuthGate, Backoff, RunPolicy
+from daemon.delivery.steps import Delivery, RunContext, api_client
 from daemon.errors import AuthRefused, FileRejected, Stopped
 from daemon.logs import get_logger
 from daemon.states import JobState, Reason, Stage
@@ -53,7 +53,7 @@ class Pipeline:
         journal: Journal,
         owner: Owner,
         *,
-        once: bool = False,
+        policy: RunPolicy = WATCH,
         outcomes: Outcomes | None = None,
     ) -> None:
         self.config = config
@@ -61,12 +61,13 @@ class Pipeline:
         self._workers = config.workers
         self.journal = journal
         self.owner = owner
-        self.once = once
+        self.policy = policy
         self.outcomes = outcomes or Outcomes()
         self.stop_event = threading.Event()
         self.gate = AuthGate()
         self.auth_refused: AuthRefused | None = None
-        #: ``--once``: files left claimed after an unforeseen error (the run exits 1).
+        #: Files left claimed after an unforeseen error, when the policy does not retry
+        #: them (``--once``: the run exits 1).
         self.broken = 0
         self._log = get_logger()
         # One lock, two conditions: workers wait for a file they may start (woken one at
@@ -90,16 +91,14 @@ class Pipeline:
         self._to_archive: queue.SimpleQueue[tuple[Lane, Job] | None] = queue.SimpleQueue()
         self._archiver = threading.Thread(target=self._archive, name="archiver", daemon=True)
         self.finish = Finisher(journal, self.outcomes, self.stop_event)
-        self.delivery = Delivery(
+        context = RunContext(
             config=lambda: self.config,
-            journal=journal,
-            outcomes=self.outcomes,
+            client=self._client,
             gate=self.gate,
             stop=self.stop_event,
-            client=self._client,
-            finish=self.finish,
-            once=once,
+            policy=policy,
         )
+        self.delivery = Delivery(context, journal, self.outcomes, self.finish)
 
     # -- lifecycle -------------------------------------------------------------------
 
@@ -261,14 +260,15 @@ class Pipeline:
 
     def _broken(self, lane: Lane, job: Job, error: Exception) -> None:
         """A bug or an unforeseen OS error must not kill a worker or lose the file: it
-        stays claimed and is tried again later, with a growing wait. ``--once`` leaves it
-        (and the rest of its conversation, to keep the order) to the next run."""
+        stays claimed and is tried again later, with a growing wait; or, when the run's
+        policy says so (``--once``), left with the rest of its conversation (to keep the
+        order) to the next run."""
         job.errors += 1
         if job.first_error is None:
             job.first_error = time.monotonic()
         job.last_error = f"{type(error).__name__}: {error}"
         fields = {"inbox": job.inbox.name, "file": job.entry.name, "attempt": job.errors}
-        if self.once:
+        if not self.policy.retry_unexpected_errors:
             self._log.exception("file_error", **fields, retry_in_s=None)
             with self._cond:
                 lane.stalled = True
@@ -318,8 +318,13 @@ class Pipeline:
             self._idle.notify_all()
 
     def _refuse(self, refused: AuthRefused) -> None:
-        if self.auth_refused is None:
-            self.auth_refused = refused
+        """The API refused the credentials and the policy says stop: said once, however
+        many workers hear the refusal at the same time."""
+        with self._cond:
+            first = self.auth_refused is None
+            if first:
+                self.auth_refused = refused
+        if first:
             self._log.error("auth_failed", status=refused.error.status, detail=refused.error.detail)
         self._stop_all()
 
@@ -374,15 +379,7 @@ class Pipeline:
         if getattr(local, "generation", None) != self._generation:
             if getattr(local, "client", None) is not None:
                 local.client.close()
-            api = self.config.api
-            local.client = ApiClient(
-                api.url,
-                api.token,
-                api.tenant_id,
-                connect_timeout=api.connect_timeout,
-                read_timeout=api.read_timeout,
-                on_request=self.outcomes.request,
-            )
+            local.client = api_client(self.config.api, on_request=self.outcomes.request)
             local.generation = self._generation
         client: ApiClient = local.client
         return client

@@ -6,6 +6,12 @@ seconds have passed since the file's first failed attempt: a failure after that 
 file up, a failure before it is followed by another attempt. 401/403 fail no file: the
 :class:`AuthGate` closes, one thread probes the API with backoff while every other API call
 waits, and time spent behind the closed gate does not count towards giving up.
+
+Three extension points, each a small typed object rather than a bundle of callables:
+:class:`RetryEvents` hears what the policy does to one file (the daemon journals and logs
+it, ``send`` logs it), :class:`RunPolicy` says what a run does when it cannot go on (the
+daemon waits, ``run --once`` and ``send`` stop), and :class:`Clock` is where the policy and
+the gate read the time and wait (tests replace it, so retry paths run in milliseconds).
 """
 
 from __future__ import annotations
@@ -15,28 +21,112 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TypeVar
+from typing import Protocol, TypeVar
 
 from daemon.errors import (
     AuthError,
     AuthRefused,
-    FileChanged,
     FileRejected,
     RequestRejected,
     Stopped,
     TransientError,
-    TransportError,
 )
 from daemon.states import Reason
 
 T = TypeVar("T")
 
-#: While a file waits behind the closed gate, the time it waited is handed to ``on_clock``
-#: (the journal) at least this often, in seconds: a SIGKILL loses at most this much of it.
+#: While a file waits behind the closed gate, the time it waited is handed to
+#: :meth:`RetryEvents.clock_moved` (the journal) at least this often, in seconds: a SIGKILL
+#: loses at most this much of it.
 CLOCK_SAVE_SECONDS = 10.0
 #: A failure this close to ``give_up_after`` is at the deadline (a timer never fires to the
 #: microsecond, and the give-up clock is wall-clock time), in seconds.
 DEADLINE_TOLERANCE_SECONDS = 0.01
+#: How often a thread waiting at the gate looks whether the run stops, in seconds.
+GATE_POLL_SECONDS = 0.5
+
+
+class Waitable(Protocol):
+    """Something a thread can wait on: a :class:`threading.Event`, or a held
+    :class:`threading.Condition`."""
+
+    def wait(self, timeout: float | None = None) -> bool: ...
+
+
+class Clock(Protocol):
+    """Where the retry policy and the auth gate read the time and wait."""
+
+    def monotonic(self) -> float:
+        """Seconds on a clock that never goes back (for waits)."""
+        ...
+
+    def time(self) -> float:
+        """Wall-clock Unix time (the give-up clock, which survives restarts)."""
+        ...
+
+    def wait(self, waitable: Waitable, seconds: float) -> bool:
+        """Wait on ``waitable`` for at most ``seconds``; what its ``wait`` returns."""
+        ...
+
+
+class SystemClock:
+    """The real clock: :func:`time.monotonic`, :func:`time.time`, real waits."""
+
+    def monotonic(self) -> float:
+        return time.monotonic()
+
+    def time(self) -> float:
+        return time.time()
+
+    def wait(self, waitable: Waitable, seconds: float) -> bool:
+        return waitable.wait(seconds)
+
+
+SYSTEM_CLOCK = SystemClock()
+
+
+@dataclass(frozen=True)
+class RunPolicy:
+    """What a run does when it cannot go on with a file: the difference between the
+    daemon (:data:`WATCH`) and a run that must end (:data:`ONCE`: ``run --once``, ``send``)."""
+
+    stop_on_refused_credentials: bool = False
+    """True: a 401/403 ends the run (:class:`AuthRefused`, exit 3). False: the gate closes,
+    one thread probes the API with backoff and every file waits for working credentials."""
+    retry_unexpected_errors: bool = True
+    """True: a file whose step hit an unexpected error (a bug, an odd OS error) is tried
+    again later, with a growing wait. False: it stays claimed, with the rest of its
+    conversation, for the next run (which then exits 1)."""
+
+
+#: The daemon: wait for working credentials, try broken files again later.
+WATCH = RunPolicy()
+#: ``run --once`` and ``send``: stop on refused credentials, leave broken files claimed.
+ONCE = RunPolicy(stop_on_refused_credentials=True, retry_unexpected_errors=False)
+
+
+class RetryEvents(Protocol):
+    """What the retry policy tells about one file (the shape of stamina's hooks: each call
+    receives everything it needs). Called on the thread that runs the file's step."""
+
+    def retry_scheduled(self, attempts: Attempts, delay: float, error: TransientError) -> None:
+        """After a failed attempt, before the wait of ``delay`` seconds. ``attempts.count``
+        counts the attempt that failed; ``attempts.first_failure`` is set."""
+        ...
+
+    def auth_failed(self, error: AuthError) -> None:
+        """The API refused the credentials: said once per closing of the gate (and again
+        after a reload's new credentials are refused too), by the thread that probes."""
+        ...
+
+    def auth_restored(self) -> None:
+        """The credentials work again: the gate opened."""
+        ...
+
+    def clock_moved(self, attempts: Attempts) -> None:
+        """``attempts.first_failure`` moved forward by time spent behind the closed gate
+        (which does not count towards giving up): keep it."""
+        ...
 
 
 @dataclass(frozen=True)
@@ -62,7 +152,8 @@ class Backoff:
 class AuthGate:
     """Open while the API accepts the credentials; closed after a 401/403."""
 
-    def __init__(self) -> None:
+    def __init__(self, clock: Clock = SYSTEM_CLOCK) -> None:
+        self._clock = clock
         self._cond = threading.Condition()
         self._open = True
         self._prober: int | None = None
@@ -113,37 +204,37 @@ class AuthGate:
             self._wakeups += 1
             self._cond.notify_all()
 
-    def wait_open(
-        self, stop: threading.Event, poll: float = 0.5, timeout: float | None = None
-    ) -> bool:
+    def wait_open(self, stop: threading.Event, timeout: float | None = None) -> bool:
         """Block until the gate is open or this thread takes over probing (True), or until
         ``timeout`` seconds have passed (False). Raises :class:`Stopped`."""
-        deadline = None if timeout is None else time.monotonic() + timeout
+        clock = self._clock
+        deadline = None if timeout is None else clock.monotonic() + timeout
         with self._cond:
             while not self._open:
                 if stop.is_set():
                     raise Stopped
-                if self._prober is None:  # the prober gave up (stopped): take its place
+                if self._prober is None:  # the prober left (stopped): take its place
                     self._prober = threading.get_ident()
                     break
-                wait = poll
+                wait = GATE_POLL_SECONDS
                 if deadline is not None:
-                    if (remaining := deadline - time.monotonic()) <= 0:
+                    if (remaining := deadline - clock.monotonic()) <= 0:
                         return False
-                    wait = min(poll, remaining)
-                self._cond.wait(wait)
+                    wait = min(wait, remaining)
+                clock.wait(self._cond, wait)
         return True
 
     def sleep(self, seconds: float, stop: threading.Event) -> None:
         """The prober's wait: ends early on stop (raises) or on :meth:`wake`."""
-        deadline = time.monotonic() + seconds
+        clock = self._clock
+        deadline = clock.monotonic() + seconds
         with self._cond:
             seen = self._wakeups
-            while (remaining := deadline - time.monotonic()) > 0 and self._wakeups == seen:
+            while (remaining := deadline - clock.monotonic()) > 0 and self._wakeups == seen:
                 if stop.is_set():
                     self._release_prober()
                     raise Stopped
-                self._cond.wait(min(remaining, 0.5))
+                clock.wait(self._cond, min(remaining, GATE_POLL_SECONDS))
 
     def release(self) -> None:
         """The prober leaves without a verdict on the credentials: another thread probes."""
@@ -168,7 +259,11 @@ class Attempts:
 
 
 class RetryPolicy:
-    """Runs one API call with the full policy: transient retries, auth gate, give-up."""
+    """Runs one API call with the full policy: transient retries, auth gate, give-up.
+
+    :class:`~daemon.errors.FileChanged` (and any error that is not the API's) goes out to
+    the caller as it is: a file written to during its upload is not a failed attempt.
+    """
 
     def __init__(
         self,
@@ -176,36 +271,35 @@ class RetryPolicy:
         give_up_after: float,
         gate: AuthGate,
         stop: threading.Event,
+        events: RetryEvents,
         *,
-        once: bool = False,
-        on_retry: Callable[[int, float, Exception], None] | None = None,
-        on_auth_failed: Callable[[AuthError], None] | None = None,
-        on_auth_ok: Callable[[], None] | None = None,
-        on_clock: Callable[[], None] | None = None,
-        raise_file_changed: bool = False,
+        run: RunPolicy = WATCH,
+        clock: Clock = SYSTEM_CLOCK,
     ) -> None:
         self.backoff = backoff
         self.give_up_after = give_up_after
         self.gate = gate
         self.stop = stop
-        self.once = once
-        #: After a failed attempt, before the wait: (attempts so far, the wait, the error).
-        #: ``Attempts.first_failure`` is set by then.
-        self.on_retry = on_retry
-        self.on_auth_failed = on_auth_failed
-        self.on_auth_ok = on_auth_ok
-        #: After ``Attempts.first_failure`` moved forward (time behind the closed gate).
-        self.on_clock = on_clock
-        #: Let :class:`FileChanged` out to the caller, which waits for the file to stand
-        #: still and starts over, instead of retrying it as a transient error.
-        self.raise_file_changed = raise_file_changed
+        self.events = events
+        self.run = run
+        self.clock = clock
 
     def sleep(self, seconds: float) -> None:
-        if self.stop.wait(seconds):
+        """Wait ``seconds``; raises :class:`Stopped` when the run stops meanwhile."""
+        if self.clock.wait(self.stop, seconds):
             raise Stopped
 
     def call(self, fn: Callable[[], T], attempts: Attempts) -> T:
         """``fn()`` until it succeeds, fails for good (:class:`FileRejected`) or we stop."""
+        try:
+            return self._call(fn, attempts)
+        except BaseException:
+            # Whatever ends the call (a stop, a file that changed, a bug) while this thread
+            # probes leaves the API's verdict on the credentials unknown: another probes.
+            self.gate.release()
+            raise
+
+    def _call(self, fn: Callable[[], T], attempts: Attempts) -> T:
         auth_failures = transient_failures = 0
         probing = False
         while True:
@@ -224,17 +318,6 @@ class RetryPolicy:
             except RequestRejected as error:
                 self._auth_ok()
                 raise FileRejected(error.reason, error.detail, error.status) from None
-            except FileChanged as changed:
-                if self.raise_file_changed:
-                    if probing:  # the API's verdict on the token is unknown: pass it on
-                        self.gate.release()
-                    raise
-                self._auth_ok()
-                probing = False
-                transient_failures += 1
-                as_transient = TransportError(str(changed))
-                self.sleep(self._retry_delay(as_transient, transient_failures, attempts))
-                continue
             except TransientError as error:
                 self._auth_ok()
                 probing = False
@@ -249,50 +332,50 @@ class RetryPolicy:
         if self.gate.is_open:
             return
         while True:
-            started = time.monotonic()
+            started = self.clock.monotonic()
             try:
                 through = self.gate.wait_open(self.stop, timeout=CLOCK_SAVE_SECONDS)
             finally:
-                self._pause_clock(attempts, time.monotonic() - started)
+                self._pause_clock(attempts, self.clock.monotonic() - started)
             if through:
                 return
 
     def _auth_failed(self, error: AuthError, failures: int, attempts: Attempts) -> bool:
         """Close the gate; the one prober waits out its backoff. True for the prober."""
-        if self.once:
+        if self.run.stop_on_refused_credentials:
             raise AuthRefused(error)
-        started = time.monotonic()
+        started = self.clock.monotonic()
         try:
             probing = self.gate.close(error)
             if probing:
-                if self.gate.announce() and self.on_auth_failed:
-                    self.on_auth_failed(error)
+                if self.gate.announce():
+                    self.events.auth_failed(error)
                 self.gate.sleep(self.backoff.delay(failures), self.stop)
         finally:
-            self._pause_clock(attempts, time.monotonic() - started)
+            self._pause_clock(attempts, self.clock.monotonic() - started)
         return probing
 
     def _pause_clock(self, attempts: Attempts, seconds: float) -> None:
         """Take ``seconds`` spent waiting out a 401/403 off the give-up clock.
 
         The clock is a wall-clock ``first_failure`` kept in the journal, so the credit is
-        kept by moving it forward and journaling it (``on_clock``) after every wait: on a
-        stop, when the gate opens, after each probe (at most ``max_delay``) and at least
-        every :data:`CLOCK_SAVE_SECONDS` while a file waits behind the gate. A SIGKILL
-        loses only the wait in progress, bounded by those. Time the daemon is not running
-        at all counts like any other time, also after ``--once`` exits on refused
-        credentials (it waits out nothing): the give-up window is wall-clock time.
+        kept by moving it forward and journaling it (:meth:`RetryEvents.clock_moved`) after
+        every wait: on a stop, when the gate opens, after each probe (at most
+        ``max_delay``) and at least every :data:`CLOCK_SAVE_SECONDS` while a file waits
+        behind the gate. A SIGKILL loses only the wait in progress, bounded by those. Time
+        the daemon is not running at all counts like any other time, also after
+        ``--once`` exits on refused credentials (it waits out nothing): the give-up
+        window is wall-clock time.
         """
         if attempts.first_failure is None or seconds <= 0:
             return
         attempts.first_failure += seconds
-        if self.on_clock:
-            self.on_clock()
+        self.events.clock_moved(attempts)
 
     def _retry_delay(self, error: TransientError, failures: int, attempts: Attempts) -> float:
         """The wait before the next attempt, or :class:`FileRejected` when
         ``give_up_after`` has passed since the first failure."""
-        now = time.time()
+        now = self.clock.time()
         if attempts.first_failure is None:
             attempts.first_failure = now
         left = self.give_up_after - (now - attempts.first_failure)
@@ -310,10 +393,9 @@ class RetryPolicy:
         # and is tried once more, even past the deadline.
         retry_after = error.retry_after or 0.0
         delay = max(min(self.backoff.delay(failures, error.retry_after), left), retry_after)
-        if self.on_retry:
-            self.on_retry(attempts.count, delay, error)
+        self.events.retry_scheduled(attempts, delay, error)
         return delay
 
     def _auth_ok(self) -> None:
-        if self.gate.open() and self.on_auth_ok:
-            self.on_auth_ok()
+        if self.gate.open():
+            self.events.auth_restored()

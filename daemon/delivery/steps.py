@@ -1,11 +1,19 @@
-"""The steps of one claimed file: classify → upload → send; :mod:`.finish` archives it.
+"""The steps of one file: classify → upload → send; :mod:`.finish` archives it.
 
-With :mod:`daemon.delivery.finish`, the one place that turns errors into outcomes and log events.
-Each step is journaled before the side effect that depends on it, and a step the journal
-records as done is never repeated: an ``uploaded`` file is sent without a new upload, a
-``sent`` one is archived without a new send. Between ``uploaded`` and ``sent`` the file is
-``sending``: a send may have reached the API, so a restart repeats it with the same
-``Idempotency-Key`` (the claim id, fixed at claim time).
+The steps are shared by the daemon and ``send``: each takes an :class:`OutgoingFile`, which
+says what the steps need to know of the file (where its bytes are, its name, conversation
+and caption), where they write down what they learned of it (:class:`Recorder`: the
+journal for a claimed file, nothing for ``send``) and who hears what the retry policy does
+to it (:class:`~daemon.delivery.retry.RetryEvents`). :class:`RunContext` is what every file
+of a run shares.
+
+For the daemon, :class:`Delivery` runs the steps of a claimed file. With
+:mod:`daemon.delivery.finish`, it is the one place that turns errors into outcomes and log
+events. Each step is journaled before the side effect that depends on it, and a step the
+journal records as done is never repeated: an ``uploaded`` file is sent without a new
+upload, a ``sent`` one is archived without a new send. Between ``uploaded`` and ``sent``
+the file is ``sending``: a send may have reached the API, so a restart repeats it with the
+same ``Idempotency-Key`` (the claim id, fixed at claim time).
 
 The job's :class:`~daemon.store.journal.Entry` is kept in memory alongside the journal
 (:mod:`daemon.delivery.job`), so the hot path writes each stage once and never reads it back.
@@ -16,17 +24,29 @@ from __future__ import annotations
 import dataclasses
 import threading
 from collections.abc import Callable
-from typing import Any
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Protocol
 
 from daemon.api.client import ApiClient
-from daemon.api.replies import Attachment
-from daemon.config import Config
+from daemon.api.replies import Attachment, Message
+from daemon.config import ApiConfig, Config
 from daemon.config.caption import render_caption
 from daemon.delivery.finish import Finisher
 from daemon.delivery.job import Job, record
 from daemon.delivery.outcomes import Outcomes
-from daemon.delivery.retry import Attempts, AuthGate, Backoff, RetryPolicy
-from daemon.errors import FileChanged, FileRejected, trim
+from daemon.delivery.retry import (
+    SYSTEM_CLOCK,
+    WATCH,
+    Attempts,
+    AuthGate,
+    Backoff,
+    Clock,
+    RetryEvents,
+    RetryPolicy,
+    RunPolicy,
+)
+from daemon.errors import AuthError, FileChanged, FileRejected, TransientError, trim
 from daemon.logs import get_logger
 from daemon.media.classify import classify_file, extension_mismatch
 from daemon.states import Reason, Stage
@@ -34,84 +54,297 @@ from daemon.store.journal import Journal
 from daemon.watch.names import signature
 
 
-class Delivery:
-    """Runs the steps of a job; shared by every worker thread."""
+def api_client(
+    api: ApiConfig, on_request: Callable[[str, int | None, float], None] | None = None
+) -> ApiClient:
+    """The API client for ``api`` (the daemon's workers and ``send`` alike)."""
+    return ApiClient(
+        api.url,
+        api.token,
+        api.tenant_id,
+        connect_timeout=api.connect_timeout,
+        read_timeout=api.read_timeout,
+        on_request=on_request,
+    )
 
-    def __init__(
-        self,
-        *,
-        config: Callable[[], Config],
-        journal: Journal,
-        outcomes: Outcomes,
-        gate: AuthGate,
-        stop: threading.Event,
-        client: Callable[[], ApiClient],
-        finish: Finisher,
-        once: bool,
-    ) -> None:
-        self._config = config
-        self.journal = journal
-        self.outcomes = outcomes
-        self.gate = gate
-        self.stop = stop
-        self._client = client
-        self.finish = finish
-        self.once = once
-        self._log = get_logger()
 
-    def _record(self, job: Job, **changes: Any) -> None:
-        record(self.journal, job, **changes)
+@dataclass(frozen=True)
+class RunContext:
+    """What every file of one run shares."""
 
-    def _keep_attempts(self, job: Job, attempts: Attempts) -> None:
-        """Journal the retry state of ``attempts`` unless the entry already has it."""
-        if (job.entry.attempts, job.entry.first_failure) != (
-            attempts.count,
-            attempts.first_failure,
-        ):
-            self._record(job, attempts=attempts.count, first_failure=attempts.first_failure)
+    config: Callable[[], Config]
+    """The configuration now (a reload changes it for the next step)."""
+    client: Callable[[], ApiClient]
+    """The API client of the calling thread."""
+    gate: AuthGate
+    """Open while the API accepts the credentials."""
+    stop: threading.Event
+    """Set when the run stops: leave the file, it is resumed."""
+    policy: RunPolicy = WATCH
+    """What to do when a file cannot go on (refused credentials)."""
+    clock: Clock = SYSTEM_CLOCK
+    """Where the retry policy reads the time and waits."""
 
-    def _policy(self, job: Job, attempts: Attempts) -> RetryPolicy:
-        """The retry policy for one step of ``job``, journaling ``attempts`` as it goes."""
-        retry = self._config().retry
-
-        def on_retry(attempt: int, delay: float, error: Exception) -> None:
-            status = getattr(error, "status", None)
-            fields: dict[str, Any] = {"status": status} if status else {"error": str(error)}
-            # Journaled before it is said: first_failure is the give-up clock, which a
-            # restart (even right after this line is logged) must not reset.
-            self._record(
-                job,
-                attempts=attempt,
-                first_failure=attempts.first_failure,
-                detail=trim(str(error)),
-                status=status,
-            )
-            self._log.warning(
-                "retry_scheduled",
-                inbox=job.inbox.name,
-                file=job.entry.name,
-                attempt=attempt,
-                delay_s=round(delay, 3),
-                **fields,
-            )
-            self.outcomes.retried(job.inbox)
-
+    def retry_policy(self, events: RetryEvents) -> RetryPolicy:
+        """The retry policy for one step of a file, with the retry settings now."""
+        retry = self.config().retry
         return RetryPolicy(
             Backoff(retry.initial_delay, retry.max_delay),
             retry.give_up_after,
             self.gate,
             self.stop,
-            once=self.once,
-            on_retry=on_retry,
-            on_auth_failed=lambda e: self._log.error(
-                "auth_failed", status=e.status, detail=e.detail
-            ),
-            on_auth_ok=lambda: self._log.info("auth_restored"),
-            on_clock=lambda: self._keep_attempts(job, attempts),
-            raise_file_changed=True,
+            events,
+            run=self.policy,
+            clock=self.clock,
         )
 
-    # -- the steps -------------------------------------------------------------------
+
+class Recorder(Protocol):
+    """Where the steps write down what they learned of a file."""
+
+    def note(self, **facts: Any) -> None:
+        """In memory: what the file is (size, types), for its sidecar should it fail."""
+        ...
+
+    def record(self, **changes: Any) -> None:
+        """Durably: a step done (``stage``) and what it produced."""
+        ...
+
+
+class NotRecorded:
+    """The :class:`Recorder` of a file nobody keeps a record of (``send``)."""
+
+    def note(self, **facts: Any) -> None:
+        """Nothing to remember."""
+
+    def record(self, **changes: Any) -> None:
+        """Nothing to journal."""
+
+
+@dataclass(frozen=True)
+class OutgoingFile:
+    """One file on its way out: claimed by the daemon, or given to ``send``."""
+
+    path: Path
+    """Where its bytes are read (its claim folder, or the path as given)."""
+    name: str
+    """Its name for the API and the caption."""
+    label: str
+    """How log lines name it (``file``): its name, or for ``send`` the path as given."""
+    conversation_id: str
+    """Where it goes."""
+    caption: str | None
+    """The caption template (None: no caption)."""
+    inbox: str
+    """The caption's ``{inbox}``: the folder it was dropped into."""
+    idempotency_key: str
+    """The same for every attempt at sending it."""
+    recorder: Recorder
+    """Where the steps write down what they learned."""
+    events: RetryEvents
+    """Who hears what the retry policy does to it."""
+
+
+@dataclass(frozen=True)
+class Uploaded:
+    """What the send needs of a file the API holds."""
+
+    message_type: str
+    content_type: str | None
+    size: int | None
+    attachment_id: str
+
+
+def upload(context: RunContext, file: OutgoingFile, attempts: Attempts) -> Uploaded:
+    """Classify and upload ``file``; :class:`FileRejected` when it can never be sent."""
+    policy = context.retry_policy(file.events)
+    while True:
+        message_type, content_type = _classify(file)
+        try:
+            attachment = _upload_as(context, file, content_type, policy, attempts)
+            break
+        except FileChanged:
+            # Someone still holds it open and writes. Not a failed attempt (the give-up
+            # clock is left alone): wait until it stands still, then classify it again,
+            # as its type and size may have changed.
+            _wait_until_still(context, file.path, policy)
+    file.recorder.record(
+        stage=Stage.UPLOADED,
+        size=attachment.size,
+        message_type=message_type,
+        content_type=content_type,
+        attachment_id=attachment.id,
+        sha256=attachment.sha256,
+        attempts=attempts.count,
+        first_failure=attempts.first_failure,
+    )
+    return Uploaded(message_type, content_type, attachment.size, attachment.id)
+
+
+def _classify(file: OutgoingFile) -> tuple[str, str]:
+    """What ``file`` is (message and content type), or :class:`FileRejected`; warns when
+    its name says another type than its bytes."""
+    kind = classify_file(file.path)
+    file.recorder.note(
+        size=kind.size, message_type=kind.message_type, content_type=kind.content_type
+    )
+    if kind.reason is not None or kind.message_type is None or kind.content_type is None:
+        raise FileRejected(kind.reason or Reason.UNSUPPORTED_TYPE, kind.detail or "")
+    mismatch = extension_mismatch(file.name, kind.content_type)
+    if mismatch is not None:
+        get_logger().warning(
+            "extension_mismatch",
+            file=file.label,
+            extension=mismatch,
+            content_type=kind.content_type,
+        )
+    return kind.message_type, kind.content_type
+
+
+def _upload_as(
+    context: RunContext,
+    file: OutgoingFile,
+    content_type: str,
+    policy: RetryPolicy,
+    attempts: Attempts,
+) -> Attachment:
+    """One upload under ``policy`` (a function: the lambda closes over no loop variable)."""
+    return policy.call(
+        lambda: context.client().upload(file.path, file.name, content_type), attempts
+    )
+
+
+def _wait_until_still(context: RunContext, path: Path, policy: RetryPolicy) -> None:
+    """Until the file's size and times stood still for ``settle_seconds`` (at least 1 s).
+    A file that vanished waits no more: classifying it will say so."""
+    seconds = max(context.config().settle_seconds, 1.0)
+    last = None
+    while True:
+        try:
+            now = signature(path.lstat())
+        except OSError:
+            return
+        if now == last:
+            return
+        last = now
+        policy.sleep(seconds)
+
+
+def send(
+    context: RunContext, file: OutgoingFile, uploaded: Uploaded, attempts: Attempts
+) -> Message:
+    """Send the uploaded ``file`` as a message; :class:`FileRejected` when it cannot be."""
+    file.recorder.record(stage=Stage.SENDING)
+    text = render_caption(
+        file.caption,
+        name=file.name,
+        message_type=uploaded.message_type,
+        content_type=uploaded.content_type,
+        size=uploaded.size,
+        inbox=file.inbox,
+    )
+    client = context.client
+    message = context.retry_policy(file.events).call(
+        lambda: client().send(
+            file.conversation_id,
+            uploaded.message_type,
+            [uploaded.attachment_id],
+            text,
+            file.idempotency_key,
+        ),
+        attempts,
+    )
+    file.recorder.record(
+        stage=Stage.SENT,
+        message_id=message.id,
+        attempts=attempts.count,
+        first_failure=attempts.first_failure,
+    )
+    return message
+
+
+# -- the daemon: claimed, journaled files ---------------------------------------------
+
+
+class JournaledFile:
+    """A claimed file's journal, as the steps and the retry policy see it: a
+    :class:`Recorder` and the :class:`~daemon.delivery.retry.RetryEvents` of the daemon
+    (journaled, logged and counted)."""
+
+    def __init__(self, job: Job, journal: Journal, outcomes: Outcomes) -> None:
+        self.job = job
+        self._journal = journal
+        self._outcomes = outcomes
+        self._log = get_logger()
+
+    def note(self, **facts: Any) -> None:
+        self.job.entry = dataclasses.replace(self.job.entry, **facts)
+
+    def record(self, **changes: Any) -> None:
+        record(self._journal, self.job, **changes)
+
+    def keep(self, attempts: Attempts) -> None:
+        """Journal the retry state of ``attempts`` unless the entry already has it."""
+        entry = self.job.entry
+        if (entry.attempts, entry.first_failure) != (attempts.count, attempts.first_failure):
+            self.record(attempts=attempts.count, first_failure=attempts.first_failure)
+
+    def retry_scheduled(self, attempts: Attempts, delay: float, error: TransientError) -> None:
+        job = self.job
+        fields: dict[str, Any] = {"status": error.status} if error.status else {"error": str(error)}
+        # Journaled before it is said: first_failure is the give-up clock, which a
+        # restart (even right after this line is logged) must not reset.
+        self.record(
+            attempts=attempts.count,
+            first_failure=attempts.first_failure,
+            detail=trim(str(error)),
+            status=error.status,
+        )
+        self._log.warning(
+            "retry_scheduled",
+            inbox=job.inbox.name,
+            file=job.entry.name,
+            attempt=attempts.count,
+            delay_s=round(delay, 3),
+            **fields,
+        )
+        self._outcomes.retried(job.inbox)
+
+    def auth_failed(self, error: AuthError) -> None:
+        self._log.error("auth_failed", status=error.status, detail=error.detail)
+
+    def auth_restored(self) -> None:
+        self._log.info("auth_restored")
+
+    def clock_moved(self, attempts: Attempts) -> None:
+        self.keep(attempts)
+
+
+class Delivery:
+    """Runs the steps of a claimed file; shared by every worker thread."""
+
+    def __init__(
+        self, context: RunContext, journal: Journal, outcomes: Outcomes, finish: Finisher
+    ) -> None:
+        self.context = context
+        self.journal = journal
+        self.outcomes = outcomes
+        self.finish = finish
+
+    def _outgoing(self, job: Job) -> tuple[OutgoingFile, JournaledFile]:
+        journaled = JournaledFile(job, self.journal, self.outcomes)
+        file = OutgoingFile(
+            path=job.claim.path,
+            name=job.entry.name,
+            label=job.entry.name,
+            conversation_id=job.inbox.conversation_id,
+            caption=job.inbox.text,
+            inbox=job.inbox.name,
+            idempotency_key=job.claim.claim_id,
+            recorder=journaled,
+            events=journaled,
+        )
+        return file, journaled
 
     def prepare(self, job: Job) -> bool:
         """Classify and upload (unless already done). False: the file failed for good."""
@@ -124,128 +357,36 @@ class Delivery:
                 job, FileRejected(entry.reason or Reason.REJECTED, entry.detail or "", entry.status)
             )
             return False
+        file, journaled = self._outgoing(job)
+        attempts = Attempts(job.entry.attempts, job.entry.first_failure)
         try:
-            self._upload(job)
+            upload(self.context, file, attempts)
         except FileRejected as rejected:
+            journaled.keep(attempts)  # the sidecar counts the requests made
             self.finish.failed(job, rejected)
             return False
-        return True
-
-    def _upload(self, job: Job) -> None:
-        attempts = Attempts(job.entry.attempts, job.entry.first_failure)
-        policy = self._policy(job, attempts)
-        try:
-            while True:
-                content_type = self._classify(job)
-                try:
-                    attachment = self._upload_as(job, content_type, policy, attempts)
-                    break
-                except FileChanged:
-                    # Someone still holds it open and writes. Not a failed attempt (the
-                    # give-up clock is left alone): wait until it stands still, then
-                    # classify it again, as its type and size may have changed.
-                    self._wait_until_still(job, policy)
         except BaseException:
-            self._keep_attempts(job, attempts)  # the sidecar counts the requests made
+            journaled.keep(attempts)
             raise
-        self._record(
-            job,
-            stage=Stage.UPLOADED,
-            size=attachment.size,
-            message_type=job.entry.message_type,
-            content_type=content_type,
-            attachment_id=attachment.id,
-            sha256=attachment.sha256,
-            attempts=attempts.count,
-            first_failure=attempts.first_failure,
-        )
-
-    def _classify(self, job: Job) -> str:
-        """Classify the claimed file into ``job.entry``; its content type, or
-        :class:`FileRejected`."""
-        kind = classify_file(job.claim.path)
-        job.entry = dataclasses.replace(
-            job.entry,
-            size=kind.size,
-            message_type=kind.message_type,
-            content_type=kind.content_type,
-        )
-        if kind.reason is not None or kind.message_type is None or kind.content_type is None:
-            raise FileRejected(kind.reason or Reason.UNSUPPORTED_TYPE, kind.detail or "")
-        mismatch = extension_mismatch(job.entry.name, kind.content_type)
-        if mismatch is not None:
-            self._log.warning(
-                "extension_mismatch",
-                file=job.entry.name,
-                extension=mismatch,
-                content_type=kind.content_type,
-            )
-        return kind.content_type
-
-    def _upload_as(
-        self, job: Job, content_type: str, policy: RetryPolicy, attempts: Attempts
-    ) -> Attachment:
-        """One upload under ``policy`` (a method: the lambda closes over no loop variable)."""
-        return policy.call(
-            lambda: self._client().upload(job.claim.path, job.entry.name, content_type),
-            attempts,
-        )
-
-    def _wait_until_still(self, job: Job, policy: RetryPolicy) -> None:
-        """Until the claimed file's size and times stood still for ``settle_seconds`` (at
-        least 1 s). A file that vanished waits no more: classifying it will say so."""
-        seconds = max(self._config().settle_seconds, 1.0)
-        last = None
-        while True:
-            try:
-                now = signature(job.claim.path.lstat())
-            except OSError:
-                return
-            if now == last:
-                return
-            last = now
-            policy.sleep(seconds)
+        return True
 
     def send(self, job: Job) -> bool:
         """Send (unless already sent). False: the file failed for good (and is archived)."""
         entry = job.entry
-        if entry.stage != Stage.SENT:
-            if not (entry.attachment_id and entry.message_type):
-                raise RuntimeError(f"claim {entry.claim_id} is {entry.stage} without an upload")
-            self._record(job, stage=Stage.SENDING)
-            attempts = Attempts(entry.attempts, entry.first_failure)
-            text = render_caption(
-                job.inbox.text,
-                name=entry.name,
-                message_type=entry.message_type,
-                content_type=entry.content_type,
-                size=entry.size,
-                inbox=job.inbox.name,
-            )
-            send = self._client
-            try:
-                message = self._policy(job, attempts).call(
-                    lambda: send().send(
-                        job.inbox.conversation_id,
-                        entry.message_type or "",
-                        [entry.attachment_id or ""],
-                        text,
-                        job.claim.claim_id,
-                    ),
-                    attempts,
-                )
-            except FileRejected as rejected:
-                self._keep_attempts(job, attempts)
-                self.finish.failed(job, rejected)
-                return False
-            except BaseException:
-                self._keep_attempts(job, attempts)
-                raise
-            self._record(
-                job,
-                stage=Stage.SENT,
-                message_id=message.id,
-                attempts=attempts.count,
-                first_failure=attempts.first_failure,
-            )
+        if entry.stage == Stage.SENT:
+            return True
+        if not (entry.attachment_id and entry.message_type):
+            raise RuntimeError(f"claim {entry.claim_id} is {entry.stage} without an upload")
+        uploaded = Uploaded(entry.message_type, entry.content_type, entry.size, entry.attachment_id)
+        file, journaled = self._outgoing(job)
+        attempts = Attempts(entry.attempts, entry.first_failure)
+        try:
+            send(self.context, file, uploaded, attempts)
+        except FileRejected as rejected:
+            journaled.keep(attempts)
+            self.finish.failed(job, rejected)
+            return False
+        except BaseException:
+            journaled.keep(attempts)
+            raise
         return True

@@ -1,4 +1,4 @@
-"""Prometheus metrics and the health check, served on ``metrics.listen`` (SPEC §3).
+"""Prometheus metrics and the health check, served on ``metrics.listen`` (see the README).
 
 ``GET /metrics`` is the Prometheus text format from the daemon's own registry (never the
 process-global one, so that nothing else in the process can leak into it); ``GET /healthz``
@@ -41,6 +41,8 @@ from daemon.delivery.outcomes import Outcomes
 from daemon.delivery.retry import AuthGate
 from daemon.errors import WatchError
 from daemon.logs import get_logger
+from daemon.states import Reason
+from daemon.store.journal import Entry
 
 #: Seconds a scraper may take to send its request before its connection is dropped.
 REQUEST_TIMEOUT_SECONDS = 10.0
@@ -126,7 +128,8 @@ class _StateCollector(Collector):
 
 
 class Metrics:
-    """The daemon's metrics: fed by :class:`Outcomes`, read through :class:`Probes`."""
+    """The daemon's metrics: an :class:`~daemon.delivery.outcomes.OutcomeListener` of
+    ``outcomes``, and read through :class:`Probes` at scrape time."""
 
     def __init__(self, outcomes: Outcomes, probes: Probes) -> None:
         self.probes = probes
@@ -186,26 +189,27 @@ class Metrics:
             registry=r,
         )
         r.register(_StateCollector(probes))
-        outcomes.subscribe(self._on_outcome)
-        outcomes.subscribe_requests(self._on_request)
+        outcomes.subscribe(self)
 
-    def _on_outcome(self, what: str, inbox: InboxConfig, fields: dict[str, Any]) -> None:
-        if what == "queued":
-            self.files_queued.labels(inbox.name).inc()
-        elif what == "sent":
-            entry = fields["entry"]
-            self.files_sent.labels(inbox.name, entry.message_type or UNKNOWN).inc()
-            self.bytes_uploaded.labels(inbox.name).inc(entry.size or 0)
-            now = time.time()
-            self.last_sent.set(now)
-            self.latency_seconds.observe(max(0.0, now - entry.arrived_ns / 1e9))
-        elif what == "failed":
-            message_type = fields.get("message_type") or UNKNOWN
-            self.files_failed.labels(inbox.name, message_type, fields["reason"]).inc()
-        elif what == "retried":
-            self.retries.labels(inbox.name).inc()
+    # -- OutcomeListener -------------------------------------------------------------
 
-    def _on_request(self, endpoint: str, status: int | None, seconds: float) -> None:
+    def queued(self, inbox: InboxConfig) -> None:
+        self.files_queued.labels(inbox.name).inc()
+
+    def sent(self, inbox: InboxConfig, entry: Entry) -> None:
+        self.files_sent.labels(inbox.name, entry.message_type or UNKNOWN).inc()
+        self.bytes_uploaded.labels(inbox.name).inc(entry.size or 0)
+        now = time.time()
+        self.last_sent.set(now)
+        self.latency_seconds.observe(max(0.0, now - entry.arrived_ns / 1e9))
+
+    def failed(self, inbox: InboxConfig, reason: Reason, message_type: str | None) -> None:
+        self.files_failed.labels(inbox.name, message_type or UNKNOWN, reason).inc()
+
+    def retried(self, inbox: InboxConfig) -> None:
+        self.retries.labels(inbox.name).inc()
+
+    def request(self, endpoint: str, status: int | None, seconds: float) -> None:
         self.api_requests.labels(endpoint, str(status) if status else "none").inc()
         if endpoint == "attachments":
             self.upload_seconds.observe(seconds)

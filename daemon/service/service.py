@@ -22,6 +22,7 @@ from daemon import __version__
 from daemon.config import Config, InboxConfig, load_config
 from daemon.delivery.outcomes import Outcomes
 from daemon.delivery.pipeline import Pipeline
+from daemon.delivery.retry import ONCE, WATCH
 from daemon.errors import ConfigError, register_secret
 from daemon.logs import configure, get_logger
 from daemon.service.notify import Notifier, WatchdogPinger
@@ -97,7 +98,7 @@ class Service:
         self.journal = Journal(config.state_dir)
         self.owner = Owner()
         self.pipeline = Pipeline(
-            config, self.journal, self.owner, once=once, outcomes=self.outcomes
+            config, self.journal, self.owner, policy=ONCE if once else WATCH, outcomes=self.outcomes
         )
         self.settler = Settler(config.settle_seconds, config.ignore, self._take)
         self.watcher = Watcher(

@@ -16,6 +16,7 @@ import pytest
 
 from daemon.config import load_config
 from daemon.delivery.pipeline import Pipeline
+from daemon.delivery.retry import ONCE
 from daemon.fake.api import FakeApi
 from daemon.fake.rules import Faults
 from daemon.logs import configure
@@ -192,7 +193,7 @@ def test_a_full_disk_keeps_the_file_claimed_until_archiving_works(
     monkeypatch.setattr("daemon.delivery.finish.LOCAL_RETRY_SECONDS", 0.05)
     journal = Journal(config.state_dir)
     owner = Owner()
-    pipeline = Pipeline(config, journal, owner, once=True)
+    pipeline = Pipeline(config, journal, owner, policy=ONCE)
     [inbox] = config.all_inboxes()
     pipeline.start()
     try:

@@ -17,6 +17,7 @@ from daemon.delivery.outcomes import Outcomes
 from daemon.fake.api import FakeApi
 from daemon.fake.rules import Faults
 from daemon.service.metrics import Metrics, MetricsServer, Probes
+from daemon.states import Reason
 from daemon.store.journal import Entry
 from tests.helpers import (
     TENANT,
@@ -284,7 +285,7 @@ def test_scrape_time_gauges_and_an_unhealthy_observer_in_process(tmp_path: Path)
     try:
         base = f"http://127.0.0.1:{server.address[1]}"
         outcomes.sent(inboxes[2], _entry("p.png", 2048, time.time_ns() - 5_000_000_000))
-        outcomes.failed(inboxes[2], "too_large", message_type="video")
+        outcomes.failed(inboxes[2], Reason.TOO_LARGE, message_type="video")
         samples = scrape(base)
         # Two inboxes named "front" (different folders) are one series, summed.
         assert value(samples, "sendseven_files_waiting", inbox="front") == 4
