@@ -51,21 +51,14 @@ from daemon.logs import get_logger
 from daemon.media.classify import classify_file, extension_mismatch
 from daemon.states import Reason, Stage
 from daemon.store.journal import Journal
-from daemon.watch.names import signature
+from daemon.watch.settle import wait_until_still
 
 
 def api_client(
     api: ApiConfig, on_request: Callable[[str, int | None, float], None] | None = None
 ) -> ApiClient:
     """The API client for ``api`` (the daemon's workers and ``send`` alike)."""
-    return ApiClient(
-        api.url,
-        api.token,
-        api.tenant_id,
-        connect_timeout=api.connect_timeout,
-        read_timeout=api.read_timeout,
-        on_request=on_request,
-    )
+    return ApiClient.from_config(api, on_request=on_request)
 
 
 @dataclass(frozen=True)
@@ -217,17 +210,7 @@ def _upload_as(
 def _wait_until_still(context: RunContext, path: Path, policy: RetryPolicy) -> None:
     """Until the file's size and times stood still for ``settle_seconds`` (at least 1 s).
     A file that vanished waits no more: classifying it will say so."""
-    seconds = max(context.config().settle_seconds, 1.0)
-    last = None
-    while True:
-        try:
-            now = signature(path.lstat())
-        except OSError:
-            return
-        if now == last:
-            return
-        last = now
-        policy.sleep(seconds)
+    wait_until_still(path, max(context.config().settle_seconds, 1.0), policy.sleep)
 
 
 def send(
