@@ -26,6 +26,7 @@ from urllib3 import HTTPConnectionPool
 from daemon import __version__
 from daemon.api.body import MultipartBody
 from daemon.api.replies import Attachment, Message, raise_for_status
+from daemon.config.model import ApiConfig
 from daemon.errors import FileChanged, ServerBusy, TransportError
 
 #: The slowest upload rate tolerated before an upload is abandoned, in bytes per second.
@@ -45,8 +46,8 @@ class ApiClient:
         token: str,
         tenant_id: str,
         *,
-        connect_timeout: float = 10.0,
-        read_timeout: float = 120.0,
+        connect_timeout: float = ApiConfig.connect_timeout,
+        read_timeout: float = ApiConfig.read_timeout,
         on_request: Callable[[str, int | None, float], None] | None = None,
     ) -> None:
         self.url = url.rstrip("/")
@@ -76,6 +77,23 @@ class ApiClient:
             "User-Agent": f"sendseven-watch/{__version__}",
             "Accept": "application/json",
         }
+
+    @classmethod
+    def from_config(
+        cls,
+        api: ApiConfig,
+        *,
+        on_request: Callable[[str, int | None, float], None] | None = None,
+    ) -> ApiClient:
+        """A client for the configured URL, credentials and timeouts."""
+        return cls(
+            api.url,
+            api.token,
+            api.tenant_id,
+            connect_timeout=api.connect_timeout,
+            read_timeout=api.read_timeout,
+            on_request=on_request,
+        )
 
     def close(self) -> None:
         self._session.close()

@@ -23,14 +23,7 @@ from daemon.store.claims import new_claim_id
 
 def send_files(config: Config, conversation_id: str, files: list[Path], text: str | None) -> int:
     """Send each file to ``conversation_id``; 0 when all were sent, else 1."""
-    api = config.api
-    client = ApiClient(
-        api.url,
-        api.token,
-        api.tenant_id,
-        connect_timeout=api.connect_timeout,
-        read_timeout=api.read_timeout,
-    )
+    client = ApiClient.from_config(config.api)
     template = text if text is not None else config.text
     all_sent = True
     try:

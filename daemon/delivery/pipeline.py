@@ -368,15 +368,7 @@ class Pipeline:
         if getattr(local, "generation", None) != self._generation:
             if getattr(local, "client", None) is not None:
                 local.client.close()
-            api = self.config.api
-            local.client = ApiClient(
-                api.url,
-                api.token,
-                api.tenant_id,
-                connect_timeout=api.connect_timeout,
-                read_timeout=api.read_timeout,
-                on_request=self.outcomes.request,
-            )
+            local.client = ApiClient.from_config(self.config.api, on_request=self.outcomes.request)
             local.generation = self._generation
         client: ApiClient = local.client
         return client
