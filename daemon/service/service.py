@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING
 
 from daemon import __version__
 from daemon.config import Config, InboxConfig, load_config
+from daemon.config.model import changed_keys, restart_keys
 from daemon.delivery.outcomes import Outcomes
 from daemon.delivery.pipeline import Pipeline
 from daemon.errors import ConfigError, register_secret
@@ -28,6 +29,7 @@ from daemon.service.notify import Notifier, WatchdogPinger
 from daemon.service.retention import Retention
 from daemon.store.claims import Owner
 from daemon.store.journal import Journal
+from daemon.watch.inboxes import all_inboxes, spool_inbox
 from daemon.watch.names import count_waiting
 from daemon.watch.settle import Settled, Settler
 from daemon.watch.watcher import Watcher
@@ -105,7 +107,7 @@ class Service:
         )
         self.settler = Settler(config.settle_seconds, config.ignore, self._take)
         self.watcher = Watcher(
-            config.observer, config.spool, config.all_inboxes(), self._offer, self._new_folder
+            config.observer, config.spool, all_inboxes(config), self._offer, self._new_folder
         )
         self.notifier = Notifier()
         self.signals = _Signals()
@@ -152,7 +154,7 @@ class Service:
 
     def _new_folder(self, path: Path) -> None:
         """A spool folder that appeared, or an inbox folder made anew: watch it."""
-        inbox = self.config.spool_inbox(path) or next(
+        inbox = spool_inbox(self.config, path) or next(
             (inbox for inbox in self.config.inboxes if inbox.path == path), None
         )
         if inbox is None:
@@ -300,42 +302,22 @@ class Service:
             self.notifier.ready("configuration invalid; old one kept")
             return
         old = self.config
-        changes = _changes(old, new)
+        changes = changed_keys(old, new)
         self.config = new
         configure(self.source.log_level or new.log.level, new.log.format)
         self.pipeline.reload(new)
         self.settler.settle_seconds = new.settle_seconds
         self.settler.ignore = new.ignore
         self.watcher.set_spool(new.spool)
-        wanted = {i.path: i for i in new.all_inboxes()}
+        wanted = {i.path: i for i in all_inboxes(new)}
         for inbox in self.watcher.inboxes:
             if inbox.path not in wanted:
                 self.watcher.remove(inbox.path)
         for inbox in wanted.values():
             if self.watcher.add(inbox):  # settings of a known inbox are updated in place
                 self.pipeline.resume(inbox)
-        restart = [k for k in ("state_dir", "workers", "observer", "metrics") if k in changes]
-        self.log.info("config_reloaded", changed=sorted(changes), restart_required=restart)
+        self.log.info(
+            "config_reloaded", changed=sorted(changes), restart_required=restart_keys(changes)
+        )
         self.watcher.scan()
         self.notifier.ready(f"watching {len(self.watcher.inboxes)} inboxes")
-
-
-def _changes(old: Config, new: Config) -> set[str]:
-    """The top-level keys whose values differ (``api`` covers a new token, unnamed)."""
-    keys = (
-        "api",
-        "spool",
-        "inboxes",
-        "text",
-        "state_dir",
-        "workers",
-        "settle_seconds",
-        "observer",
-        "rescan_interval",
-        "ignore",
-        "retry",
-        "log",
-        "metrics",
-        "sent_retention_days",
-    )
-    return {key for key in keys if getattr(old, key) != getattr(new, key)}
