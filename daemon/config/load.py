@@ -104,6 +104,8 @@ class _StrictLoader(yaml.SafeLoader):
 
 
 _YAML_MERGE = "tag:yaml.org,2002:merge"
+
+
 # --- validation ---------------------------------------------------------------------------
 
 
@@ -121,7 +123,9 @@ def _build(
     api = _api(Section(data.get("api"), "api", ApiConfig, problems), base, env)
     text = _template(top, "text")
     spool = top.path("spool", base)
-    inboxes = _inboxes(data.get("inboxes"), base, text, spool, problems)
+    # Each valid inbox with its key: ``inboxes[2].path`` stays that after a bad inboxes[1].
+    keyed = _inboxes(data.get("inboxes"), base, text, spool, problems)
+    inboxes = tuple(inbox for _, inbox in keyed)
     state_dir = top.path("state_dir", base)
     if spool is None and not problems.has("spool"):
         if not inboxes and not problems.has("inboxes"):
@@ -154,7 +158,12 @@ def _build(
         sent_retention_days=top.optional_number("sent_retention_days"),
     )
     if check_folders:
-        _check_folders(config, problems)
+        folders = [("spool", spool)] if spool else []
+        _check_folders([*folders, *((key, inbox.path) for key, inbox in keyed)], problems)
+        # A state_dir derived from a broken spool would only repeat the spool's problem.
+        if state_dir is not None and not problems.has("spool", "state_dir"):
+            with problems.collect():
+                _check_state_dir(state_dir)
     return config
 
 
@@ -238,14 +247,15 @@ def _check_url(url: str) -> None:
 
 def _inboxes(
     value: object, base: Path, default_text: str | None, spool: Path | None, problems: Problems
-) -> tuple[InboxConfig, ...]:
-    """The explicit inboxes that are fine (each problem of the others is recorded)."""
+) -> list[tuple[str, InboxConfig]]:
+    """The explicit inboxes that are fine, each with the key of its path (the problems of
+    the others are recorded)."""
     if value is None:
-        return ()
+        return []
     if not isinstance(value, list):
         problems.add(ConfigError("inboxes", f"expected a list, got {kind_of(value)}"))
-        return ()
-    inboxes: list[InboxConfig] = []
+        return []
+    inboxes: list[tuple[str, InboxConfig]] = []
     first_key: dict[Path, str] = {}
     for index, item in enumerate(value):
         section = Section(item, f"inboxes[{index}]", InboxConfig, problems)
@@ -269,8 +279,9 @@ def _inboxes(
         no_caption = own_text is None and isinstance(section.data.get("text"), str)
         text = None if no_caption else own_text or default_text
         if path is not None and conversation_id is not None and not problems.has(section.prefix):
-            inboxes.append(InboxConfig(path, conversation_id, text, path.name, from_spool=False))
-    return tuple(inboxes)
+            inbox = InboxConfig(path, conversation_id, text, path.name, from_spool=False)
+            inboxes.append((section.key("path"), inbox))
+    return inboxes
 
 
 def _template(section: Section, name: str) -> str | None:
@@ -330,17 +341,11 @@ def _listen(section: Section) -> tuple[str, int] | None:
     return host, port
 
 
-def _check_folders(config: Config, problems: Problems) -> None:
+def _check_folders(folders: list[tuple[str, Path]], problems: Problems) -> None:
     """The folders exist and are writable: each folder's first problem is recorded."""
-    folders = [("spool", config.spool)] if config.spool else []
-    folders += [(f"inboxes[{i}].path", inbox.path) for i, inbox in enumerate(config.inboxes)]
     for key, folder in folders:
         with problems.collect():
             _check_folder(key, folder)
-    # A state_dir derived from a broken spool would only repeat the spool's problem.
-    if not problems.has("spool", "state_dir"):
-        with problems.collect():
-            _check_state_dir(config.state_dir)
 
 
 def _check_folder(key: str, folder: Path) -> None:

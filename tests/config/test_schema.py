@@ -156,6 +156,23 @@ def test_one_mistake_is_reported_once(tmp_path: Path, yaml_text: str, expected: 
         assert line.startswith(start.format(tmp=tmp_path.resolve())), line
 
 
+def test_a_folder_problem_names_its_own_inbox(tmp_path: Path) -> None:
+    """After a bad inboxes[0], the missing folder of inboxes[1] is still inboxes[1].path."""
+    found = problems_of(
+        tmp_path,
+        """\
+        spool: spool
+        inboxes:
+          - {path: spool/x}
+          - {path: gone, conversation_id: c}
+        """,
+    )
+    assert found == [
+        "inboxes[0].conversation_id: required (a non-empty string)",
+        f"inboxes[1].path: {tmp_path.resolve() / 'gone'} does not exist",
+    ]
+
+
 def test_the_token_is_in_no_problem(tmp_path: Path) -> None:
     """With several problems, the token is redacted from each, even one found before it."""
     token = f"tok-several-{tmp_path.name}"
