@@ -4,6 +4,7 @@
 
     WatchError
     ├── ConfigError                 bad configuration or usage (exit 2); names the key/file
+    │   └── ConfigErrors            every problem of one configuration file, in one error
     ├── FileRejected                a file that can never be sent (goes to failed/, ``reason``)
     ├── FileChanged                 the file changed while it was uploaded: not the API's
     │                               fault; the delivery waits for it to stand still and
@@ -81,6 +82,22 @@ class ConfigError(WatchError):
         self.key = key
         self.message = redact(message)
         super().__init__(f"{key}: {self.message}")
+
+
+class ConfigErrors(ConfigError):
+    """Every problem found in one configuration file, so that one run can name them all.
+
+    ``key`` and ``message`` are the first problem's (a log line keeps its ``key`` field);
+    ``errors`` holds them all, in the order they were found. Each message is redacted
+    again here: a problem found before the token was known must not show it either.
+    """
+
+    def __init__(self, errors: Iterable[ConfigError]) -> None:
+        self.errors = tuple(ConfigError(error.key, error.message) for error in errors)
+        if not self.errors:
+            raise ValueError("ConfigErrors needs at least one error")
+        super().__init__(self.errors[0].key, self.errors[0].message)
+        self.args = ("; ".join(str(error) for error in self.errors),)
 
 
 class FileRejected(WatchError):

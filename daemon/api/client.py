@@ -62,8 +62,8 @@ class ApiClient:
         token: str,
         tenant_id: str,
         *,
-        connect_timeout: float = 10.0,
-        read_timeout: float = 120.0,
+        connect_timeout: float = ApiConfig.connect_timeout,
+        read_timeout: float = ApiConfig.read_timeout,
         ca_bundle: Path | str | None = None,
         on_request: Callable[[str, int | None, float], None] | None = None,
     ) -> None:
@@ -96,9 +96,12 @@ class ApiClient:
 
     @classmethod
     def from_config(
-        cls, api: ApiConfig, *, on_request: Callable[[str, int | None, float], None] | None = None
+        cls,
+        api: ApiConfig,
+        *,
+        on_request: Callable[[str, int | None, float], None] | None = None,
     ) -> ApiClient:
-        """A client for the ``api`` section of the configuration."""
+        """A client for the configured URL, credentials and timeouts."""
         return cls(
             api.url,
             api.token,

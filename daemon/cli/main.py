@@ -1,8 +1,8 @@
-"""The command line: argparse subcommands; user errors end here as one line and an exit code.
+"""The command line: argparse subcommands; user errors end here as lines and an exit code.
 
-Exit codes (SPEC §2): 0 success; 2 invalid configuration or usage (one line on stderr naming
-the key or file); 3 ``run --once`` stopped because the API refused the credentials; 1
-anything else. ``check-config --probe`` has its own (:mod:`daemon.cli.probe`).
+Exit codes: 0 success; 2 invalid configuration or usage (on stderr, one line per problem,
+each naming its key or the file); 3 ``run --once`` stopped because the API refused the
+credentials; 1 anything else. ``check-config --probe`` has its own (:mod:`daemon.cli.probe`).
 """
 
 from __future__ import annotations
@@ -14,9 +14,10 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from daemon import __version__
-from daemon.config import Config, describe
+from daemon.cli.check import describe
+from daemon.config import Config
 from daemon.config.caption import template_problem
-from daemon.errors import ConfigError, WatchError
+from daemon.errors import ConfigError, ConfigErrors, WatchError
 from daemon.fake import cli as fake_cli
 from daemon.logs import configure, get_logger
 from daemon.service.service import ConfigSource, Service
@@ -109,7 +110,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         return _dispatch(args)
     except ConfigError as error:
-        print(f"sendseven-watch: {error}", file=sys.stderr)
+        # One line per problem: a file with three mistakes names all three at once.
+        for problem in error.errors if isinstance(error, ConfigErrors) else (error,):
+            print(f"sendseven-watch: {problem}", file=sys.stderr)
         return ExitCode.USAGE
     except WatchError as error:
         get_logger().error("command_failed", error=str(error))

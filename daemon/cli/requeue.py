@@ -16,6 +16,7 @@ from daemon.logs import get_logger
 from daemon.states import Reason
 from daemon.store.archive import FAILED_DIR, SIDECAR_SUFFIX, move_no_overwrite
 from daemon.store.folders import is_sidecar, regular_files
+from daemon.watch.inboxes import all_inboxes
 
 
 def _read_sidecar(path: Path) -> dict[str, Any]:
@@ -33,11 +34,11 @@ def requeue(config: Config, *, inbox: str | None, reason: str | None) -> int:
         raise ConfigError("--reason", f"{reason!r} is none of {', '.join(Reason)}")
     boxes = [
         box
-        for box in config.all_inboxes()
+        for box in all_inboxes(config)
         if inbox is None or inbox in (box.name, box.conversation_id, str(box.path))
     ]
     if not boxes and inbox is not None:  # a typo must not look like "nothing to requeue"
-        known = ", ".join(sorted(box.name for box in config.all_inboxes())) or "none"
+        known = ", ".join(sorted(box.name for box in all_inboxes(config))) or "none"
         raise ConfigError("--inbox", f"no inbox is named {inbox!r} (inboxes: {known})")
     moved = 0
     for box in boxes:

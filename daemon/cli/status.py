@@ -20,6 +20,7 @@ from daemon.errors import os_error_text
 from daemon.store.archive import FAILED_DIR, SENT_DIR
 from daemon.store.folders import count_archived, count_in_progress
 from daemon.store.journal import JOURNAL_FILE, Entry, Journal
+from daemon.watch.inboxes import all_inboxes
 from daemon.watch.names import count_waiting
 
 
@@ -89,7 +90,7 @@ def collect(config: Config) -> list[InboxStatus]:
                 print(f"sendseven-watch: cannot read the journal: {error}", file=sys.stderr)
             finally:
                 journal.close()
-    return [_one(inbox, config, errors.get(str(inbox.path))) for inbox in config.all_inboxes()]
+    return [_one(inbox, config, errors.get(str(inbox.path))) for inbox in all_inboxes(config)]
 
 
 def _one(inbox: InboxConfig, config: Config, last_error: dict[str, Any] | None) -> InboxStatus:

@@ -12,6 +12,7 @@ import re
 from collections.abc import Mapping
 from pathlib import Path
 
+from daemon.config.problems import Problems
 from daemon.errors import ConfigError, os_error_text
 
 _KEY = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
@@ -74,13 +75,28 @@ def merged_environment(env_file: Path | str | None, environ: Mapping[str, str]) 
     return {**dotenv, **environ}  # the real environment wins, as with docker compose
 
 
-def expand(value: object, key: str, env: Mapping[str, str]) -> object:
+def expand(value: object, key: str, env: Mapping[str, str], problems: Problems) -> object:
+    """``value`` with ``${...}`` expanded in every string (``key`` names it in errors).
+
+    A string that cannot be expanded is recorded in ``problems`` and becomes None, so that
+    the rest of the file is still checked.
+    """
     if isinstance(value, dict):
-        return {k: expand(v, f"{key}.{k}" if key else str(k), env) for k, v in value.items()}
+        return {
+            k: expand(v, f"{key}.{k}" if key else str(k), env, problems) for k, v in value.items()
+        }
     if isinstance(value, list):
-        return [expand(item, f"{key}[{i}]", env) for i, item in enumerate(value)]
+        return [expand(item, f"{key}[{i}]", env, problems) for i, item in enumerate(value)]
     if not isinstance(value, str) or "$" not in value:
         return value
+    try:
+        return _substitute(value, key, env)
+    except ConfigError as error:
+        problems.add(error)
+        return None
+
+
+def _substitute(value: str, key: str, env: Mapping[str, str]) -> str:
     substituted = False
 
     def replace(match: re.Match[str]) -> str:

@@ -4,6 +4,10 @@
 environment into every string, builds each part of :class:`~daemon.config.Config` from
 its :class:`~daemon.config.section.Section` (every key, type and range checked) and finally
 checks that the folders exist and are writable.
+
+Every problem of the file is reported at once: each is recorded and checking goes on, and
+:class:`~daemon.errors.ConfigErrors` carries them all. Only a file that cannot be read or
+parsed (or is not a mapping), or a bad ``.env`` file, stops at its first problem.
 """
 
 from __future__ import annotations
@@ -34,6 +38,7 @@ from daemon.config.model import (
     MetricsConfig,
     RetryConfig,
 )
+from daemon.config.problems import Problems
 from daemon.config.section import Section, kind_of
 from daemon.errors import ConfigError, os_error_text, register_secret
 
@@ -45,7 +50,12 @@ def load_config(
     environ: Mapping[str, str] | None = None,
     check_folders: bool = True,
 ) -> Config:
-    """Read, expand and validate the configuration file at ``path``."""
+    """Read, expand and validate the configuration file at ``path``.
+
+    Raises :class:`~daemon.errors.ConfigErrors` naming every problem found (its ``key`` is
+    the first one's), or a :class:`~daemon.errors.ConfigError` when the file cannot be
+    read or parsed at all.
+    """
     source = Path(path)
     try:
         text = source.read_text(encoding="utf-8")
@@ -66,9 +76,12 @@ def load_config(
         raise ConfigError(str(path), f"expected a YAML mapping (key: value), got {kind_of(data)}")
 
     env = merged_environment(env_file, os.environ if environ is None else environ)
-    data = {key: expand(value, str(key), env) for key, value in data.items()}
-    source = source.resolve()
-    return _build(data, source, env, check_folders=check_folders)
+    problems = Problems()
+    data = {key: expand(value, str(key), env, problems) for key, value in data.items()}
+    config = _build(data, source.resolve(), env, problems, check_folders=check_folders)
+    problems.sort([str(key) for key in data])
+    problems.check()
+    return config
 
 
 # --- YAML and the environment ---------------------------------------------------------
@@ -91,99 +104,139 @@ class _StrictLoader(yaml.SafeLoader):
 
 
 _YAML_MERGE = "tag:yaml.org,2002:merge"
+
+
 # --- validation ---------------------------------------------------------------------------
 
 
-_TOP_KEYS = (
-    "api", "spool", "inboxes", "text", "state_dir", "workers", "settle_seconds", "observer",
-    "rescan_interval", "ignore", "retry", "log", "metrics", "sent_retention_days",
-)  # fmt: skip
-_API_KEYS = (
-    "url", "token", "token_file", "tenant_id", "connect_timeout", "read_timeout", "ca_bundle",
-)  # fmt: skip
-_RETRY_KEYS = ("initial_delay", "max_delay", "give_up_after")
-
-
 def _build(
-    data: dict[str, object], source: Path, env: Mapping[str, str], *, check_folders: bool
+    data: dict[Any, object],
+    source: Path,
+    env: Mapping[str, str],
+    problems: Problems,
+    *,
+    check_folders: bool,
 ) -> Config:
-    top = Section(data, "", _TOP_KEYS)
+    top = Section(data, "", Config, problems)
     base = source.parent
-    api = _api(Section(data.get("api"), "api", _API_KEYS), base, env)
+    # The api first: its token is then redacted from every error that follows.
+    api = _api(Section(data.get("api"), "api", ApiConfig, problems), base, env)
     text = _template(top, "text")
     spool = top.path("spool", base)
-    inboxes = _inboxes(data.get("inboxes"), base, text, spool)
-    if spool is None and not inboxes:
-        raise ConfigError("spool", "set spool or inboxes (or both)")
+    # Each valid inbox with its key: ``inboxes[2].path`` stays that after a bad inboxes[1].
+    keyed = _inboxes(data.get("inboxes"), base, text, spool, problems)
+    inboxes = tuple(inbox for _, inbox in keyed)
     state_dir = top.path("state_dir", base)
-    if state_dir is None:
-        if spool is None:
-            raise ConfigError("state_dir", "required when there is no spool (for the journal)")
+    if spool is None and not problems.has("spool"):
+        if not inboxes and not problems.has("inboxes"):
+            problems.add(ConfigError("spool", "set spool or inboxes (or both)"))
+        elif state_dir is None and not problems.has("state_dir"):
+            problems.add(
+                ConfigError("state_dir", "required when there is no spool (for the journal)")
+            )
+    if state_dir is None and spool is not None:
         state_dir = spool / ".state"
-    log = Section(data.get("log"), "log", ("format", "level"))
+    log = Section(data.get("log"), "log", LogConfig, problems)
+    metrics = Section(data.get("metrics"), "metrics", MetricsConfig, problems)
     config = Config(
         source=source,
         api=api,
         spool=spool,
         inboxes=inboxes,
         text=text,
-        state_dir=state_dir,
-        workers=top.integer("workers", 4, 1, MAX_WORKERS),
-        settle_seconds=top.number("settle_seconds", 2.0, inclusive=True),
-        observer=top.choice("observer", OBSERVERS, "auto"),
-        rescan_interval=top.number("rescan_interval", 60.0),
-        ignore=_ignore(data.get("ignore")),
-        retry=_retry(Section(data.get("retry"), "retry", _RETRY_KEYS)),
+        state_dir=state_dir or Path(),  # no state_dir is a problem on record, raised below
+        workers=top.integer("workers", 1, MAX_WORKERS),
+        settle_seconds=top.number("settle_seconds", inclusive=True),
+        observer=top.choice("observer", OBSERVERS),
+        rescan_interval=top.number("rescan_interval"),
+        ignore=_ignore(data.get("ignore"), problems),
+        retry=_retry(Section(data.get("retry"), "retry", RetryConfig, problems)),
         log=LogConfig(
-            format=log.choice("format", LOG_FORMATS, "json"),
-            level=log.choice("level", LOG_LEVELS, "info"),
+            format=log.choice("format", LOG_FORMATS), level=log.choice("level", LOG_LEVELS)
         ),
-        metrics=MetricsConfig(_listen(Section(data.get("metrics"), "metrics", ("listen",)))),
+        metrics=MetricsConfig(_listen(metrics)),
         sent_retention_days=top.optional_number("sent_retention_days"),
     )
     if check_folders:
-        _check_folders(config)
+        folders = [("spool", spool)] if spool else []
+        _check_folders([*folders, *((key, inbox.path) for key, inbox in keyed)], problems)
+        # A state_dir derived from a broken spool would only repeat the spool's problem.
+        if state_dir is not None and not problems.has("spool", "state_dir"):
+            with problems.collect():
+                _check_state_dir(state_dir)
     return config
 
 
 def _retry(section: Section) -> RetryConfig:
     retry = RetryConfig(
-        initial_delay=section.number("initial_delay", 1.0),
-        max_delay=section.number("max_delay", 300.0),
-        give_up_after=section.number("give_up_after", 86400.0),
+        initial_delay=section.number("initial_delay"),
+        max_delay=section.number("max_delay"),
+        give_up_after=section.number("give_up_after"),
     )
-    if retry.max_delay < retry.initial_delay:
-        raise ConfigError("retry.max_delay", "must be >= retry.initial_delay")
+    both_fine = not (section.failed("initial_delay") or section.failed("max_delay"))
+    if both_fine and retry.max_delay < retry.initial_delay:
+        section.problems.add(ConfigError("retry.max_delay", "must be >= retry.initial_delay"))
     return retry
 
 
 def _api(section: Section, base: Path, env: Mapping[str, str]) -> ApiConfig:
+    problems = section.problems
     # The token first, so that it is redacted from every error that follows.
     token = section.string("token")
+    register_secret(token)
     token_file = section.path("token_file", base)
     if token is not None and token_file is not None:
+        problems.add(ConfigError("api.token_file", "set api.token or api.token_file, not both"))
+    elif token_file is not None:
+        token = _read_token(token_file, problems)
         register_secret(token)
-        raise ConfigError("api.token_file", "set api.token or api.token_file, not both")
-    if token_file is not None:
-        try:
-            token = token_file.read_text(encoding="utf-8").strip()
-        except (OSError, UnicodeDecodeError) as error:
-            raise ConfigError(
-                "api.token_file", f"cannot read {token_file}: {os_error_text(error)}"
-            ) from None
-        if not token:
-            raise ConfigError("api.token_file", f"{token_file} is empty")
-    token = token or env.get("SENDSEVEN_API_TOKEN", "").strip()
-    if not token:
-        raise ConfigError(
-            "api.token", "not set: set api.token, api.token_file or SENDSEVEN_API_TOKEN"
-        )
-    register_secret(token)
+    if not token and not problems.has("api.token", "api.token_file"):
+        token = env.get("SENDSEVEN_API_TOKEN", "").strip()
+        register_secret(token)
+        if not token and not section.failed("token"):
+            problems.add(
+                ConfigError(
+                    "api.token", "not set: set api.token, api.token_file or SENDSEVEN_API_TOKEN"
+                )
+            )
+    token = token or ""
     if any(c.isspace() or not c.isprintable() for c in token):
-        raise ConfigError("api.token", "contains whitespace or control characters")
+        problems.add(ConfigError("api.token", "contains whitespace or control characters"))
 
     url = section.string("url") or env.get("SENDSEVEN_API_URL", "").strip() or DEFAULT_API_URL
     url = url.rstrip("/")
+    with problems.collect():
+        _check_url(url)
+
+    tenant_id = section.string("tenant_id") or env.get("SENDSEVEN_TENANT_ID", "").strip()
+    if not tenant_id and not section.failed("tenant_id"):
+        problems.add(
+            ConfigError("api.tenant_id", "not set: set api.tenant_id or SENDSEVEN_TENANT_ID")
+        )
+    return ApiConfig(
+        url=url,
+        token=token,
+        tenant_id=tenant_id or "",
+        connect_timeout=section.number("connect_timeout"),
+        read_timeout=section.number("read_timeout"),
+        ca_bundle=_ca_bundle(section, base),
+    )
+
+
+def _read_token(token_file: Path, problems: Problems) -> str | None:
+    try:
+        token = token_file.read_text(encoding="utf-8").strip()
+    except (OSError, UnicodeDecodeError) as error:
+        message = f"cannot read {token_file}: {os_error_text(error)}"
+        problems.add(ConfigError("api.token_file", message))
+        return None
+    if not token:
+        problems.add(ConfigError("api.token_file", f"{token_file} is empty"))
+        return None
+    return token
+
+
+def _check_url(url: str) -> None:
     try:
         parts = urlsplit(url)
         _ = parts.port  # raises on a port that is not a number
@@ -192,77 +245,79 @@ def _api(section: Section, base: Path, env: Mapping[str, str]) -> ApiConfig:
     if parts.scheme not in ("http", "https") or not parts.hostname:
         raise ConfigError("api.url", f"expected an http(s) URL with a host, got {url!r}")
 
-    tenant_id = section.string("tenant_id") or env.get("SENDSEVEN_TENANT_ID", "").strip()
-    if not tenant_id:
-        raise ConfigError("api.tenant_id", "not set: set api.tenant_id or SENDSEVEN_TENANT_ID")
-    return ApiConfig(
-        url=url,
-        token=token,
-        tenant_id=tenant_id,
-        connect_timeout=section.number("connect_timeout", 10.0),
-        read_timeout=section.number("read_timeout", 120.0),
-        ca_bundle=_ca_bundle(section, base),
-    )
-
 
 def _ca_bundle(section: Section, base: Path) -> Path | None:
     """``api.ca_bundle``: a PEM file, or a folder of hashed certificates (c_rehash)."""
     path = section.path("ca_bundle", base)
     if path is not None and not (path.is_file() or path.is_dir()):
-        raise ConfigError("api.ca_bundle", f"{path} is not a file or folder")
+        section.problems.add(ConfigError("api.ca_bundle", f"{path} is not a file or folder"))
+        return None
     return path
 
 
 def _inboxes(
-    value: object, base: Path, default_text: str | None, spool: Path | None
-) -> tuple[InboxConfig, ...]:
+    value: object, base: Path, default_text: str | None, spool: Path | None, problems: Problems
+) -> list[tuple[str, InboxConfig]]:
+    """The explicit inboxes that are fine, each with the key of its path (the problems of
+    the others are recorded)."""
     if value is None:
-        return ()
+        return []
     if not isinstance(value, list):
-        raise ConfigError("inboxes", f"expected a list, got {kind_of(value)}")
-    inboxes: list[InboxConfig] = []
+        problems.add(ConfigError("inboxes", f"expected a list, got {kind_of(value)}"))
+        return []
+    inboxes: list[tuple[str, InboxConfig]] = []
     first_key: dict[Path, str] = {}
     for index, item in enumerate(value):
-        section = Section(item, f"inboxes[{index}]", ("path", "conversation_id", "text"))
+        section = Section(item, f"inboxes[{index}]", InboxConfig, problems)
         path = section.path("path", base)
         if path is None:
-            raise ConfigError(section.key("path"), "required")
-        if path in first_key:
-            raise ConfigError(section.key("path"), f"same folder as {first_key[path]}")
-        if path == spool:
-            raise ConfigError(section.key("path"), "is the spool itself; use a subfolder")
-        first_key[path] = section.key("path")
+            if not section.failed("path"):
+                problems.add(ConfigError(section.key("path"), "required"))
+        elif path in first_key:
+            problems.add(ConfigError(section.key("path"), f"same folder as {first_key[path]}"))
+        elif path == spool:
+            problems.add(ConfigError(section.key("path"), "is the spool itself; use a subfolder"))
+        else:
+            first_key[path] = section.key("path")
         conversation_id = section.string("conversation_id")
-        if conversation_id is None:
-            raise ConfigError(section.key("conversation_id"), "required (a non-empty string)")
+        if conversation_id is None and not section.failed("conversation_id"):
+            problems.add(
+                ConfigError(section.key("conversation_id"), "required (a non-empty string)")
+            )
         own_text = _template(section, "text")
         # An explicit empty text means "no caption here" even when a default exists.
         no_caption = own_text is None and isinstance(section.data.get("text"), str)
         text = None if no_caption else own_text or default_text
-        inboxes.append(InboxConfig(path, conversation_id, text, path.name, from_spool=False))
-    return tuple(inboxes)
+        if path is not None and conversation_id is not None and not problems.has(section.prefix):
+            inbox = InboxConfig(path, conversation_id, text, path.name, from_spool=False)
+            inboxes.append((section.key("path"), inbox))
+    return inboxes
 
 
 def _template(section: Section, name: str) -> str | None:
     template = section.string(name)
     problem = None if template is None else template_problem(template)
     if problem is not None:
-        raise ConfigError(section.key(name), problem)
+        section.problems.add(ConfigError(section.key(name), problem))
+        return None
     return template
 
 
-def _ignore(value: object) -> tuple[str, ...]:
+def _ignore(value: object, problems: Problems) -> tuple[str, ...]:
     # A user-given list replaces the defaults, so that a default can be switched off.
     if value is None:
         return DEFAULT_IGNORE
     if not isinstance(value, list):
-        raise ConfigError("ignore", f"expected a list of patterns, got {kind_of(value)}")
+        problems.add(ConfigError("ignore", f"expected a list of patterns, got {kind_of(value)}"))
+        return DEFAULT_IGNORE
+    patterns: list[str] = []
     for index, pattern in enumerate(value):
-        if not isinstance(pattern, str) or not pattern:
-            raise ConfigError(
-                f"ignore[{index}]", "expected a non-empty string (a file name pattern)"
-            )
-    return tuple(dict.fromkeys(str(pattern) for pattern in value))
+        if isinstance(pattern, str) and pattern:
+            patterns.append(str(pattern))
+        else:
+            message = "expected a non-empty string (a file name pattern)"
+            problems.add(ConfigError(f"ignore[{index}]", message))
+    return tuple(dict.fromkeys(patterns))
 
 
 def _listen(section: Section) -> tuple[str, int] | None:
@@ -279,29 +334,38 @@ def _listen(section: Section) -> tuple[str, int] | None:
         r"\[(?P<v6>[^\]]+)\]:(?P<port6>\d+)|(?P<host>[^:\[\]]+):(?P<port>\d+)", value
     )
     if match is None:
-        raise ConfigError(
-            "metrics.listen",
-            f"expected host:port (e.g. 127.0.0.1:9464 or [::1]:9464), got {value!r}",
+        section.problems.add(
+            ConfigError(
+                "metrics.listen",
+                f"expected host:port (e.g. 127.0.0.1:9464 or [::1]:9464), got {value!r}",
+            )
         )
+        return None
     host = match["v6"] or match["host"]
     port = int(match["port6"] or match["port"])
     if not 1 <= port <= 65535:
-        raise ConfigError("metrics.listen", f"port must be between 1 and 65535, got {port}")
+        section.problems.add(
+            ConfigError("metrics.listen", f"port must be between 1 and 65535, got {port}")
+        )
+        return None
     return host, port
 
 
-def _check_folders(config: Config) -> None:
-    folders = [("spool", config.spool)] if config.spool else []
-    folders += [(f"inboxes[{i}].path", inbox.path) for i, inbox in enumerate(config.inboxes)]
+def _check_folders(folders: list[tuple[str, Path]], problems: Problems) -> None:
+    """The folders exist and are writable: each folder's first problem is recorded."""
     for key, folder in folders:
-        if not folder.exists():
-            raise ConfigError(key, f"{folder} does not exist")
-        if not folder.is_dir():
-            raise ConfigError(key, f"{folder} is not a directory")
-        # sent/, failed/ and the in-progress folder are created inside it.
-        if not os.access(folder, os.W_OK | os.X_OK):
-            raise ConfigError(key, f"{folder} is not writable by this user")
-    _check_state_dir(config.state_dir)
+        with problems.collect():
+            _check_folder(key, folder)
+
+
+def _check_folder(key: str, folder: Path) -> None:
+    if not folder.exists():
+        raise ConfigError(key, f"{folder} does not exist")
+    if not folder.is_dir():
+        raise ConfigError(key, f"{folder} is not a directory")
+    # sent/, failed/ and the in-progress folder are created inside it.
+    if not os.access(folder, os.W_OK | os.X_OK):
+        raise ConfigError(key, f"{folder} is not writable by this user")
 
 
 def _check_state_dir(state_dir: Path) -> None:

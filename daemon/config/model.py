@@ -1,19 +1,28 @@
-"""The configuration (SPEC §3): one YAML file, validated at the edge into frozen values.
+"""The configuration's values and its schema: frozen dataclasses, each default written once.
 
-:func:`load_config` reads the file, merges a ``.env`` file under the process environment,
-expands ``${NAME}`` / ``${NAME:-default}`` in every string (``$$`` is a literal ``$``),
-applies the ``SENDSEVEN_*`` defaults and checks every key, type and range. Anything wrong
-raises :class:`~daemon.errors.ConfigError` naming the dotted key (``retry.max_delay``,
-``inboxes[1].path``) or the file, and never the token.
+The dataclasses below *are* the schema of the YAML file: the keys a mapping may hold are
+its fields (:func:`file_keys`), a key's default is its field's default (:func:`default_of`),
+and what a reload changed is compared field by field (:func:`changed_keys`). Field metadata
+says where the file differs from the values: a field read from other keys than its name
+(``api.token`` also comes from ``api.token_file``), one that is not in the file at all
+(``source``), one that only takes effect after a restart (``workers``).
 
-This module holds the values. Reading and checking the file is :mod:`daemon.config.load`
-(with :mod:`daemon.config.section` for the typed getters).
+Reading and checking the file is :mod:`daemon.config.load` (with
+:mod:`daemon.config.section` for the typed getters). Nothing here touches the filesystem;
+which folders are inboxes right now is :mod:`daemon.watch.inboxes`.
 """
 
 from __future__ import annotations
 
+import dataclasses
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
+from types import MappingProxyType
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from _typeshed import DataclassInstance
 
 #: File name patterns never taken: hidden, editor backups, partial downloads, OS litter.
 DEFAULT_IGNORE = (".*", "*~", "*.tmp", "*.part", "*.crdownload", "~$*", "Thumbs.db", "desktop.ini")
@@ -27,6 +36,15 @@ MAX_WORKERS = 256
 #: Where metrics listen when only a port is given: never beyond this machine by default.
 METRICS_DEFAULT_HOST = "127.0.0.1"
 
+# Field metadata (see the module docstring).
+_KEYS = "sendseven_watch.keys"
+_RESTART = "sendseven_watch.restart"
+
+#: A field that is not a key of the file (it is derived, or set by the program).
+NOT_IN_FILE: Mapping[str, object] = MappingProxyType({_KEYS: ()})
+#: A field that a reload (SIGHUP) reports but applies only at the next start.
+RESTART: Mapping[str, object] = MappingProxyType({_RESTART: True})
+
 
 @dataclass(frozen=True)
 class ApiConfig:
@@ -34,8 +52,9 @@ class ApiConfig:
 
     url: str
     """Base URL, without a trailing slash."""
-    token: str = field(repr=False)
-    """The bearer token; a secret, so never in a repr, log line or error."""
+    token: str = field(repr=False, metadata={_KEYS: ("token", "token_file")})
+    """The bearer token (from ``token`` or ``token_file``); a secret, so never in a repr,
+    log line or error."""
     tenant_id: str
     """Sent as ``X-Tenant-ID``."""
     connect_timeout: float = 10.0
@@ -57,9 +76,9 @@ class InboxConfig:
     """Where its files are sent."""
     text: str | None
     """The caption template in force here: its own, else the top-level ``text``, else None."""
-    name: str
+    name: str = field(metadata=NOT_IN_FILE)
     """What logs and ``status`` call it: the folder's name."""
-    from_spool: bool = False
+    from_spool: bool = field(default=False, metadata=NOT_IN_FILE)
     """True for a ``<spool>/<conversation_id>/`` folder, False for an explicit inbox."""
 
 
@@ -97,23 +116,23 @@ class MetricsConfig:
 class Config:
     """Everything the daemon needs, validated."""
 
-    source: Path | None
+    source: Path | None = field(metadata=NOT_IN_FILE)
     """The configuration file, resolved (None when built in code)."""
     api: ApiConfig
     """URL, credentials and timeouts."""
     spool: Path | None
     """Every non-hidden subfolder of it is an inbox for the conversation of that name."""
     inboxes: tuple[InboxConfig, ...]
-    """The explicit inboxes; :meth:`all_inboxes` adds the spool's."""
+    """The explicit inboxes; :func:`daemon.watch.inboxes.all_inboxes` adds the spool's."""
     text: str | None
     """The default caption template."""
-    state_dir: Path
+    state_dir: Path = field(metadata=RESTART)
     """Where the journal lives."""
-    workers: int = 4
+    workers: int = field(default=4, metadata=RESTART)
     """Files in flight at once, across conversations."""
     settle_seconds: float = 2.0
     """A file must keep its size and mtime this long before it is taken."""
-    observer: str = "auto"
+    observer: str = field(default="auto", metadata=RESTART)
     """``auto``, ``inotify`` or ``polling``."""
     rescan_interval: float = 60.0
     """Seconds between full rescans of every inbox."""
@@ -123,71 +142,46 @@ class Config:
     """Backoff for transient errors."""
     log: LogConfig = field(default_factory=LogConfig)
     """Format and level of the log lines."""
-    metrics: MetricsConfig = field(default_factory=MetricsConfig)
+    metrics: MetricsConfig = field(default_factory=MetricsConfig, metadata=RESTART)
     """The Prometheus endpoint, if any."""
     sent_retention_days: float | None = None
     """Prune files in sent/ older than this; None keeps them."""
 
-    def all_inboxes(self) -> list[InboxConfig]:
-        """The explicit inboxes plus every spool subfolder that exists now, sorted by path."""
-        found = {inbox.path: inbox for inbox in self.inboxes}
-        if self.spool is not None:
-            try:
-                entries = list(self.spool.iterdir())
-            except OSError:
-                entries = []  # a spool that went away has no inboxes; check-config reports it
-            for entry in entries:
-                inbox = self.spool_inbox(entry)
-                if inbox is not None and inbox.path not in found:
-                    found[inbox.path] = inbox
-        return sorted(found.values(), key=lambda inbox: inbox.path)
 
-    def spool_inbox(self, folder: Path) -> InboxConfig | None:
-        """The inbox for a spool subfolder; None if it is hidden, elsewhere or not a real folder."""
-        folder = folder.absolute()  # not resolve(): a symlinked subfolder must stay one
-        if self.spool is None or folder.parent != self.spool or folder.name.startswith("."):
-            return None
-        if self.state_dir.is_relative_to(folder):
-            return None  # a state_dir set inside the spool is not a conversation
-        for inbox in self.inboxes:
-            if inbox.path == folder:
-                return inbox
-        # A symlinked subfolder could point anywhere (even at another inbox): never follow it.
-        if folder.is_symlink() or not folder.is_dir():
-            return None
-        return InboxConfig(folder, folder.name, self.text, folder.name, from_spool=True)
+def file_keys(schema: type[DataclassInstance]) -> tuple[str, ...]:
+    """The keys a YAML mapping for ``schema`` may hold, in field order."""
+    keys: list[str] = []
+    for one in dataclasses.fields(schema):
+        keys.extend(one.metadata.get(_KEYS, (one.name,)))
+    return tuple(keys)
 
 
-def describe(config: Config) -> list[str]:
-    """Human lines for ``check-config``: what would be watched, and how. Never the token."""
-    lines = [
-        f"config: {config.source or '(built in code)'}",
-        f"api: {config.api.url} (tenant {config.api.tenant_id}, token set)",
-        f"timeouts: connect {config.api.connect_timeout:g}s, read {config.api.read_timeout:g}s",
-        f"spool: {config.spool or '(none)'}",
-        f"state_dir: {config.state_dir}",
+def default_of(schema: type[DataclassInstance], name: str) -> object:
+    """The default of ``schema``'s field ``name`` (LookupError: the field has none)."""
+    for one in dataclasses.fields(schema):
+        if one.name != name:
+            continue
+        if one.default is not dataclasses.MISSING:
+            return one.default
+        if one.default_factory is not dataclasses.MISSING:
+            return one.default_factory()
+        raise LookupError(f"{schema.__name__}.{name} has no default")
+    raise LookupError(f"{schema.__name__} has no field {name}")
+
+
+def changed_keys(old: Config, new: Config) -> set[str]:
+    """The top-level keys of the file whose values differ (``api`` covers a new token)."""
+    return {
+        one.name
+        for one in dataclasses.fields(Config)
+        if one.metadata.get(_KEYS, (one.name,)) and getattr(old, one.name) != getattr(new, one.name)
+    }
+
+
+def restart_keys(changes: set[str]) -> list[str]:
+    """Those of ``changes`` that a running daemon applies only at its next start."""
+    return [
+        one.name
+        for one in dataclasses.fields(Config)
+        if one.metadata.get(_RESTART) and one.name in changes
     ]
-    inboxes = config.all_inboxes()
-    lines.append(f"inboxes: {len(inboxes)}")
-    for inbox in inboxes:
-        origin = " (spool)" if inbox.from_spool else ""
-        caption = f" text={inbox.text!r}" if inbox.text else ""
-        lines.append(f"  {inbox.path} -> {inbox.conversation_id}{origin}{caption}")
-    retention = config.sent_retention_days
-    lines += [
-        f"observer: {config.observer}, rescan every {config.rescan_interval:g}s, "
-        f"settle {config.settle_seconds:g}s",
-        f"workers: {config.workers}",
-        f"ignore: {' '.join(config.ignore) or '(nothing)'}",
-        f"retry: {config.retry.initial_delay:g}s doubling to {config.retry.max_delay:g}s, "
-        f"give up after {config.retry.give_up_after:g}s",
-        f"log: {config.log.format}, {config.log.level}",
-        "metrics: " + (_format_listen(config.metrics.listen) if config.metrics.listen else "off"),
-        "sent retention: " + (f"{retention:g} days" if retention is not None else "keep forever"),
-    ]
-    return lines
-
-
-def _format_listen(listen: tuple[str, int]) -> str:
-    host, port = listen
-    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"

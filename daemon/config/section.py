@@ -1,46 +1,141 @@
 """One mapping of the configuration file, read through typed getters that name the key.
 
-:class:`Section` checks a mapping's keys against the allowed ones (suggesting the closest
-on a typo) and hands out strings, choices, numbers, integers and paths, raising
+A :class:`Section` reads one mapping against its dataclass in :mod:`daemon.config.model`:
+the keys it may hold and each key's default come from the dataclass's fields. It hands out
+strings, choices, numbers, integers and paths. A wrong key, type or range becomes a
 :class:`~daemon.errors.ConfigError` with the dotted key (``retry.max_delay``,
-``inboxes[1].path``) when a value has the wrong type or range. :func:`kind_of` names a
-value's YAML type for those messages. Used by :mod:`daemon.config.load`.
+``inboxes[1].path``), recorded in :class:`~daemon.config.problems.Problems`; the getter
+returns the default, so that reading goes on and one run reports every problem of the
+file. :func:`kind_of` names a value's YAML type for those messages. Used by
+:mod:`daemon.config.load`.
 """
 
 from __future__ import annotations
 
 import difflib
 import math
+from collections.abc import Callable
 from pathlib import Path
+from typing import TYPE_CHECKING, TypeVar
 
 from daemon.config.environment import Expanded
+from daemon.config.model import default_of, file_keys
+from daemon.config.problems import Problems
 from daemon.errors import ConfigError
+
+if TYPE_CHECKING:
+    from _typeshed import DataclassInstance
+
+T = TypeVar("T")
 
 
 class Section:
     """One mapping of the file with its dotted prefix: typed getters that name the key."""
 
-    def __init__(self, data: object, prefix: str, allowed: tuple[str, ...]) -> None:
+    def __init__(
+        self, data: object, prefix: str, schema: type[DataclassInstance], problems: Problems
+    ) -> None:
+        self.prefix = prefix
+        self.schema = schema
+        self.problems = problems
+        #: The value is not a mapping at all: what is "missing" from it is not worth saying.
+        self.broken = False
+        #: Keys suggested for a misspelt one: not to be reported missing as well.
+        self.meant: set[str] = set()
         if data is None:
             data = {}
         if not isinstance(data, dict):
-            raise ConfigError(prefix, f"expected a mapping, got {kind_of(data)}")
+            problems.add(ConfigError(prefix, f"expected a mapping, got {kind_of(data)}"))
+            self.broken = True
+            data = {}
+        allowed = file_keys(schema)
         for key in data:
             if not isinstance(key, str):
-                raise ConfigError(_join(prefix, str(key)), "keys must be names")
-            if key not in allowed:
+                problems.add(ConfigError(self.key(str(key)), "keys must be names"))
+            elif key not in allowed:
                 close = difflib.get_close_matches(key, allowed, n=1)
                 hint = f" (did you mean {close[0]}?)" if close else ""
-                raise ConfigError(_join(prefix, key), f"unknown key{hint}")
+                self.meant.update(close)
+                problems.add(ConfigError(self.key(key), f"unknown key{hint}"))
         self.data: dict[str, object] = data
-        self.prefix = prefix
 
     def key(self, name: str) -> str:
-        return _join(self.prefix, name)
+        return f"{self.prefix}.{name}" if self.prefix else name
+
+    def failed(self, name: str) -> bool:
+        """Whether ``name`` (or this whole section) already has a problem on record."""
+        return self.broken or name in self.meant or self.problems.has(self.key(name))
+
+    def default(self, name: str, kind: type[T]) -> T:
+        """The dataclass's default for ``name``."""
+        value = default_of(self.schema, name)
+        if not isinstance(value, kind):
+            raise TypeError(f"{self.schema.__name__}.{name}: the default is not {kind.__name__}")
+        return value
 
     def string(self, name: str) -> str | None:
         """The value stripped; null and an empty string both mean "not given"."""
-        value = self.data.get(name)
+        return self._read(name, lambda v: self._string(name, v), None)
+
+    def choice(self, name: str, choices: tuple[str, ...]) -> str:
+        default = self.default(name, str)
+
+        def read(value: object) -> str:
+            chosen = (self._string(name, value) or default).lower()
+            if chosen not in choices:
+                raise ConfigError(self.key(name), f"{chosen!r} is not one of {', '.join(choices)}")
+            return chosen
+
+        return self._read(name, read, default)
+
+    def number(self, name: str, *, minimum: float = 0.0, inclusive: bool = False) -> float:
+        default = self.default(name, float)
+        value = self._read(name, lambda v: _number(self.key(name), v, minimum, inclusive), None)
+        return default if value is None else value
+
+    def optional_number(
+        self, name: str, *, minimum: float = 0.0, inclusive: bool = False
+    ) -> float | None:
+        """A number whose default is "not set" (None)."""
+        return self._read(name, lambda v: _number(self.key(name), v, minimum, inclusive), None)
+
+    def integer(self, name: str, low: int, high: int) -> int:
+        default = self.default(name, int)
+
+        def read(value: object) -> int:
+            if isinstance(value, Expanded):
+                value = _parse_number(value, int)
+            if value is None:
+                return default
+            if isinstance(value, bool) or not isinstance(value, int):
+                raise ConfigError(self.key(name), f"expected an integer, got {kind_of(value)}")
+            if not low <= value <= high:
+                raise ConfigError(self.key(name), f"must be between {low} and {high}, got {value}")
+            return value
+
+        return self._read(name, read, default)
+
+    def path(self, name: str, base: Path) -> Path | None:
+        def read(value: object) -> Path | None:
+            text = self._string(name, value)
+            if text is None:
+                return None
+            try:
+                return (base / Path(text).expanduser()).resolve()
+            except (RuntimeError, OSError) as error:  # an unknown ~user, a symlink loop
+                raise ConfigError(self.key(name), f"cannot resolve {text!r}: {error}") from None
+
+        return self._read(name, read, None)
+
+    def _read(self, name: str, read: Callable[[object], T], fallback: T) -> T:
+        """``read`` the value of ``name``; a problem is recorded and ``fallback`` returned."""
+        try:
+            return read(self.data.get(name))
+        except ConfigError as error:
+            self.problems.add(error)
+            return fallback
+
+    def _string(self, name: str, value: object) -> str | None:
         if value is None:
             return None
         if not isinstance(value, str):
@@ -48,58 +143,23 @@ class Section:
             raise ConfigError(self.key(name), f"expected a string, got {kind_of(value)}{hint}")
         return str(value).strip() or None  # str(): no Expanded leaks out
 
-    def choice(self, name: str, choices: tuple[str, ...], default: str) -> str:
-        value = (self.string(name) or default).lower()
-        if value not in choices:
-            raise ConfigError(self.key(name), f"{value!r} is not one of {', '.join(choices)}")
-        return value
-
-    def number(
-        self, name: str, default: float, *, minimum: float = 0.0, inclusive: bool = False
-    ) -> float:
-        value = self.optional_number(name, minimum=minimum, inclusive=inclusive)
-        return default if value is None else value
-
-    def optional_number(
-        self, name: str, *, minimum: float = 0.0, inclusive: bool = False
-    ) -> float | None:
-        value = self.data.get(name)
-        if isinstance(value, Expanded):
-            value = _parse_number(value, float)
-        if value is None:
-            return None
-        if isinstance(value, bool) or not isinstance(value, int | float):
-            raise ConfigError(self.key(name), f"expected a number, got {kind_of(value)}")
-        if not math.isfinite(value):
-            raise ConfigError(self.key(name), "expected a finite number")
-        if value < minimum or (value == minimum and not inclusive):
-            bound = ">=" if inclusive else ">"
-            raise ConfigError(self.key(name), f"must be {bound} {minimum:g}, got {value:g}")
-        return float(value)
-
-    def integer(self, name: str, default: int, low: int, high: int) -> int:
-        value = self.data.get(name)
-        if isinstance(value, Expanded):
-            value = _parse_number(value, int)
-        if value is None:
-            return default
-        if isinstance(value, bool) or not isinstance(value, int):
-            raise ConfigError(self.key(name), f"expected an integer, got {kind_of(value)}")
-        if not low <= value <= high:
-            raise ConfigError(self.key(name), f"must be between {low} and {high}, got {value}")
-        return value
-
-    def path(self, name: str, base: Path) -> Path | None:
-        value = self.string(name)
-        if value is None:
-            return None
-        try:
-            return (base / Path(value).expanduser()).resolve()
-        except (RuntimeError, OSError) as error:  # an unknown ~user, a symlink loop
-            raise ConfigError(self.key(name), f"cannot resolve {value!r}: {error}") from None
-
 
 # --- small helpers ------------------------------------------------------------------------
+
+
+def _number(key: str, value: object, minimum: float, inclusive: bool) -> float | None:
+    if isinstance(value, Expanded):
+        value = _parse_number(value, float)
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise ConfigError(key, f"expected a number, got {kind_of(value)}")
+    if not math.isfinite(value):
+        raise ConfigError(key, "expected a finite number")
+    if value < minimum or (value == minimum and not inclusive):
+        bound = ">=" if inclusive else ">"
+        raise ConfigError(key, f"must be {bound} {minimum:g}, got {value:g}")
+    return float(value)
 
 
 def _parse_number(value: str, kind: type[int] | type[float]) -> int | float | str | None:
@@ -111,10 +171,6 @@ def _parse_number(value: str, kind: type[int] | type[float]) -> int | float | st
         return kind(text)
     except ValueError:
         return value
-
-
-def _join(prefix: str, key: str) -> str:
-    return f"{prefix}.{key}" if prefix else key
 
 
 def kind_of(value: object) -> str:

@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING
 
 from daemon import __version__
 from daemon.config import Config, InboxConfig, load_config
+from daemon.config.model import changed_keys, restart_keys
 from daemon.delivery.outcomes import Outcomes
 from daemon.delivery.pipeline import Pipeline
 from daemon.delivery.retry import ONCE, WATCH
@@ -30,6 +31,7 @@ from daemon.service.retention import Retention
 from daemon.states import ExitCode
 from daemon.store.claims import Owner
 from daemon.store.journal import Journal
+from daemon.watch.inboxes import all_inboxes, spool_inbox
 from daemon.watch.names import count_waiting
 from daemon.watch.settle import Settled, Settler
 from daemon.watch.watcher import Watcher
@@ -102,7 +104,7 @@ class Service:
         )
         self.settler = Settler(config.settle_seconds, config.ignore, self._take)
         self.watcher = Watcher(
-            config.observer, config.spool, config.all_inboxes(), self._offer, self._new_folder
+            config.observer, config.spool, all_inboxes(config), self._offer, self._new_folder
         )
         self.notifier = Notifier()
         self.signals = _Signals()
@@ -149,7 +151,7 @@ class Service:
 
     def _new_folder(self, path: Path) -> None:
         """A spool folder that appeared, or an inbox folder made anew: watch it."""
-        inbox = self.config.spool_inbox(path) or next(
+        inbox = spool_inbox(self.config, path) or next(
             (inbox for inbox in self.config.inboxes if inbox.path == path), None
         )
         if inbox is None:
@@ -297,41 +299,21 @@ class Service:
             self.notifier.ready("configuration invalid; old one kept")
             return
         old = self.config
-        changes = _changes(old, new)
+        changes = changed_keys(old, new)
         self.config = new
         configure(self.source.log_level or new.log.level, new.log.format)
         self.pipeline.reload(new)
         self.settler.configure(new.settle_seconds, new.ignore)
         self.watcher.set_spool(new.spool)
-        wanted = {i.path: i for i in new.all_inboxes()}
+        wanted = {i.path: i for i in all_inboxes(new)}
         for inbox in self.watcher.inboxes:
             if inbox.path not in wanted:
                 self.watcher.remove(inbox.path)
         for inbox in wanted.values():
             if self.watcher.add(inbox):  # settings of a known inbox are updated in place
                 self.pipeline.resume(inbox)
-        restart = [k for k in ("state_dir", "workers", "observer", "metrics") if k in changes]
-        self.log.info("config_reloaded", changed=sorted(changes), restart_required=restart)
+        self.log.info(
+            "config_reloaded", changed=sorted(changes), restart_required=restart_keys(changes)
+        )
         self.watcher.scan()
         self.notifier.ready(f"watching {len(self.watcher.inboxes)} inboxes")
-
-
-def _changes(old: Config, new: Config) -> set[str]:
-    """The top-level keys whose values differ (``api`` covers a new token, unnamed)."""
-    keys = (
-        "api",
-        "spool",
-        "inboxes",
-        "text",
-        "state_dir",
-        "workers",
-        "settle_seconds",
-        "observer",
-        "rescan_interval",
-        "ignore",
-        "retry",
-        "log",
-        "metrics",
-        "sent_retention_days",
-    )
-    return {key for key in keys if getattr(old, key) != getattr(new, key)}

@@ -23,6 +23,7 @@ from daemon.logs import configure
 from daemon.store import archive
 from daemon.store.claims import Owner
 from daemon.store.journal import Journal
+from daemon.watch.inboxes import all_inboxes
 from tests.helpers import (
     COMMAND,
     DATA,
@@ -194,7 +195,7 @@ def test_a_full_disk_keeps_the_file_claimed_until_archiving_works(
     journal = Journal(config.state_dir)
     owner = Owner()
     pipeline = Pipeline(config, journal, owner, policy=ONCE)
-    [inbox] = config.all_inboxes()
+    [inbox] = all_inboxes(config)
     pipeline.start()
     try:
         assert pipeline.take(inbox, "scan.pdf", 1)
