@@ -340,7 +340,7 @@ def fake_server(latency: float) -> Iterator[FakeServer]:
 
 
 def write_config(folder: Path, url: str, **overrides: Any) -> Path:
-    """A daemon configuration for the spool ``folder/spool`` (SPEC §3 keys)."""
+    """A daemon configuration for the spool ``folder/spool`` (the README's configuration keys)."""
     config: dict[str, Any] = {
         "api": {"url": url, "token": TOKEN, "tenant_id": TENANT},
         "spool": str(folder / "spool"),
@@ -543,7 +543,7 @@ def compare_runs(
 
 
 def expected_order(spool: Path) -> dict[str, list[str]]:
-    """Per conversation, the file names in the order SPEC §5 promises: mtime, then name."""
+    """Per conversation, the file names in the order the README promises: mtime, then name."""
     order = {}
     for inbox in spool.iterdir():
         files = [(p.stat().st_mtime_ns, p.name) for p in inbox.iterdir() if p.is_file()]

@@ -17,7 +17,7 @@ DEFAULT_TENANT = "test-tenant"
 API_PREFIX = "/api/v1"
 MB = 1024 * 1024
 
-#: SPEC §4 as the upstream API enforces it. Kept apart from ``classify.py`` on purpose: the
+#: The media table as the upstream API enforces it. Kept apart from ``classify.py`` on purpose: the
 #: fake plays the other side and must not agree with the daemon by construction.
 MESSAGE_TYPE_BY_CONTENT_TYPE: dict[str, str] = {
     **dict.fromkeys(("image/jpeg", "image/png", "image/gif", "image/webp"), "image"),

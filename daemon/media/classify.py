@@ -1,4 +1,4 @@
-"""What a file's bytes are, and whether SendSeven takes them (SPEC §4).
+"""What a file's bytes are, and whether SendSeven takes them (README, "Classification").
 
 Pure: this module knows nothing of HTTP, watchdog or the journal. The type comes from the
 bytes (:mod:`daemon.media.sniff`); the name only feeds :func:`extension_mismatch`, a warning. The
@@ -56,7 +56,7 @@ class Classification:
         return self.reason is None
 
     def as_json(self) -> dict[str, object]:
-        """The ``classify`` command's object for this file (SPEC §2)."""
+        """The ``classify`` command's object for this file."""
         return {
             "file": self.file,
             "message_type": self.message_type,

@@ -58,7 +58,7 @@ def _filetype_guess(head: bytes) -> str | None:
 def _refine(src: Bytes, guess: str | None) -> str | None:  # noqa: PLR0911 — one per family
     """Correct ``filetype`` where it cannot tell formats apart: 3GP comes back as MP4 or
     nothing, any Ogg as ``audio/ogg``, CRC-protected ADTS not at all, and Office files are
-    judged from fixed places in the prefix (the team's notes on filetype 1.2)."""
+    judged from fixed places in the prefix (filetype 1.2's own matchers)."""
     head = src.head
     if head[4:8] == b"ftyp":
         return _iso_brand(head) or guess

@@ -1,4 +1,4 @@
-"""The media the SendSeven API takes (SPEC §4): content types, message types and limits."""
+"""The media the SendSeven API takes: content types, message types and limits."""
 
 from __future__ import annotations
 

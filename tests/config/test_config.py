@@ -1,4 +1,4 @@
-"""Configuration: loading, expansion, defaults and validation (SPEC §3)."""
+"""Configuration: loading, expansion, defaults and validation."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Classification by bytes (SPEC §4): the sample corpus, size limits, hostile and odd files."""
+"""Classification by bytes: the sample corpus, size limits, hostile and odd files."""
 
 from __future__ import annotations
 
