@@ -21,6 +21,7 @@ from daemon.fake import cli as fake_cli
 from daemon.logs import configure, get_logger
 from daemon.service.service import ConfigSource, Service
 from daemon.states import ExitCode
+from daemon.watch.mounts import network_filesystem
 
 
 class _Parser(argparse.ArgumentParser):
@@ -130,6 +131,9 @@ def _dispatch(args: argparse.Namespace) -> int:  # noqa: PLR0911 - one branch pe
     if command == "check-config":
         for line in describe(config):
             print(line)
+        fstype = network_filesystem(config.state_dir)
+        if fstype is not None:  # see the README: SQLite's WAL needs a local disk
+            print(f"warning: state_dir {config.state_dir} is on a network filesystem ({fstype})")
         return ExitCode.OK
     if command == "run":
         return Service(source, config, once=args.once).run()

@@ -123,6 +123,7 @@ class Service:
                 in_progress=self.pipeline.counts,
                 auth_refused=lambda: refusal(self.pipeline.gate),
                 observer_alive=self.watcher.alive,
+                polled_inboxes=self.watcher.polled,
             )
             metrics = Metrics(self.outcomes, probes)
             self.metrics_server = MetricsServer(metrics, config.metrics.listen)
