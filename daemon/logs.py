@@ -8,6 +8,7 @@ out passes :func:`daemon.errors.redact`, so a registered token can never be prin
 
 from __future__ import annotations
 
+import json
 import logging
 import sys
 import threading
@@ -36,9 +37,26 @@ def _leading_fields(_: WrappedLogger, __: str, event_dict: EventDict) -> EventDi
     return {**head, **event_dict}
 
 
+def printable(text: str) -> str:
+    """``text`` as valid UTF-8: the bytes of a file name that is not UTF-8 (surrogates, as
+    the OS hands them over) become ``\\xNN`` escapes, so a log line is never dropped and never
+    carries raw bytes (``Zo\\xeb.pdf``)."""
+    if text.isascii():
+        return text
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        try:
+            raw = text.encode("utf-8", "surrogateescape")
+        except UnicodeEncodeError:  # a lone surrogate that came from nowhere on disk
+            return text.encode("utf-8", "backslashreplace").decode("utf-8")
+        return raw.decode("utf-8", "backslashreplace")
+    return text
+
+
 def _redacted(value: Any) -> Any:
     if isinstance(value, str):
-        return redact(value)
+        return redact(printable(value))
     if isinstance(value, dict):
         return {key: _redacted(item) for key, item in value.items()}
     if isinstance(value, list | tuple):
@@ -51,6 +69,11 @@ def _redact_values(_: WrappedLogger, __: str, event_dict: EventDict) -> EventDic
     return {key: _redacted(value) for key, value in event_dict.items()}
 
 
+def _ascii(message: str) -> str:
+    """``message`` with every non-ASCII character as a JSON ``\\uXXXX`` escape."""
+    return "".join(char if char.isascii() else json.dumps(char)[1:-1] for char in message)
+
+
 class _LineWriter:
     """A print-logger whose writes are whole lines under a lock (threads never interleave)."""
 
@@ -61,7 +84,12 @@ class _LineWriter:
     def msg(self, message: str) -> None:
         with self._lock:
             try:
-                self._stream.write(message + "\n")
+                try:
+                    self._stream.write(message + "\n")
+                except UnicodeEncodeError:
+                    # A stream that takes only ASCII (LANG=C without UTF-8 mode): escape,
+                    # never drop. \uXXXX is valid inside the JSON strings these come from.
+                    self._stream.write(_ascii(message) + "\n")
                 self._stream.flush()
             except (OSError, ValueError):
                 # stdout closed (journald restarted, pipe gone): losing a log line must

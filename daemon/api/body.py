@@ -35,6 +35,7 @@ class MultipartBody:
         self.boundary = uuid.uuid4().hex
         quoted = filename.replace("\\", "\\\\").replace('"', "%22").replace("\r", "%0D")
         quoted = quoted.replace("\n", "%0A")
+        quoted = quoted.encode(errors="surrogateescape").decode(errors="replace")  # not UTF-8
         self._preamble = (
             f"--{self.boundary}\r\n"
             f'Content-Disposition: form-data; name="file"; filename="{quoted}"\r\n'

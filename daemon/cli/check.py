@@ -2,8 +2,21 @@
 
 from __future__ import annotations
 
+from daemon.cli.probe import probe as probe_api
 from daemon.config import Config
+from daemon.states import ExitCode
 from daemon.watch.inboxes import all_inboxes
+from daemon.watch.mounts import network_filesystem
+
+
+def check_config(config: Config, *, probe: bool) -> int:
+    """``check-config``: what would be watched, and how; with ``probe``, ask the API too."""
+    for line in describe(config):
+        print(line)
+    fstype = network_filesystem(config.state_dir)
+    if fstype is not None:  # see the README: SQLite's WAL needs a local disk
+        print(f"warning: state_dir {config.state_dir} is on a network filesystem ({fstype})")
+    return probe_api(config) if probe else ExitCode.OK
 
 
 def describe(config: Config) -> list[str]:

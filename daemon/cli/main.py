@@ -14,7 +14,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from daemon import __version__
-from daemon.cli.check import describe
+from daemon.cli.check import check_config
 from daemon.config import Config
 from daemon.config.caption import template_problem
 from daemon.errors import ConfigError, ConfigErrors, WatchError
@@ -137,13 +137,7 @@ def _dispatch(args: argparse.Namespace) -> int:  # noqa: PLR0911 - one branch pe
         return run_demo(once=args.once, folder=args.dir, log_level=args.log_level)
     source, config = _load(args)
     if command == "check-config":
-        for line in describe(config):
-            print(line)
-        if args.probe:
-            from daemon.cli.probe import probe  # noqa: PLC0415
-
-            return probe(config)
-        return ExitCode.OK
+        return check_config(config, probe=args.probe)
     if command == "run":
         return Service(source, config, once=args.once).run()
     if command == "send":

@@ -14,7 +14,7 @@ from daemon.config import Config
 from daemon.errors import ConfigError
 from daemon.logs import get_logger
 from daemon.states import Reason
-from daemon.store.archive import FAILED_DIR, SIDECAR_SUFFIX, move_no_overwrite
+from daemon.store.archive import FAILED_DIR, move_no_overwrite, sidecar_name
 from daemon.store.folders import is_sidecar, regular_files
 from daemon.watch.inboxes import all_inboxes
 
@@ -47,7 +47,7 @@ def requeue(config: Config, *, inbox: str | None, reason: str | None) -> int:
         for name in sorted(names):
             if is_sidecar(name, names):
                 continue
-            sidecar_path = failed / (name + SIDECAR_SUFFIX)
+            sidecar_path = failed / sidecar_name(name)
             sidecar = _read_sidecar(sidecar_path)
             if reason is not None and sidecar.get("reason") != reason:
                 continue

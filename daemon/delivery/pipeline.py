@@ -19,7 +19,7 @@ import itertools
 import queue
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 
 from daemon.api.client import ApiClient
 from daemon.config import Config, InboxConfig
@@ -33,7 +33,7 @@ from daemon.errors import AuthRefused, FileRejected, Stopped
 from daemon.logs import get_logger
 from daemon.states import JobState, Reason, Stage
 from daemon.store.archive import move_no_overwrite
-from daemon.store.claims import Owner, drop_claim_folder
+from daemon.store.claims import Claim, Owner, drop_claim_folder
 from daemon.store.journal import Journal
 
 #: Seconds before a file whose step hit an unforeseen error is first tried again; the
@@ -179,12 +179,14 @@ class Pipeline:
         self._enqueue(Job(claim, inbox, entry))
         return True
 
-    def resume(self, inbox: InboxConfig) -> int:
-        """Queue this inbox's unfinished claims: ours, and those of dead daemons."""
-        self.owner.adopt_orphans(inbox.path)
+    def resume(self, inbox: InboxConfig, adopted: Iterable[Claim] | None = None) -> int:
+        """Queue this inbox's unfinished claims: ours, and those of dead daemons; or only
+        ``adopted``, claims just taken over from a dead daemon while we run."""
+        if adopted is None:
+            self.owner.adopt_orphans(inbox.path)
         known = {job.claim.claim_id for job in self._jobs()}
         jobs: list[Job] = []
-        for claim in self.owner.own_claims(inbox.path):
+        for claim in self.owner.own_claims(inbox.path) if adopted is None else adopted:
             if claim.claim_id in known:
                 continue
             entry = self.journal.get(claim.claim_id)

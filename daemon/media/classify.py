@@ -127,7 +127,15 @@ def extension_mismatch(name: str, content_type: str | None) -> str | None:
 # --- verdicts ----------------------------------------------------------------------------
 
 
+#: Errors that say nothing about the file: this process (or the system) is out of file
+#: descriptors for now. Raised, not a verdict, so the file is tried again later.
+_TRANSIENT_ERRNOS = frozenset({errno.EMFILE, errno.ENFILE})
+
+
 def _unreadable(name: str, error: OSError, size: int = 0) -> Classification:
+    """The ``unreadable`` verdict; an error that is not the file's fault is raised instead."""
+    if error.errno in _TRANSIENT_ERRNOS:
+        raise error
     detail = error.strerror or str(error)
     if error.errno == errno.ELOOP:
         detail = f"{detail} (symbolic links are not followed)"

@@ -74,6 +74,9 @@ class Probes:
     """Why the API refuses the credentials (e.g. ``HTTP 401: Invalid token``), or None."""
     observer_alive: Callable[[], bool]
     """Whether the filesystem observer thread is running."""
+    polled_inboxes: Callable[[], Mapping[str, int]] = dict
+    """Inboxes polled although inotify was asked for, per cause (network filesystem,
+    inotify's watch limit)."""
 
 
 def refusal(gate: AuthGate) -> str | None:
@@ -125,6 +128,14 @@ class _StateCollector(Collector):
             "1 while the filesystem observer runs, 0 when it died (it is restarted).",
             value=1 if self._probes.observer_alive() else 0,
         )
+        polled = GaugeMetricFamily(
+            "sendseven_polled_inboxes",
+            "Inboxes polled although inotify was asked for, by cause.",
+            labels=["cause"],
+        )
+        for cause, count in sorted(self._probes.polled_inboxes().items()):
+            polled.add_metric([cause], count)
+        yield polled
 
 
 class Metrics:

@@ -126,6 +126,7 @@ class Service:
                 in_progress=self.pipeline.counts,
                 auth_refused=lambda: refusal(self.pipeline.gate),
                 observer_alive=self.watcher.alive,
+                polled_inboxes=self.watcher.polled,
             )
             metrics = Metrics(self.outcomes, probes)
             self.metrics_server = MetricsServer(metrics, config.metrics.listen)
@@ -187,9 +188,26 @@ class Service:
             self.journal.close()
             self.owner.release()
 
+    def _adopt_orphans(self, *, queue: bool) -> None:
+        """Take over the claims of dead daemons (another host's, or one killed), said
+        per dead owner; ``queue``: queue them too (while running: every rescan)."""
+        for inbox in self.watcher.inboxes:
+            try:
+                adopted = self.owner.adopt(inbox.path)
+            except OSError as error:  # e.g. a claim folder we cannot make: the next rescan
+                self.log.error("scan_failed", folder=str(inbox.path), error=str(error))
+                continue
+            for owner_id, claims in adopted.items():
+                self.log.info(
+                    "claims_adopted", from_owner=owner_id, inbox=inbox.name, count=len(claims)
+                )
+            if queue and adopted:
+                self.pipeline.resume(inbox, [c for claims in adopted.values() for c in claims])
+
     def _start_common(self) -> None:
         # Unfinished claims are queued before any worker starts, so that the oldest of
         # them, not whichever was found first, goes out first.
+        self._adopt_orphans(queue=False)
         for inbox in self.watcher.inboxes:
             self.pipeline.resume(inbox)
         self.pipeline.start()
@@ -257,6 +275,7 @@ class Service:
                 for hook in self._hooks:
                     hook()
                 if time.monotonic() >= next_rescan:
+                    self._adopt_orphans(queue=True)
                     self.watcher.scan()
                     next_rescan = time.monotonic() + self.config.rescan_interval
         finally:

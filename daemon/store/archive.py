@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import hashlib
 import json
 import os
 from collections.abc import Iterator, Mapping
@@ -22,6 +23,8 @@ FAILED_DIR = "failed"
 SIDECAR_SUFFIX = ".error.json"
 #: Longest file name most filesystems take, in bytes.
 NAME_MAX = 255
+#: Hex digits of the sha256 of a file's name that a shortened sidecar name carries.
+SIDECAR_HASH_DIGITS = 10
 
 
 def utc_now() -> str:
@@ -34,6 +37,34 @@ def utc_now() -> str:
 SIDECAR_DRAFT = f".sidecar{SIDECAR_SUFFIX}"
 
 
+def _encoded(name: str) -> bytes:
+    """A file name's bytes as on disk (names that are not UTF-8 come as surrogates)."""
+    return name.encode("utf-8", "surrogateescape")
+
+
+def _cut(text: str, room: int) -> str:
+    """The longest start of ``text`` within ``room`` bytes, never half a character."""
+    used = 0
+    for index, char in enumerate(text):
+        used += len(_encoded(char))
+        if used > room:
+            return text[:index]
+    return text
+
+
+def sidecar_name(name: str) -> str:
+    """The sidecar of the failed file ``name``: ``<name>.error.json``, or, when that would
+    exceed NAME_MAX bytes, the name cut to fit, ``~``, the first SIDECAR_HASH_DIGITS hex
+    digits of the sha256 of the whole name, and ``.error.json``. The sidecar's ``file``
+    field names the file either way."""
+    full = name + SIDECAR_SUFFIX
+    if len(_encoded(full)) <= NAME_MAX:
+        return full
+    digest = hashlib.sha256(_encoded(name)).hexdigest()[:SIDECAR_HASH_DIGITS]
+    tail = f"~{digest}{SIDECAR_SUFFIX}"
+    return _cut(name, NAME_MAX - len(tail)) + tail
+
+
 def _candidates(name: str) -> Iterator[str]:
     """``name``, then ``stem (1).ext``, ``stem (2).ext``, …, each within NAME_MAX bytes."""
     yield name
@@ -43,16 +74,15 @@ def _candidates(name: str) -> Iterator[str]:
     n = 1
     while True:
         suffix = f" ({n}){dot}{ext}"
-        room = NAME_MAX - len(suffix.encode()) - len(SIDECAR_SUFFIX)
-        short = stem.encode()[:room].decode(errors="ignore")
-        yield f"{short}{suffix}"
+        room = NAME_MAX - len(_encoded(suffix)) - len(SIDECAR_SUFFIX)
+        yield f"{_cut(stem, room)}{suffix}"
         n += 1
 
 
 def _free(folder: Path, candidate: str, with_sidecar: bool) -> bool:
     if (folder / candidate).exists() or (folder / candidate).is_symlink():
         return False
-    return not (with_sidecar and (folder / (candidate + SIDECAR_SUFFIX)).exists())
+    return not (with_sidecar and (folder / sidecar_name(candidate)).exists())
 
 
 def move_no_overwrite(source: Path, folder: Path, name: str, *, with_sidecar: bool = False) -> Path:
@@ -104,6 +134,17 @@ def move_to_sent(claim: Claim) -> Path:
     return move_no_overwrite(claim.path, claim.inbox / SENT_DIR, claim.name)
 
 
+def sidecar_text(body: Mapping[str, object]) -> str:
+    """The sidecar as UTF-8 JSON. A name that is not UTF-8 keeps its bytes losslessly as
+    ``\\udcXX`` escapes (json.loads gives the very name back), so requeue still finds it."""
+    try:
+        text = json.dumps(body, indent=2, ensure_ascii=False)
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        text = json.dumps(body, indent=2, ensure_ascii=True)
+    return text + "\n"
+
+
 def move_to_failed(claim: Claim, sidecar: Mapping[str, object]) -> Path:
     """Archive a failed file into ``<inbox>/failed/`` next to ``<name>.error.json``.
 
@@ -114,9 +155,9 @@ def move_to_failed(claim: Claim, sidecar: Mapping[str, object]) -> Path:
     folder = claim.inbox / FAILED_DIR
     draft = claim.folder / SIDECAR_DRAFT
     body = {**sidecar, "file": claim.name}
-    draft.write_text(json.dumps(body, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+    draft.write_text(sidecar_text(body), encoding="utf-8")
     target = move_no_overwrite(claim.path, folder, claim.name, with_sidecar=True)
-    os.replace(draft, folder / (target.name + SIDECAR_SUFFIX))
+    os.replace(draft, folder / sidecar_name(target.name))
     fsync_dir(folder)
     return target
 
@@ -133,8 +174,8 @@ def place_sidecar_draft(claim: Claim, name: str) -> Path | None:
         target = folder / candidate
         if not target.exists():
             return None  # the variants are taken in order: past the last one archived
-        if not (folder / (candidate + SIDECAR_SUFFIX)).exists():
-            os.replace(draft, folder / (candidate + SIDECAR_SUFFIX))
+        if not (folder / sidecar_name(candidate)).exists():
+            os.replace(draft, folder / sidecar_name(candidate))
             fsync_dir(folder)
             return target
     raise AssertionError("unreachable: _candidates never ends")

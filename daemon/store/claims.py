@@ -147,11 +147,18 @@ class Owner:
 
     def adopt_orphans(self, inbox: Path) -> list[Claim]:
         """Move the claims of dead owners of ``inbox`` into this owner's folder."""
+        return [claim for claims in self.adopt(inbox).values() for claim in claims]
+
+    def adopt(self, inbox: Path) -> dict[str, list[Claim]]:
+        """Move the claims of dead owners of ``inbox`` into this owner's folder; per dead
+        owner's id, the claims taken from it. Never waits: an owner whose folder is locked
+        is alive (or being adopted by another daemon right now) and is left alone. Safe
+        while this owner runs: only other owners' folders are touched."""
         root = inbox / WORK_DIR
-        adopted: list[Claim] = []
+        adopted: dict[str, list[Claim]] = {}
         try:
             others = [p for p in root.iterdir() if p.name != self.owner_id]
-        except FileNotFoundError:
+        except (FileNotFoundError, NotADirectoryError):
             return adopted
         for other in others:
             if not other.is_dir() or other.is_symlink():
@@ -172,7 +179,8 @@ class Owner:
                         os.rename(old.folder, mine / old.claim_id)
                     except OSError:
                         continue
-                    adopted.append(Claim(inbox, old.claim_id, old.name, mine))
+                    claim = Claim(inbox, old.claim_id, old.name, mine)
+                    adopted.setdefault(other.name, []).append(claim)
                 for leftover in other.iterdir():  # empty claim folders of a crash
                     with contextlib.suppress(OSError):
                         leftover.rmdir()

@@ -3,16 +3,29 @@
 from __future__ import annotations
 
 import os
+import re
 from pathlib import Path
 
-from daemon.store.archive import SIDECAR_SUFFIX
+from daemon.store.archive import SIDECAR_HASH_DIGITS, SIDECAR_SUFFIX, sidecar_name
 from daemon.store.claims import WORK_DIR
+
+#: The end of a shortened sidecar name (see :func:`~daemon.store.archive.sidecar_name`).
+_SHORTENED_TAIL = re.compile(rf"~[0-9a-f]{{{SIDECAR_HASH_DIGITS}}}{re.escape(SIDECAR_SUFFIX)}$")
 
 
 def is_sidecar(name: str, names: set[str]) -> bool:
     """A sidecar sits next to its file: ``x.pdf.error.json`` counts as one only when
-    ``x.pdf`` is there too (a failed file may itself be called ``notes.error.json``)."""
-    return name.endswith(SIDECAR_SUFFIX) and name[: -len(SIDECAR_SUFFIX)] in names
+    ``x.pdf`` is there too (a failed file may itself be called ``notes.error.json``); a
+    sidecar name shortened to fit (a file name near 255 bytes) only when its file is."""
+    if not name.endswith(SIDECAR_SUFFIX):
+        return False
+    if name[: -len(SIDECAR_SUFFIX)] in names:
+        return True
+    tail = _SHORTENED_TAIL.search(name)
+    if tail is None:
+        return False
+    start = name[: tail.start()]
+    return any(other.startswith(start) and sidecar_name(other) == name for other in names)
 
 
 def regular_files(folder: Path) -> list[str]:

@@ -102,9 +102,23 @@ _STAGE = _COLUMNS.index("stage")
 _REASON = _COLUMNS.index("reason")
 
 
+def _stored(value: object) -> object:
+    """A value as sqlite takes it. A file name that is not UTF-8 (its bad bytes came from
+    the OS as surrogates, which sqlite refuses) is stored losslessly as its raw bytes."""
+    if isinstance(value, str) and not value.isascii():
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError:
+            return value.encode("utf-8", "surrogateescape")
+    return value
+
+
 def _entry(row: tuple[Any, ...]) -> Entry:
     """A row as an :class:`Entry`, its closed-set words as their enums."""
-    values = list(row)
+    values: list[Any] = [
+        value.decode("utf-8", "surrogateescape") if isinstance(value, bytes) else value
+        for value in row
+    ]
     values[_STAGE] = Stage(values[_STAGE])
     if values[_REASON] is not None:
         values[_REASON] = Reason(values[_REASON])
@@ -137,7 +151,7 @@ class Journal:
         statement, so sqlite's autocommit makes it atomic without BEGIN/COMMIT round trips.
         Returns the number of rows changed."""
         with self._lock:
-            return self._db.execute(sql, args).rowcount
+            return self._db.execute(sql, tuple(_stored(arg) for arg in args)).rowcount
 
     def record_claim(
         self, claim_id: str, inbox: Path, conversation_id: str, name: str, arrived_ns: int

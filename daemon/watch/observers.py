@@ -9,6 +9,10 @@ polling`` and hands back the common interface. Both report to a :class:`Listener
 - the folder poller reports a whole listing of a folder that may have new names, through
   :meth:`Listener.on_listing` (see ``poller.py`` for why it looks at folders, not files).
 
+With inotify, :class:`InotifyOrPolling` hands the folders inotify cannot serve to the folder
+poller: those on a network filesystem (``auto``), and those past inotify's watch limit
+(``watch_limit_reached``, see the README), so that the limit never stops the daemon.
+
 An observer also answers which folders it no longer really watches
 (:meth:`Observer.dead_watches`): an inotify watch follows a folder's inode, not its path,
 so a folder deleted and made again at the same path is unwatched until it is scheduled anew.
@@ -17,9 +21,10 @@ so a folder deleted and made again at the same path is unwatched until it is sch
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
 import threading
-from collections.abc import Collection
+from collections.abc import Callable, Collection
 from pathlib import Path
 from typing import Protocol
 
@@ -35,6 +40,7 @@ from watchdog.events import (
 from watchdog.observers.api import BaseObserver
 
 from daemon.logs import get_logger
+from daemon.watch.mounts import network_filesystem
 from daemon.watch.poller import FolderPoller
 
 #: How often the folder poller looks at each folder, in seconds.
@@ -77,6 +83,10 @@ class Observer(Protocol):
         """Those of ``folders`` that are not really watched any more: their watch ended, or
         it watches a folder that no longer is the one at its path."""
 
+    def fallbacks(self) -> dict[Path, str]:
+        """Folders polled although inotify was asked for, each with why
+        (:data:`NETWORK_FILESYSTEM` or :data:`WATCH_LIMIT`)."""
+
     def start(self) -> None: ...
 
     def stop(self) -> None: ...
@@ -86,11 +96,30 @@ class Observer(Protocol):
     def is_alive(self) -> bool: ...
 
 
+#: Why a folder is polled although inotify was asked for: it is on a network filesystem
+#: (``observer: auto``; inotify never hears of what other clients of a share write) ...
+NETWORK_FILESYSTEM = "network_filesystem"
+#: ... or inotify's watch (or instance) limit is reached.
+WATCH_LIMIT = "watch_limit"
+
+#: Told when a folder cannot be watched for inotify's limits: (folder, the error).
+WatchLimitHandler = Callable[[Path, OSError], None]
+
+#: What inotify_add_watch / inotify_init answer at their limits (watchdog raises them).
+_LIMIT_ERRNOS = frozenset({errno.ENOSPC, errno.EMFILE})
+
+
 def make_observer(
-    mode: str, listener: Listener, poll_interval: float = POLL_INTERVAL_SECONDS
+    mode: str,
+    listener: Listener,
+    poll_interval: float = POLL_INTERVAL_SECONDS,
+    *,
+    network: Callable[[Path], str | None] = network_filesystem,
+    on_watch_limit: WatchLimitHandler | None = None,
 ) -> Observer:
     """The observer for ``auto | inotify | polling``: inotify where there is inotify
-    (``inotify`` insists on it), else the folder poller."""
+    (``inotify`` insists on it), else the folder poller. With inotify, the folders it
+    cannot watch are polled (:class:`InotifyOrPolling`)."""
     if mode in ("auto", "inotify"):
         try:
             from watchdog.observers.inotify import InotifyObserver  # noqa: PLC0415
@@ -98,7 +127,12 @@ def make_observer(
             if mode == "inotify":
                 raise
         else:
-            return InotifyFolders(InotifyObserver(), listener)
+            return InotifyOrPolling(
+                InotifyFolders(InotifyObserver(), listener),
+                FolderPoller(listener.on_listing, poll_interval),
+                network=network if mode == "auto" else None,
+                on_watch_limit=on_watch_limit,
+            )
     return FolderPoller(listener.on_listing, poll_interval)
 
 
@@ -142,10 +176,10 @@ class InotifyFolders:
 
     def schedule(self, folder: Path) -> None:
         identity = _identity(folder)
+        self._observer.schedule(self._handler, str(folder), event_filter=_EVENTS)
         with self._lock:
             if identity is not None:
                 self._watched_as[folder] = identity
-        self._observer.schedule(self._handler, str(folder), event_filter=_EVENTS)
 
     def unschedule(self, folder: Path) -> None:
         with self._lock:
@@ -169,6 +203,9 @@ class InotifyFolders:
                 dead.add(folder)
         return dead
 
+    def fallbacks(self) -> dict[Path, str]:
+        return {}
+
     def start(self) -> None:
         self._observer.start()
 
@@ -180,3 +217,80 @@ class InotifyFolders:
 
     def is_alive(self) -> bool:
         return self._observer.is_alive()
+
+
+class InotifyOrPolling:
+    """inotify for every folder it can watch, the folder poller for the rest: folders on a
+    network filesystem (when ``network`` is given: ``observer: auto``), and folders past
+    inotify's watch limit, which would otherwise stop the daemon. One observer to the
+    :class:`Watcher`, alive while both backends are."""
+
+    kind = "inotify"
+
+    def __init__(
+        self,
+        inotify: InotifyFolders,
+        poller: FolderPoller,
+        *,
+        network: Callable[[Path], str | None] | None,
+        on_watch_limit: WatchLimitHandler | None,
+    ) -> None:
+        self._inotify = inotify
+        self._poller = poller
+        self._network = network
+        self._on_watch_limit = on_watch_limit
+        self._lock = threading.Lock()
+        self._fallbacks: dict[Path, str] = {}
+
+    def schedule(self, folder: Path) -> None:
+        if self._network is not None and self._network(folder) is not None:
+            self._poll(folder, NETWORK_FILESYSTEM)
+            return
+        try:
+            self._inotify.schedule(folder)
+        except OSError as error:
+            if error.errno not in _LIMIT_ERRNOS:
+                raise
+            self._poll(folder, WATCH_LIMIT)
+            if self._on_watch_limit is not None:
+                self._on_watch_limit(folder, error)
+        else:
+            with self._lock:
+                self._fallbacks.pop(folder, None)
+
+    def _poll(self, folder: Path, cause: str) -> None:
+        with self._lock:
+            self._fallbacks[folder] = cause
+        self._poller.schedule(folder)
+
+    def unschedule(self, folder: Path) -> None:
+        with self._lock:
+            polled = self._fallbacks.pop(folder, None) is not None
+        if polled:
+            self._poller.unschedule(folder)
+        else:
+            self._inotify.unschedule(folder)
+
+    def dead_watches(self, folders: Collection[Path]) -> set[Path]:
+        with self._lock:
+            polled = set(self._fallbacks)
+        return self._inotify.dead_watches([f for f in folders if f not in polled])
+
+    def fallbacks(self) -> dict[Path, str]:
+        with self._lock:
+            return dict(self._fallbacks)
+
+    def start(self) -> None:
+        self._poller.start()
+        self._inotify.start()
+
+    def stop(self) -> None:
+        self._inotify.stop()
+        self._poller.stop()
+
+    def join(self, timeout: float | None = None) -> None:
+        self._inotify.join(timeout)
+        self._poller.join(timeout)
+
+    def is_alive(self) -> bool:
+        return self._inotify.is_alive() and self._poller.is_alive()

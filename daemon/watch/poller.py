@@ -65,6 +65,10 @@ class FolderPoller:
         """None: the poller looks at paths, not inodes, and lists a folder made anew itself."""
         return set()
 
+    def fallbacks(self) -> dict[Path, str]:
+        """None: polling is what was asked for."""
+        return {}
+
     def start(self) -> None:
         self._thread.start()
 

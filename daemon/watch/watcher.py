@@ -16,6 +16,7 @@ away).
 
 from __future__ import annotations
 
+import errno
 import os
 import threading
 from collections.abc import Callable, Iterable
@@ -23,7 +24,14 @@ from pathlib import Path
 
 from daemon.config import InboxConfig
 from daemon.logs import get_logger
-from daemon.watch.observers import POLL_INTERVAL_SECONDS, Observer, make_observer
+from daemon.watch.mounts import network_filesystem
+from daemon.watch.observers import (
+    NETWORK_FILESYSTEM,
+    POLL_INTERVAL_SECONDS,
+    WATCH_LIMIT,
+    Observer,
+    make_observer,
+)
 
 
 class Watcher:
@@ -38,9 +46,13 @@ class Watcher:
         on_new_folder: Callable[[Path], None],
         *,
         poll_interval: float = POLL_INTERVAL_SECONDS,
+        network: Callable[[Path], str | None] = network_filesystem,
     ) -> None:
         self.mode = mode
         self._poll_interval = poll_interval
+        self._network = network
+        #: ``watch_limit_reached`` is said once per run, not once per folder.
+        self._watch_limit_said = False
         self.spool = spool
         self.log = get_logger()
         self._on_candidates = on_candidates
@@ -60,13 +72,50 @@ class Watcher:
 
     def start(self) -> None:
         with self._lock:
-            observer = make_observer(self.mode, self, self._poll_interval)
+            observer = make_observer(
+                self.mode,
+                self,
+                self._poll_interval,
+                network=self._network,
+                on_watch_limit=self._watch_limit,
+            )
             self._observer, self.kind = observer, observer.kind
+            # Started first, then scheduled: a folder inotify cannot watch (its limits)
+            # then fails alone, instead of failing the observer's start for every folder.
+            observer.start()
             if self.spool is not None:
                 self._schedule(self.spool)
             for inbox in self._inboxes.values():
                 self._schedule(inbox.path)
-            observer.start()
+
+    def _watch_limit(self, folder: Path, error: OSError) -> None:
+        """inotify cannot watch ``folder`` (its limits): it is polled; said once."""
+        if self._watch_limit_said:
+            return
+        self._watch_limit_said = True
+        setting = "max_user_instances" if error.errno == errno.EMFILE else "max_user_watches"
+        self.log.warning(
+            "watch_limit_reached",
+            folder=str(folder),
+            limit=_inotify_limit(setting),
+            sysctl=f"fs.inotify.{setting}",
+            hint=(
+                "inboxes past the limit are polled once a second; raise it, e.g. "
+                f"sysctl -w fs.inotify.{setting}=524288"
+            ),
+        )
+
+    def polled(self) -> dict[str, int]:
+        """Inboxes polled although inotify was asked for, per cause
+        (``network_filesystem``, ``watch_limit``)."""
+        with self._lock:
+            observer, inboxes = self._observer, set(self._inboxes)
+        counts = dict.fromkeys((NETWORK_FILESYSTEM, WATCH_LIMIT), 0)
+        if observer is not None:
+            for folder, cause in observer.fallbacks().items():
+                if folder in inboxes:
+                    counts[cause] = counts.get(cause, 0) + 1
+        return counts
 
     def _schedule(self, folder: Path) -> None:
         if self._observer is not None:
@@ -196,3 +245,11 @@ class Watcher:
             self._on_candidates(inbox, [entry.name for entry in entries])
             offered += len(entries)
         return offered
+
+
+def _inotify_limit(setting: str) -> int | None:
+    """The current value of ``fs.inotify.<setting>``, if it can be read."""
+    try:
+        return int(Path("/proc/sys/fs/inotify", setting).read_text(encoding="ascii"))
+    except (OSError, ValueError):
+        return None

@@ -95,6 +95,16 @@ def test_unit_keeps_the_settings_the_daemon_relies_on() -> None:
     assert values(unit["Install"], "WantedBy") == ["multi-user.target"]
 
 
+def test_unit_raises_the_descriptor_limit_for_many_inboxes() -> None:
+    """LimitNOFILE is raised well past 1024: each inbox holds a lock descriptor for good."""
+    service = parse_unit(UNIT.read_text())["Service"]
+
+    limits = values(service, "LimitNOFILE")
+
+    assert len(limits) == 1
+    assert int(limits[0]) >= 65536
+
+
 def test_one_writable_tree_so_renames_stay_on_one_mount() -> None:
     """ReadWritePaths lists one path, so inbox, sent/ and failed/ share one mount (no EXDEV)."""
     service = parse_unit(UNIT.read_text())["Service"]
