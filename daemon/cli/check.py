@@ -2,8 +2,13 @@
 
 from __future__ import annotations
 
+import dataclasses
+import json
+from enum import Enum
+
 from daemon.cli.probe import probe as probe_api
 from daemon.config import Config
+from daemon.config.model import IntakeSettings
 from daemon.states import ExitCode
 from daemon.watch.inboxes import all_inboxes
 from daemon.watch.mounts import network_filesystem
@@ -34,12 +39,12 @@ def describe(config: Config) -> list[str]:
         origin = " (spool)" if inbox.from_spool else ""
         caption = f" text={inbox.text!r}" if inbox.text else ""
         lines.append(f"  {inbox.path} -> {inbox.conversation_id}{origin}{caption}")
+        lines.append(f"    {intake_line(inbox)}")
     retention = config.sent_retention_days
     lines += [
-        f"observer: {config.observer}, rescan every {config.rescan_interval:g}s, "
-        f"settle {config.settle_seconds:g}s",
+        f"observer: {config.observer}, rescan every {config.rescan_interval:g}s",
         f"workers: {config.workers}",
-        f"ignore: {' '.join(config.ignore) or '(nothing)'}",
+        f"top-level defaults: {intake_line(config)}",
         f"retry: {config.retry.initial_delay:g}s doubling to {config.retry.max_delay:g}s, "
         f"give up after {config.retry.give_up_after:g}s",
         f"log: {config.log.format}, {config.log.level}",
@@ -47,6 +52,25 @@ def describe(config: Config) -> list[str]:
         "sent retention: " + (f"{retention:g} days" if retention is not None else "keep forever"),
     ]
     return lines
+
+
+def intake_line(settings: IntakeSettings) -> str:
+    """Every intake setting in force, as ``key=value`` in the file's words (an inbox's
+    own, else the top-level one)."""
+    return " ".join(
+        f"{one.name}={_value(getattr(settings, one.name))}"
+        for one in dataclasses.fields(IntakeSettings)
+    )
+
+
+def _value(value: object) -> str:
+    if isinstance(value, Enum):
+        return str(value.value)
+    if isinstance(value, float):
+        return f"{value:g}"
+    if isinstance(value, tuple):
+        value = list(value)
+    return json.dumps(value, ensure_ascii=False)
 
 
 def _format_listen(listen: tuple[str, int]) -> str:

@@ -1,7 +1,8 @@
 """``requeue``: move failed files back into their inbox, without a daemon.
 
 Each goes back under its original name (the next free variant when it is taken), and its
-sidecar is dropped; a running daemon then takes it like any new file.
+sidecar is dropped; a running daemon then takes it like any new file. Failed files are
+found in every archive layout (and a mix of them); a dated folder emptied is removed.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ from daemon.errors import ConfigError
 from daemon.logs import get_logger
 from daemon.states import Reason
 from daemon.store.archive import FAILED_DIR, move_no_overwrite, sidecar_name
-from daemon.store.folders import is_sidecar, regular_files
+from daemon.store.folders import archived_files, remove_emptied
 from daemon.watch.inboxes import all_inboxes
 
 
@@ -43,24 +44,24 @@ def requeue(config: Config, *, inbox: str | None, reason: str | None) -> int:
     moved = 0
     for box in boxes:
         failed = box.path / FAILED_DIR
-        names = set(regular_files(failed))
-        for name in sorted(names):
-            if is_sidecar(name, names):
-                continue
-            sidecar_path = failed / sidecar_name(name)
+        emptied: list[Path] = []
+        for folder, name in list(archived_files(failed)):
+            sidecar_path = folder / sidecar_name(name)
             sidecar = _read_sidecar(sidecar_path)
             if reason is not None and sidecar.get("reason") != reason:
                 continue
             original = sidecar.get("file") if isinstance(sidecar.get("file"), str) else name
-            target = move_no_overwrite(failed / name, box.path, Path(str(original)).name)
+            target = move_no_overwrite(folder / name, box.path, Path(str(original)).name)
             sidecar_path.unlink(missing_ok=True)
+            emptied.append(folder)
             moved += 1
             log.info(
                 "file_requeued",
                 inbox=box.name,
-                file=name,
+                file=(folder / name).relative_to(failed).as_posix(),
                 to=target.name,
                 reason=sidecar.get("reason"),
             )
+        remove_emptied(failed, emptied)
     log.info("requeue_done", files=moved)
     return 0

@@ -98,7 +98,7 @@ def _one(inbox: InboxConfig, config: Config, last_error: dict[str, Any] | None) 
         inbox=inbox.name,
         path=str(inbox.path),
         conversation_id=inbox.conversation_id,
-        waiting=count_waiting(inbox.path, config.ignore),
+        waiting=count_waiting(inbox.path, inbox.ignore),
         in_progress=count_in_progress(inbox.path),
         sent=count_archived(inbox.path / SENT_DIR),
         failed=count_archived(inbox.path / FAILED_DIR),

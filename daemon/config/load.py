@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import os
 import re
+import string
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -25,18 +26,23 @@ from daemon.config.caption import template_problem
 from daemon.config.environment import expand, merged_environment
 from daemon.config.model import (
     DEFAULT_API_URL,
-    DEFAULT_IGNORE,
     LOG_FORMATS,
     LOG_LEVELS,
+    MAX_DEPTH_LIMIT,
     MAX_WORKERS,
     METRICS_DEFAULT_HOST,
     OBSERVERS,
+    ROUTE_GROUP,
     ApiConfig,
+    ArchiveLayout,
     Config,
+    Duplicates,
     InboxConfig,
+    IntakeSettings,
     LogConfig,
     MetricsConfig,
     RetryConfig,
+    intake_of,
 )
 from daemon.config.problems import Problems
 from daemon.config.section import Section, kind_of
@@ -123,8 +129,9 @@ def _build(
     api = _api(Section(data.get("api"), "api", ApiConfig, problems), base, env)
     text = _template(top, "text")
     spool = top.path("spool", base)
+    intake = IntakeSettings(**_intake(top))
     # Each valid inbox with its key: ``inboxes[2].path`` stays that after a bad inboxes[1].
-    keyed = _inboxes(data.get("inboxes"), base, text, spool, problems)
+    keyed = _inboxes(data.get("inboxes"), base, spool, problems, text=text, defaults=intake)
     inboxes = tuple(inbox for _, inbox in keyed)
     state_dir = top.path("state_dir", base)
     if spool is None and not problems.has("spool"):
@@ -146,16 +153,15 @@ def _build(
         text=text,
         state_dir=state_dir or Path(),  # no state_dir is a problem on record, raised below
         workers=top.integer("workers", 1, MAX_WORKERS),
-        settle_seconds=top.number("settle_seconds", inclusive=True),
         observer=top.choice("observer", OBSERVERS),
         rescan_interval=top.number("rescan_interval"),
-        ignore=_ignore(data.get("ignore"), problems),
         retry=_retry(Section(data.get("retry"), "retry", RetryConfig, problems)),
         log=LogConfig(
             format=log.choice("format", LOG_FORMATS), level=log.choice("level", LOG_LEVELS)
         ),
         metrics=MetricsConfig(_listen(metrics)),
         sent_retention_days=top.optional_number("sent_retention_days"),
+        **intake_of(intake),
     )
     if check_folders:
         folders = [("spool", spool)] if spool else []
@@ -256,10 +262,17 @@ def _ca_bundle(section: Section, base: Path) -> Path | None:
 
 
 def _inboxes(
-    value: object, base: Path, default_text: str | None, spool: Path | None, problems: Problems
+    value: object,
+    base: Path,
+    spool: Path | None,
+    problems: Problems,
+    *,
+    text: str | None,
+    defaults: IntakeSettings,
 ) -> list[tuple[str, InboxConfig]]:
     """The explicit inboxes that are fine, each with the key of its path (the problems of
-    the others are recorded)."""
+    the others are recorded). Each takes the caption and the intake settings it does not
+    set from ``text`` and ``defaults``."""
     if value is None:
         return []
     if not isinstance(value, list):
@@ -268,7 +281,7 @@ def _inboxes(
     inboxes: list[tuple[str, InboxConfig]] = []
     first_key: dict[Path, str] = {}
     for index, item in enumerate(value):
-        section = Section(item, f"inboxes[{index}]", InboxConfig, problems)
+        section = Section(item, f"inboxes[{index}]", InboxConfig, problems, inherited=defaults)
         path = section.path("path", base)
         if path is None:
             if not section.failed("path"):
@@ -287,11 +300,115 @@ def _inboxes(
         own_text = _template(section, "text")
         # An explicit empty text means "no caption here" even when a default exists.
         no_caption = own_text is None and isinstance(section.data.get("text"), str)
-        text = None if no_caption else own_text or default_text
+        caption = None if no_caption else own_text or text
+        intake = _intake(section)
         if path is not None and conversation_id is not None and not problems.has(section.prefix):
-            inbox = InboxConfig(path, conversation_id, text, path.name, from_spool=False)
+            inbox = InboxConfig(
+                path, conversation_id, caption, path.name, from_spool=False, **intake
+            )
             inboxes.append((section.key("path"), inbox))
     return inboxes
+
+
+def _intake(section: Section) -> dict[str, Any]:
+    """The intake settings of the top level or of one inbox (which inherits what it does
+    not set from the top level; ``null`` there switches ``done_marker``/``route`` off)."""
+    values: dict[str, Any] = {
+        "settle_seconds": section.number("settle_seconds", inclusive=True),
+        "ignore": _patterns(section, "ignore", "a list of patterns"),
+        "recursive": section.boolean("recursive"),
+        "max_depth": section.integer("max_depth", 1, MAX_DEPTH_LIMIT),
+        "include": _patterns(section, "include", "a list of globs"),
+        "done_marker": _done_marker(section),
+        "duplicates": Duplicates(section.choice("duplicates", tuple(Duplicates))),
+        "duplicate_window": section.number("duplicate_window"),
+        "route": _route(section),
+        "archive_layout": ArchiveLayout(section.choice("archive_layout", tuple(ArchiveLayout))),
+    }
+    for name in ("done_marker", "route"):
+        if section.inherited is not None and not section.given(name):
+            values[name] = getattr(section.inherited, name)
+    return values
+
+
+def _patterns(section: Section, name: str, what: str) -> tuple[str, ...]:
+    """A list of fnmatch patterns; a list given replaces the default (or inherited) one, so
+    that a default can be switched off."""
+    value = section.data.get(name)
+    default = section.default(name, tuple)
+    if value is None:
+        return default
+    if not isinstance(value, list):
+        section.problems.add(
+            ConfigError(section.key(name), f"expected {what}, got {kind_of(value)}")
+        )
+        return default
+    patterns: list[str] = []
+    for index, pattern in enumerate(value):
+        if isinstance(pattern, str) and pattern:
+            patterns.append(str(pattern))
+        else:
+            message = "expected a non-empty string (a file name pattern)"
+            section.problems.add(ConfigError(f"{section.key(name)}[{index}]", message))
+    return tuple(dict.fromkeys(patterns))
+
+
+#: The placeholders of a per-file ``done_marker``.
+MARKER_PLACEHOLDERS = ("name", "stem")
+
+
+def _done_marker(section: Section) -> str | None:
+    """A file name: a template with ``{name}``/``{stem}`` (per file), or fixed (per batch)."""
+    key = section.key("done_marker")
+    raw = section.data.get("done_marker")
+    if isinstance(raw, str) and not raw.strip():
+        section.problems.add(ConfigError(key, "must be a file name (null: no marker)"))
+        return None
+    marker = section.string("done_marker")
+    if marker is None:
+        return None
+    problem = _marker_problem(marker)
+    if problem is not None:
+        section.problems.add(ConfigError(key, problem))
+        return None
+    return marker
+
+
+def _marker_problem(marker: str) -> str | None:
+    if "/" in marker or "\0" in marker or marker in (".", ".."):
+        return f"must be a file name, without '/', got {marker!r}"
+    try:
+        fields = [part[1:] for part in string.Formatter().parse(marker) if part[1] is not None]
+    except ValueError as error:
+        return f"not a valid template: {error}"
+    for field, spec, conversion in fields:
+        if field not in MARKER_PLACEHOLDERS or spec or conversion:
+            return f"unknown placeholder {{{field}}}; known: {', '.join(MARKER_PLACEHOLDERS)}"
+    if marker == "{name}":
+        return "is the file's own name; add a suffix, e.g. {name}.done"
+    return None
+
+
+def _route(section: Section) -> str | None:
+    """A regex on the file name with the named group that picks the conversation."""
+    route = section.string("route")
+    if route is None:
+        return None
+    try:
+        compiled = re.compile(route)
+    except re.error as error:
+        section.problems.add(ConfigError(section.key("route"), f"does not compile: {error}"))
+        return None
+    if ROUTE_GROUP not in compiled.groupindex:
+        section.problems.add(
+            ConfigError(
+                section.key("route"),
+                f"needs a named group (?P<{ROUTE_GROUP}>...), e.g. "
+                f"'^(?P<{ROUTE_GROUP}>conv_[0-9]+)__'",
+            )
+        )
+        return None
+    return route
 
 
 def _template(section: Section, name: str) -> str | None:
@@ -301,23 +418,6 @@ def _template(section: Section, name: str) -> str | None:
         section.problems.add(ConfigError(section.key(name), problem))
         return None
     return template
-
-
-def _ignore(value: object, problems: Problems) -> tuple[str, ...]:
-    # A user-given list replaces the defaults, so that a default can be switched off.
-    if value is None:
-        return DEFAULT_IGNORE
-    if not isinstance(value, list):
-        problems.add(ConfigError("ignore", f"expected a list of patterns, got {kind_of(value)}"))
-        return DEFAULT_IGNORE
-    patterns: list[str] = []
-    for index, pattern in enumerate(value):
-        if isinstance(pattern, str) and pattern:
-            patterns.append(str(pattern))
-        else:
-            message = "expected a non-empty string (a file name pattern)"
-            problems.add(ConfigError(f"ignore[{index}]", message))
-    return tuple(dict.fromkeys(patterns))
 
 
 def _listen(section: Section) -> tuple[str, int] | None:

@@ -17,9 +17,10 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from enum import StrEnum
 from pathlib import Path
 from types import MappingProxyType
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from _typeshed import DataclassInstance
@@ -32,6 +33,10 @@ OBSERVERS = ("auto", "inotify", "polling")
 LOG_FORMATS = ("json", "console")
 LOG_LEVELS = ("debug", "info", "warning", "error")
 MAX_WORKERS = 256
+#: Deepest ``max_depth`` accepted: far beyond any real folder tree.
+MAX_DEPTH_LIMIT = 1024
+#: The named group of ``route`` that picks the conversation.
+ROUTE_GROUP = "conversation_id"
 
 #: Where metrics listen when only a port is given: never beyond this machine by default.
 METRICS_DEFAULT_HOST = "127.0.0.1"
@@ -66,9 +71,64 @@ class ApiConfig:
     private CA or a TLS-inspecting proxy; None: the environment's, else the system store."""
 
 
+class ArchiveLayout(StrEnum):
+    """How ``sent/`` and ``failed/`` are laid out (README, "Archive layout")."""
+
+    FLAT = "flat"
+    """Every file directly in ``sent/`` (or ``failed/``)."""
+    DAILY = "daily"
+    """``sent/YYYY/MM/DD/name``: the UTC day the file was archived."""
+    MONTHLY = "monthly"
+    """``sent/YYYY/MM/name``: the UTC month the file was archived."""
+
+
+class Duplicates(StrEnum):
+    """What happens to bytes already sent to the same conversation."""
+
+    SKIP = "skip"
+    """Not uploaded: archived into ``failed/`` with reason ``duplicate``."""
+    SEND = "send"
+    """Sent again."""
+
+
+@dataclass(frozen=True, kw_only=True)
+class IntakeSettings:
+    """How files are taken from an inbox and archived: each is a top-level default that an
+    entry under ``inboxes:`` may override (spool subfolders use the top-level values)."""
+
+    settle_seconds: float = 2.0
+    """A file must keep its size and mtime this long before it is taken."""
+    ignore: tuple[str, ...] = DEFAULT_IGNORE
+    """fnmatch patterns matched against file names: never taken."""
+    recursive: bool = False
+    """Files in subfolders of the inbox are taken too."""
+    max_depth: int = 8
+    """With ``recursive``: how deep (1 = direct subfolders only)."""
+    include: tuple[str, ...] = ()
+    """fnmatch patterns: only names matching one are taken; empty takes every name."""
+    done_marker: str | None = None
+    """A file is taken once its marker exists: ``{name}.done``/``{stem}.ok`` per file, a
+    fixed name such as ``READY`` per batch; None: settling alone decides."""
+    duplicates: Duplicates = Duplicates.SKIP
+    """Identical bytes sent to the same conversation within ``duplicate_window``."""
+    duplicate_window: float = 86400.0
+    """Seconds a sent file's sha256 is remembered for the duplicate check."""
+    route: str | None = None
+    """A regex on the file name whose named group ``conversation_id`` picks the
+    conversation (checked at load: it compiles and has that group); None: no routing."""
+    archive_layout: ArchiveLayout = ArchiveLayout.FLAT
+    """Flat ``sent/``/``failed/``, or dated subfolders by day or month."""
+
+
+def intake_of(settings: IntakeSettings) -> dict[str, Any]:
+    """The intake settings of ``settings`` (a Config or an InboxConfig) as keywords."""
+    return {one.name: getattr(settings, one.name) for one in dataclasses.fields(IntakeSettings)}
+
+
 @dataclass(frozen=True)
-class InboxConfig:
-    """One watched folder and the conversation its files go to."""
+class InboxConfig(IntakeSettings):
+    """One watched folder, the conversation its files go to, and its effective intake
+    settings (its own, else the top-level ones)."""
 
     path: Path
     """Absolute, resolved."""
@@ -113,8 +173,9 @@ class MetricsConfig:
 
 
 @dataclass(frozen=True)
-class Config:
-    """Everything the daemon needs, validated."""
+class Config(IntakeSettings):
+    """Everything the daemon needs, validated. Its intake settings are the defaults of
+    every inbox."""
 
     source: Path | None = field(metadata=NOT_IN_FILE)
     """The configuration file, resolved (None when built in code)."""
@@ -130,14 +191,10 @@ class Config:
     """Where the journal lives."""
     workers: int = field(default=4, metadata=RESTART)
     """Files in flight at once, across conversations."""
-    settle_seconds: float = 2.0
-    """A file must keep its size and mtime this long before it is taken."""
     observer: str = field(default="auto", metadata=RESTART)
     """``auto``, ``inotify`` or ``polling``."""
     rescan_interval: float = 60.0
     """Seconds between full rescans of every inbox."""
-    ignore: tuple[str, ...] = DEFAULT_IGNORE
-    """fnmatch patterns matched against file names."""
     retry: RetryConfig = field(default_factory=RetryConfig)
     """Backoff for transient errors."""
     log: LogConfig = field(default_factory=LogConfig)

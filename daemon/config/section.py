@@ -2,11 +2,12 @@
 
 A :class:`Section` reads one mapping against its dataclass in :mod:`daemon.config.model`:
 the keys it may hold and each key's default come from the dataclass's fields. It hands out
-strings, choices, numbers, integers and paths. A wrong key, type or range becomes a
-:class:`~daemon.errors.ConfigError` with the dotted key (``retry.max_delay``,
+strings, choices, booleans, numbers, integers and paths. A wrong key, type or range becomes
+a :class:`~daemon.errors.ConfigError` with the dotted key (``retry.max_delay``,
 ``inboxes[1].path``), recorded in :class:`~daemon.config.problems.Problems`; the getter
 returns the default, so that reading goes on and one run reports every problem of the
-file. :func:`kind_of` names a value's YAML type for those messages. Used by
+file. An inbox's section inherits its defaults from the top level (``inherited``).
+:func:`kind_of` names a value's YAML type for those messages. Used by
 :mod:`daemon.config.load`.
 """
 
@@ -33,11 +34,20 @@ class Section:
     """One mapping of the file with its dotted prefix: typed getters that name the key."""
 
     def __init__(
-        self, data: object, prefix: str, schema: type[DataclassInstance], problems: Problems
+        self,
+        data: object,
+        prefix: str,
+        schema: type[DataclassInstance],
+        problems: Problems,
+        *,
+        inherited: object | None = None,
     ) -> None:
         self.prefix = prefix
         self.schema = schema
         self.problems = problems
+        #: Where a key that is not given takes its value from, when it has that attribute
+        #: (an inbox: the top-level settings); else the dataclass's default.
+        self.inherited = inherited
         #: The value is not a mapping at all: what is "missing" from it is not worth saying.
         self.broken = False
         #: Keys suggested for a misspelt one: not to be reported missing as well.
@@ -66,9 +76,16 @@ class Section:
         """Whether ``name`` (or this whole section) already has a problem on record."""
         return self.broken or name in self.meant or self.problems.has(self.key(name))
 
+    def given(self, name: str) -> bool:
+        """Whether the mapping holds ``name`` at all (null included)."""
+        return name in self.data
+
     def default(self, name: str, kind: type[T]) -> T:
-        """The dataclass's default for ``name``."""
-        value = default_of(self.schema, name)
+        """The inherited value of ``name``, else the dataclass's default."""
+        if self.inherited is not None and hasattr(self.inherited, name):
+            value = getattr(self.inherited, name)
+        else:
+            value = default_of(self.schema, name)
         if not isinstance(value, kind):
             raise TypeError(f"{self.schema.__name__}.{name}: the default is not {kind.__name__}")
         return value
@@ -85,6 +102,24 @@ class Section:
             if chosen not in choices:
                 raise ConfigError(self.key(name), f"{chosen!r} is not one of {', '.join(choices)}")
             return chosen
+
+        return self._read(name, read, default)
+
+    def boolean(self, name: str) -> bool:
+        default = self.default(name, bool)
+
+        def read(value: object) -> bool:
+            if isinstance(value, Expanded):
+                text = value.strip().lower()
+                if not text:
+                    return default
+                if text in _TRUE or text in _FALSE:
+                    return text in _TRUE
+            if value is None:
+                return default
+            if not isinstance(value, bool):
+                raise ConfigError(self.key(name), f"expected true or false, got {kind_of(value)}")
+            return value
 
         return self._read(name, read, default)
 
@@ -145,6 +180,10 @@ class Section:
 
 
 # --- small helpers ------------------------------------------------------------------------
+
+#: What a boolean from an environment variable may say (YAML's own words for it).
+_TRUE = frozenset({"true", "yes", "on", "1"})
+_FALSE = frozenset({"false", "no", "off", "0"})
 
 
 def _number(key: str, value: object, minimum: float, inclusive: bool) -> float | None:

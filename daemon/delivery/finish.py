@@ -25,6 +25,7 @@ from daemon.logs import get_logger
 from daemon.states import Reason, Stage
 from daemon.store.archive import (
     SIDECAR_DRAFT,
+    archived_name,
     move_to_failed,
     move_to_sent,
     place_sidecar_draft,
@@ -48,7 +49,7 @@ class Finisher:
 
     def sent(self, job: Job) -> None:
         """Move a sent file into ``sent/`` and say so."""
-        target = self._archive(job, lambda: move_to_sent(job.claim))
+        target = self._archive(job, lambda: move_to_sent(job.claim, job.inbox.archive_layout))
         record(self.journal, job, stage=Stage.ARCHIVED, archived_as=target)
         entry = job.entry
         if target is None:
@@ -92,7 +93,9 @@ class Finisher:
             "attempts": entry.attempts,
             "failed_at": utc_now(),
         }
-        target = self._archive(job, lambda: move_to_failed(job.claim, sidecar))
+        target = self._archive(
+            job, lambda: move_to_failed(job.claim, sidecar, job.inbox.archive_layout)
+        )
         record(self.journal, job, stage=Stage.ARCHIVED, archived_as=target)
         if target is None:
             return  # file_vanished said it: one line per outcome
@@ -111,8 +114,12 @@ class Finisher:
         journaled and logged the outcome (SPEC §6: every outcome is one log line). Say it
         now, from the journal, with ``recovered: true``; then close the claim."""
         if entry is not None and entry.stage in (Stage.SENT, Stage.FAILED):
-            target = place_sidecar_draft(claim, entry.name) if entry.stage == Stage.FAILED else None
-            archived_as = target.name if target is not None else None
+            target = (
+                place_sidecar_draft(claim, entry.name, inbox.archive_layout)
+                if entry.stage == Stage.FAILED
+                else None
+            )
+            archived_as = archived_name(claim, target) if target is not None else None
             self.journal.update(claim.claim_id, stage=Stage.ARCHIVED, archived_as=archived_as)
             fields = _outcome_fields(inbox, entry, entry.size, archived_as) | {"recovered": True}
             if entry.stage == Stage.SENT:
@@ -161,7 +168,7 @@ class Finisher:
                 drop_claim_folder(job.claim)
                 return None
             try:
-                return step().name
+                return archived_name(job.claim, step())
             except OSError as error:
                 self._log.error(
                     "archive_failed",

@@ -1,7 +1,9 @@
 """Sent-folder retention: ``sent_retention_days`` prunes old files from ``<inbox>/sent/``.
 
-Only regular, non-hidden files directly in ``sent/`` are deleted: never a symlink, never a
-folder, never anything in ``failed/`` (a failed file waits for a human). A file's age is
+Only regular, non-hidden files of the ``sent/`` tree are deleted — directly in ``sent/`` and
+in its dated folders (``YYYY/MM/``, ``YYYY/MM/DD/``), in every layout and a mix of them:
+never a symlink, never another subfolder, never anything in ``failed/`` (a failed file
+waits for a human). A dated folder it emptied is removed, never ``sent/`` itself. A file's age is
 counted from when it reached ``sent/``: the later of its mtime and its ctime. The mtime
 alone would not do, since a file keeps the mtime it was dropped with (a scan copied with
 ``cp -p`` may be years old) and would be deleted right after it was sent; the archive move
@@ -19,6 +21,7 @@ from pathlib import Path
 from daemon.config import InboxConfig
 from daemon.logs import get_logger
 from daemon.store.archive import SENT_DIR
+from daemon.store.folders import archive_folders, remove_emptied
 
 SECONDS_PER_DAY = 86400.0
 #: How often a running daemon prunes, in seconds (and once at start).
@@ -42,33 +45,35 @@ def prune_sent(inboxes: Iterable[InboxConfig], days: float, now: float | None = 
     return total
 
 
-def _prune_folder(folder: Path, cutoff: float, inbox: InboxConfig) -> int:
+def _prune_folder(top: Path, cutoff: float, inbox: InboxConfig) -> int:
     log = get_logger()
-    try:
-        entries = list(os.scandir(folder))
-    except FileNotFoundError:
-        return 0
-    except OSError as error:
+
+    def unreadable(folder: Path, error: OSError) -> None:
         log.error("retention_failed", inbox=inbox.name, folder=str(folder), error=str(error))
-        return 0
+
     count = 0
-    for entry in entries:
-        if entry.name.startswith("."):
-            continue
-        try:
-            st = entry.stat(follow_symlinks=False)
-        except OSError:
-            continue  # gone meanwhile
-        if not stat.S_ISREG(st.st_mode) or max(st.st_mtime, st.st_ctime) >= cutoff:
-            continue
-        try:
-            os.unlink(entry.path)
-        except FileNotFoundError:
-            continue  # another daemon pruned it first
-        except OSError as error:
-            log.error("retention_failed", inbox=inbox.name, file=entry.name, error=str(error))
-            continue
-        count += 1
+    emptied: list[Path] = []
+    for folder, names in archive_folders(top, on_error=unreadable):
+        for name in names:
+            path = folder / name
+            try:
+                st = path.lstat()
+            except OSError:
+                continue  # gone meanwhile
+            if not stat.S_ISREG(st.st_mode) or max(st.st_mtime, st.st_ctime) >= cutoff:
+                continue
+            try:
+                os.unlink(path)
+            except FileNotFoundError:
+                continue  # another daemon pruned it first
+            except OSError as error:
+                where = path.relative_to(top).as_posix()
+                log.error("retention_failed", inbox=inbox.name, file=where, error=str(error))
+                continue
+            count += 1
+            if folder != top:
+                emptied.append(folder)
+    remove_emptied(top, emptied)
     return count
 
 

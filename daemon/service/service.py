@@ -102,7 +102,7 @@ class Service:
         self.pipeline = Pipeline(
             config, self.journal, self.owner, policy=ONCE if once else WATCH, outcomes=self.outcomes
         )
-        self.settler = Settler(config.settle_seconds, config.ignore, self._take)
+        self.settler = Settler.per_inbox(self._take)
         self.watcher = Watcher(
             config.observer, config.spool, all_inboxes(config), self._offer, self._new_folder
         )
@@ -122,7 +122,7 @@ class Service:
 
             probes = Probes(
                 inboxes=lambda: self.watcher.inboxes,
-                waiting=lambda inbox: count_waiting(inbox.path, self.config.ignore),
+                waiting=lambda inbox: count_waiting(inbox.path, inbox.ignore),
                 in_progress=self.pipeline.counts,
                 auth_refused=lambda: refusal(self.pipeline.gate),
                 observer_alive=self.watcher.alive,
@@ -322,9 +322,9 @@ class Service:
         self.config = new
         configure(self.source.log_level or new.log.level, new.log.format)
         self.pipeline.reload(new)
-        self.settler.configure(new.settle_seconds, new.ignore)
         self.watcher.set_spool(new.spool)
         wanted = {i.path: i for i in all_inboxes(new)}
+        self.settler.update_inboxes(wanted.values())
         for inbox in self.watcher.inboxes:
             if inbox.path not in wanted:
                 self.watcher.remove(inbox.path)

@@ -1,8 +1,11 @@
 """Archive moves and sidecars: the only code that puts files into ``sent/`` and ``failed/``.
 
 Archive moves never overwrite: ``link(2)`` + ``unlink(2)`` fails with ``EEXIST`` instead of
-replacing a file, and the next free name (``scan (1).pdf``) is tried. Directories are fsynced
-after the renames that matter, so that a power cut cannot undo an archive.
+replacing a file, and the next free name (``scan (1).pdf``) is tried — within the folder the
+file goes to. That folder is ``sent/``/``failed/`` itself, or with a dated layout its
+``YYYY/MM/DD/`` or ``YYYY/MM/`` subfolder for the UTC day the file is archived
+(:func:`archive_folder`). Directories are fsynced after the renames that matter, so that a
+power cut cannot undo an archive.
 """
 
 from __future__ import annotations
@@ -12,10 +15,12 @@ import errno
 import hashlib
 import json
 import os
+import time
 from collections.abc import Iterator, Mapping
 from datetime import UTC, datetime
 from pathlib import Path
 
+from daemon.config.model import ArchiveLayout
 from daemon.store.claims import Claim, fsync_dir
 
 SENT_DIR = "sent"
@@ -30,6 +35,37 @@ SIDECAR_HASH_DIGITS = 10
 def utc_now() -> str:
     """The current time as ISO 8601 UTC with a ``Z``."""
     return datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def archive_folder(top: Path, layout: ArchiveLayout, when: datetime) -> Path:
+    """Where in ``top`` (``sent/`` or ``failed/``) a file archived at ``when`` goes."""
+    day = when.astimezone(UTC)
+    if layout is ArchiveLayout.DAILY:
+        return top / f"{day:%Y}" / f"{day:%m}" / f"{day:%d}"
+    if layout is ArchiveLayout.MONTHLY:
+        return top / f"{day:%Y}" / f"{day:%m}"
+    return top
+
+
+def _make_folder(folder: Path) -> None:
+    """``folder`` and its missing parents, each new one made durable in its parent."""
+    if folder.is_dir():
+        return
+    _make_folder(folder.parent)
+    try:
+        folder.mkdir()
+    except FileExistsError:
+        return  # made meanwhile (another worker, another daemon)
+    fsync_dir(folder.parent)
+
+
+def archived_name(claim: Claim, target: Path) -> str:
+    """What ``archived_as`` says: the path below ``sent/`` or ``failed/`` (the file's name
+    in a flat layout, ``2026/11/26/scan.pdf`` in a daily one)."""
+    for top in (claim.inbox / SENT_DIR, claim.inbox / FAILED_DIR):
+        if target.is_relative_to(top):
+            return target.relative_to(top).as_posix()
+    return target.name
 
 
 #: The sidecar of a failed file while it is written, in the claim folder (hidden: never
@@ -127,11 +163,14 @@ def _earlier_link(source: Path, folder: Path) -> Path | None:
     return None
 
 
-def move_to_sent(claim: Claim) -> Path:
-    """Archive a sent file into ``<inbox>/sent/``. The claim folder stays until the
-    outcome is journaled and logged (then :func:`drop_claim_folder`): a run that dies in
-    between leaves it empty, and the next run reports the outcome."""
-    return move_no_overwrite(claim.path, claim.inbox / SENT_DIR, claim.name)
+def move_to_sent(claim: Claim, layout: ArchiveLayout = ArchiveLayout.FLAT) -> Path:
+    """Archive a sent file into ``<inbox>/sent/`` (its dated folder with ``layout``). The
+    claim folder stays until the outcome is journaled and logged (then
+    :func:`drop_claim_folder`): a run that dies in between leaves it empty, and the next
+    run reports the outcome."""
+    folder = archive_folder(claim.inbox / SENT_DIR, layout, datetime.now(UTC))
+    _make_folder(folder)
+    return move_no_overwrite(claim.path, folder, claim.name)
 
 
 def sidecar_text(body: Mapping[str, object]) -> str:
@@ -145,37 +184,51 @@ def sidecar_text(body: Mapping[str, object]) -> str:
     return text + "\n"
 
 
-def move_to_failed(claim: Claim, sidecar: Mapping[str, object]) -> Path:
-    """Archive a failed file into ``<inbox>/failed/`` next to ``<name>.error.json``.
+def move_to_failed(
+    claim: Claim, sidecar: Mapping[str, object], layout: ArchiveLayout = ArchiveLayout.FLAT
+) -> Path:
+    """Archive a failed file into ``<inbox>/failed/`` (its dated folder with ``layout``)
+    next to ``<name>.error.json``.
 
     The sidecar is written in the claim folder first, so that it appears complete, and
     before the file moves, so that a run dying in between leaves it for the next run to
-    put in place (:func:`place_sidecar_draft`). The claim folder stays, as in
-    :func:`move_to_sent`."""
-    folder = claim.inbox / FAILED_DIR
+    put in place (:func:`place_sidecar_draft`). The draft's mtime is the moment whose day
+    names the folder, so that the next run knows where to look. The claim folder stays,
+    as in :func:`move_to_sent`."""
+    now = time.time()
+    folder = archive_folder(claim.inbox / FAILED_DIR, layout, datetime.fromtimestamp(now, UTC))
     draft = claim.folder / SIDECAR_DRAFT
     body = {**sidecar, "file": claim.name}
     draft.write_text(sidecar_text(body), encoding="utf-8")
+    os.utime(draft, (now, now))
+    _make_folder(folder)
     target = move_no_overwrite(claim.path, folder, claim.name, with_sidecar=True)
     os.replace(draft, folder / sidecar_name(target.name))
     fsync_dir(folder)
     return target
 
 
-def place_sidecar_draft(claim: Claim, name: str) -> Path | None:
+def place_sidecar_draft(
+    claim: Claim, name: str, layout: ArchiveLayout = ArchiveLayout.FLAT
+) -> Path | None:
     """After a crash between moving a failed file and placing its sidecar: put the draft
-    left in the claim folder next to the file, which is the first ``name`` variant in
-    ``failed/`` without a sidecar. The file's archived path, or None (no draft)."""
+    left in the claim folder next to the file, which is the first ``name`` variant without
+    a sidecar in the folder the file went to. That folder is looked for in ``layout`` first,
+    then in the others (the layout may have changed since). The file's archived path, or
+    None (no draft, or no such file)."""
     draft = claim.folder / SIDECAR_DRAFT
-    if not draft.exists():
+    try:
+        when = datetime.fromtimestamp(draft.stat().st_mtime, UTC)
+    except FileNotFoundError:
         return None
-    folder = claim.inbox / FAILED_DIR
-    for candidate in _candidates(name):
-        target = folder / candidate
-        if not target.exists():
-            return None  # the variants are taken in order: past the last one archived
-        if not (folder / sidecar_name(candidate)).exists():
-            os.replace(draft, folder / sidecar_name(candidate))
-            fsync_dir(folder)
-            return target
-    raise AssertionError("unreachable: _candidates never ends")
+    layouts = dict.fromkeys((layout, *ArchiveLayout))
+    for folder in (archive_folder(claim.inbox / FAILED_DIR, one, when) for one in layouts):
+        for candidate in _candidates(name):
+            target = folder / candidate
+            if not target.exists():
+                break  # the variants are taken in order: past the last one archived
+            if not (folder / sidecar_name(candidate)).exists():
+                os.replace(draft, folder / sidecar_name(candidate))
+                fsync_dir(folder)
+                return target
+    return None

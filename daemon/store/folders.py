@@ -1,9 +1,18 @@
-"""Counting what lies in an inbox's folders: claims in progress, files in ``sent/``/``failed/``."""
+"""Reading what lies in an inbox's folders: claims in progress, and the archive trees
+``sent/`` and ``failed/`` in every layout (flat, daily, monthly, and a mix of them after a
+layout was changed).
+
+An archive tree is its top folder plus the dated folders the daemon makes in it
+(``YYYY/MM/`` and ``YYYY/MM/DD/``). Any other subfolder, a hidden one, and anything behind
+a symlink are not part of it: never counted, requeued or pruned.
+"""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 
 from daemon.store.archive import SIDECAR_HASH_DIGITS, SIDECAR_SUFFIX, sidecar_name
@@ -11,6 +20,12 @@ from daemon.store.claims import WORK_DIR
 
 #: The end of a shortened sidecar name (see :func:`~daemon.store.archive.sidecar_name`).
 _SHORTENED_TAIL = re.compile(rf"~[0-9a-f]{{{SIDECAR_HASH_DIGITS}}}{re.escape(SIDECAR_SUFFIX)}$")
+#: The name of a dated folder at each depth below the top: year, month, day.
+_DATED_NAMES = (
+    re.compile(r"\d{4}"),
+    re.compile(r"0[1-9]|1[0-2]"),
+    re.compile(r"0[1-9]|[12]\d|3[01]"),
+)
 
 
 def is_sidecar(name: str, names: set[str]) -> bool:
@@ -41,10 +56,73 @@ def regular_files(folder: Path) -> list[str]:
         return []
 
 
+def archive_folders(
+    top: Path, on_error: Callable[[Path, OSError], None] | None = None
+) -> Iterator[tuple[Path, list[str]]]:
+    """Each folder of the archive tree ``top`` (``sent/`` or ``failed/``) with the names of
+    the non-hidden regular files directly in it, the top first, then the dated folders in
+    order. A folder that cannot be read is passed to ``on_error`` (a missing top is not an
+    error: nothing was archived yet) and skipped; symlinks are never followed."""
+    stack: list[tuple[Path, int]] = [(top, 0)]
+    while stack:
+        folder, depth = stack.pop()
+        files: list[str] = []
+        below: list[str] = []
+        try:
+            with os.scandir(folder) as entries:
+                for entry in entries:
+                    if entry.name.startswith("."):
+                        continue
+                    with contextlib.suppress(OSError):  # gone meanwhile
+                        if entry.is_file(follow_symlinks=False):
+                            files.append(entry.name)
+                        elif (
+                            depth < len(_DATED_NAMES)
+                            and _DATED_NAMES[depth].fullmatch(entry.name)
+                            and entry.is_dir(follow_symlinks=False)
+                        ):
+                            below.append(entry.name)
+        except OSError as error:
+            if on_error is not None and not (
+                folder == top and isinstance(error, FileNotFoundError)
+            ):
+                on_error(folder, error)
+            continue
+        # Files directly in a year folder are not the daemon's: only YYYY/MM and YYYY/MM/DD.
+        if depth != 1:
+            yield folder, sorted(files)
+        stack.extend((folder / name, depth + 1) for name in sorted(below, reverse=True))
+
+
+def archived_files(top: Path) -> Iterator[tuple[Path, str]]:
+    """(folder, name) of every archived file in the tree ``top``, sidecars left out."""
+    for folder, names in archive_folders(top):
+        present = set(names)
+        for name in names:
+            if not is_sidecar(name, present):
+                yield folder, name
+
+
 def count_archived(folder: Path) -> int:
-    """Files in ``sent/`` or ``failed/``, sidecars not counted."""
-    names = set(regular_files(folder))
-    return sum(1 for name in names if not is_sidecar(name, names))
+    """Files in ``sent/`` or ``failed/`` in every layout, sidecars not counted."""
+    return sum(1 for _ in archived_files(folder))
+
+
+def remove_emptied(top: Path, folders: Iterable[Path]) -> int:
+    """Remove those of ``folders`` (dated folders below ``top`` that something was just
+    taken out of) that are empty now, and their dated parents that became empty; never
+    ``top`` itself. How many were removed."""
+    removed = 0
+    for folder in sorted(set(folders), key=lambda f: len(f.parts), reverse=True):
+        current = folder
+        while current != top and current.is_relative_to(top):
+            try:
+                current.rmdir()  # only an empty folder; a symlink is refused (ENOTDIR)
+            except OSError:
+                break
+            removed += 1
+            current = current.parent
+    return removed
 
 
 def count_in_progress(inbox: Path) -> int:

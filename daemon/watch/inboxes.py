@@ -9,6 +9,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from daemon.config import Config, InboxConfig
+from daemon.config.model import intake_of
 
 
 def all_inboxes(config: Config) -> list[InboxConfig]:
@@ -27,7 +28,8 @@ def all_inboxes(config: Config) -> list[InboxConfig]:
 
 
 def spool_inbox(config: Config, folder: Path) -> InboxConfig | None:
-    """The inbox for a spool subfolder; None if it is hidden, elsewhere or not a real folder."""
+    """The inbox for a spool subfolder, with the top-level settings; None if it is hidden,
+    elsewhere or not a real folder."""
     folder = folder.absolute()  # not resolve(): a symlinked subfolder must stay one
     if config.spool is None or folder.parent != config.spool or folder.name.startswith("."):
         return None
@@ -39,4 +41,6 @@ def spool_inbox(config: Config, folder: Path) -> InboxConfig | None:
     # A symlinked subfolder could point anywhere (even at another inbox): never follow it.
     if folder.is_symlink() or not folder.is_dir():
         return None
-    return InboxConfig(folder, folder.name, config.text, folder.name, from_spool=True)
+    return InboxConfig(
+        folder, folder.name, config.text, folder.name, from_spool=True, **intake_of(config)
+    )

@@ -6,7 +6,8 @@ which every write, ``utime`` and rename moves forward) is that old already. A cl
 is never enough on its own: scanners close and reopen between pages.
 
 Names that are hidden, match an ignore pattern, or are not regular files (symlinks, FIFOs,
-sockets, folders) are never taken.
+sockets, folders) are never taken. ``settle_seconds`` and ``ignore`` are either one setting
+for every inbox, or (the daemon: :meth:`Settler.per_inbox`) each inbox's own.
 """
 
 from __future__ import annotations
@@ -58,6 +59,19 @@ class SystemClock:
 
 
 SYSTEM_CLOCK: Clock = SystemClock()
+
+#: The ``settle_seconds`` and ``ignore`` patterns that apply to an inbox's files.
+SettleRule = Callable[[InboxConfig], tuple[float, tuple[str, ...]]]
+
+
+def own_settings(inbox: InboxConfig) -> tuple[float, tuple[str, ...]]:
+    """The inbox's own ``settle_seconds`` and ``ignore`` (from its configuration)."""
+    return inbox.settle_seconds, inbox.ignore
+
+
+def _same_for_all(settle_seconds: float, ignore: Iterable[str]) -> SettleRule:
+    patterns = tuple(ignore)
+    return lambda _: (settle_seconds, patterns)
 
 
 @dataclass
@@ -158,8 +172,7 @@ class Settler:
         clock: Clock = SYSTEM_CLOCK,
         warned_max: int = WARNED_PATHS_MAX,
     ) -> None:
-        self._settle_seconds = settle_seconds
-        self._ignore = tuple(ignore)
+        self._rule = _same_for_all(settle_seconds, ignore)
         self._on_settled = on_settled
         self._clock = clock
         self._cond = threading.Condition()
@@ -171,6 +184,20 @@ class Settler:
         self._warned: OrderedDict[Path, None] = OrderedDict()
         self._warned_max = warned_max
         self._log = get_logger()
+
+    @classmethod
+    def per_inbox(
+        cls,
+        on_settled: Callable[[list[Settled]], None],
+        *,
+        clock: Clock = SYSTEM_CLOCK,
+        warned_max: int = WARNED_PATHS_MAX,
+    ) -> Settler:
+        """A settler that judges each file by its inbox's own ``settle_seconds`` and
+        ``ignore``; a reload hands it the new inbox settings (:meth:`update_inboxes`)."""
+        settler = cls(0.0, (), on_settled, clock=clock, warned_max=warned_max)
+        settler._rule = own_settings
+        return settler
 
     def start(self) -> None:
         self._thread = threading.Thread(target=self._run, name="settler", daemon=True)
@@ -188,20 +215,33 @@ class Settler:
             return len(self._pending)
 
     def configure(self, settle_seconds: float, ignore: Iterable[str]) -> None:
-        """Take new settings (a reload). Files still settling are judged by them from now
-        on: each is looked at again at once, and one whose name is now ignored is dropped."""
-        patterns = tuple(ignore)
+        """Take new settings for every inbox (a reload). Files still settling are judged by
+        them from now on: each is looked at again at once, and one whose name is now
+        ignored is dropped."""
         with self._cond:
-            self._settle_seconds, self._ignore = settle_seconds, patterns
-            now = self._clock.monotonic()
-            for path, candidate in list(self._pending.items()):
-                if is_ignored(candidate.name, patterns):
-                    del self._pending[path]
-                    continue
-                # Held files too: the file that held them back may be the one dropped.
-                candidate.due = now
-                heapq.heappush(self._due, (now, path))
-            self._cond.notify_all()
+            self._rule = _same_for_all(settle_seconds, ignore)
+            self._look_again()
+
+    def update_inboxes(self, inboxes: Iterable[InboxConfig]) -> None:
+        """Take the inboxes' new settings (a reload), as :meth:`configure` does."""
+        by_path = {inbox.path: inbox for inbox in inboxes}
+        with self._cond:
+            for candidate in self._pending.values():
+                candidate.inbox = by_path.get(candidate.inbox.path, candidate.inbox)
+            self._look_again()
+
+    def _look_again(self) -> None:
+        """Under the lock, after new settings: every candidate is due now; one whose name
+        is now ignored is dropped."""
+        now = self._clock.monotonic()
+        for path, candidate in list(self._pending.items()):
+            if is_ignored(candidate.name, self._rule(candidate.inbox)[1]):
+                del self._pending[path]
+                continue
+            # Held files too: the file that held them back may be the one dropped.
+            candidate.due = now
+            heapq.heappush(self._due, (now, path))
+        self._cond.notify_all()
 
     def offer(self, inbox: InboxConfig, names: Iterable[str]) -> None:
         """Files may have appeared or changed (an event, a scan). Never raises.
@@ -210,7 +250,7 @@ class Settler:
         before the older ones of the same scan are even known.
         """
         with self._cond:
-            seconds, ignore = self._settle_seconds, self._ignore
+            seconds, ignore = self._rule(inbox)
         fresh: list[tuple[Path, str, os.stat_result]] = []
         for name in names:
             if is_ignored(name, ignore):
@@ -334,7 +374,8 @@ class Settler:
                 return candidate.inbox.path  # files held behind this one may go now
             # Under the lock: a reload in between is either seen here or looks again.
             now = self._clock.monotonic()
-            wait = candidate.still.remaining(st, now, self._clock.time(), self._settle_seconds)
+            seconds = self._rule(candidate.inbox)[0]
+            wait = candidate.still.remaining(st, now, self._clock.time(), seconds)
             candidate.settled = wait <= 0
             if candidate.settled:
                 return candidate.inbox.path

@@ -689,6 +689,9 @@ def test_example_config_loads(tmp_path: Path) -> None:
         (Path("/srv/scans/front-desk"), "conv_123")
     ]
     assert config.ignore == DEFAULT_IGNORE
+    (front_desk,) = config.inboxes
+    assert (front_desk.settle_seconds, front_desk.archive_layout) == (10.0, "daily")
+    assert (config.settle_seconds, config.archive_layout) == (2.0, "flat")
 
 
 def test_example_config_documents_every_key() -> None:
@@ -699,7 +702,7 @@ def test_example_config_documents_every_key() -> None:
         "spool", "inboxes", "path", "conversation_id", "text", "state_dir", "workers",
         "settle_seconds", "observer", "rescan_interval", "ignore", "retry", "initial_delay",
         "max_delay", "give_up_after", "log", "format", "level", "metrics", "listen",
-        "sent_retention_days", "LoadCredential", "CREDENTIALS_DIRECTORY",
+        "sent_retention_days", "LoadCredential", "CREDENTIALS_DIRECTORY", "archive_layout",
     ):  # fmt: skip
         assert f"{key}:" in example or f"{key}=" in example or f"{{{key}}}" in example, key
 

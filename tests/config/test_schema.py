@@ -13,8 +13,11 @@ from daemon.api.client import ApiClient
 from daemon.config import load_config
 from daemon.config.model import (
     ApiConfig,
+    ArchiveLayout,
     Config,
+    Duplicates,
     InboxConfig,
+    IntakeSettings,
     LogConfig,
     MetricsConfig,
     RetryConfig,
@@ -201,7 +204,12 @@ def test_allowed_keys_are_the_dataclass_fields() -> None:
     assert file_keys(ApiConfig) == (
         "url", "token", "token_file", "tenant_id", "connect_timeout", "read_timeout", "ca_bundle",
     )  # fmt: skip
-    assert file_keys(InboxConfig) == ("path", "conversation_id", "text")
+    intake = (
+        "settle_seconds", "ignore", "recursive", "max_depth", "include", "done_marker",
+        "duplicates", "duplicate_window", "route", "archive_layout",
+    )  # fmt: skip
+    assert file_keys(IntakeSettings) == intake
+    assert file_keys(InboxConfig) == (*intake, "path", "conversation_id", "text")
     assert file_keys(RetryConfig) == ("initial_delay", "max_delay", "give_up_after")
     assert file_keys(LogConfig) == ("format", "level")
     assert file_keys(MetricsConfig) == ("listen",)
@@ -237,6 +245,7 @@ def test_defaults_are_the_dataclass_defaults(tmp_path: Path) -> None:
         (config, Config), (config.api, ApiConfig), (config.retry, RetryConfig),
         (config.log, LogConfig), (config.metrics, MetricsConfig),
     ]  # fmt: skip
+    # Intake settings are Config's fields too: counted there, 10 of them.
     checked = 0
     for value, schema in sections:
         for one in dataclasses.fields(schema):
@@ -246,7 +255,7 @@ def test_defaults_are_the_dataclass_defaults(tmp_path: Path) -> None:
             ):
                 assert getattr(value, one.name) == default_of(schema, one.name), one.name
                 checked += 1
-    assert checked == 18
+    assert checked == 26
     assert ApiClient.__init__.__kwdefaults__ is not None
     assert ApiClient.__init__.__kwdefaults__["connect_timeout"] == default_of(
         ApiConfig, "connect_timeout"
@@ -275,6 +284,14 @@ def test_reload_diff_names_each_changed_key(tmp_path: Path) -> None:
         "log": LogConfig(level="debug"),
         "metrics": MetricsConfig(("127.0.0.1", 9464)),
         "sent_retention_days": 3.0,
+        "recursive": True,
+        "max_depth": 2,
+        "include": ("*.pdf",),
+        "done_marker": "{name}.done",
+        "duplicates": Duplicates.SEND,
+        "duplicate_window": 60.0,
+        "route": "(?P<conversation_id>.+)__",
+        "archive_layout": ArchiveLayout.DAILY,
     }
     assert set(other) == set(file_keys(Config))
     for key, value in other.items():

@@ -108,6 +108,41 @@ def test_missing_sent_folders_and_symlinked_ones_are_skipped(tmp_path: Path) -> 
     assert [(e["event"], e["inbox"]) for e in logs] == [("retention_skipped", "linked")]
 
 
+def test_dated_folders_are_pruned_in_every_layout_and_emptied_ones_removed(
+    tmp_path: Path,
+) -> None:
+    """Old files go from sent/, sent/YYYY/MM/ and sent/YYYY/MM/DD/ alike; a dated folder
+    emptied goes too (with its emptied parents), never sent/ itself; a young file keeps its
+    folder; other subfolders and a symlinked dated folder are not touched."""
+    inbox = inbox_at(tmp_path)
+    sent = inbox.path / "sent"
+    for name in ("flat.pdf", "2025/11/monthly.pdf", "2026/01/15/daily.pdf", "2026/01/16/a.pdf"):
+        (sent / name).parent.mkdir(parents=True, exist_ok=True)
+        (sent / name).write_bytes(b"x")
+    (sent / "keep").mkdir()
+    (sent / "keep" / "mine.pdf").write_bytes(b"x")
+    elsewhere = tmp_path / "elsewhere"
+    (elsewhere / "12").mkdir(parents=True)
+    (elsewhere / "12" / "precious.pdf").write_bytes(b"x")
+    (sent / "2024").symlink_to(elsewhere)
+    now = time.time() + 31 * SECONDS_PER_DAY
+    young = sent / "2026" / "01" / "16" / "young.pdf"
+    young.write_bytes(b"x")
+    os.utime(young, (now, now))  # archived "later": its mtime is within the limit
+
+    with capture_logs() as logs:
+        pruned = prune_sent([inbox], days=30, now=now)
+
+    assert pruned == 4
+    assert sorted(p.relative_to(sent).as_posix() for p in sent.rglob("*")) == [
+        "2024", "2026", "2026/01", "2026/01/16", "2026/01/16/young.pdf", "keep", "keep/mine.pdf",
+    ]  # fmt: skip
+    assert (elsewhere / "12" / "precious.pdf").exists()
+    assert [(e["event"], e["count"]) for e in logs] == [("sent_pruned", 4)]
+    prune_sent([inbox], days=30, now=now + 31 * SECONDS_PER_DAY)
+    assert sorted(p.name for p in sent.iterdir()) == ["2024", "keep"]  # sent/ itself stays
+
+
 def test_retention_runs_at_once_then_waits_for_its_interval(tmp_path: Path) -> None:
     """The first tick prunes, the next ones wait; a new retention setting prunes again."""
     inbox = inbox_at(tmp_path)
