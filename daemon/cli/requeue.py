@@ -1,7 +1,9 @@
 """``requeue``: move failed files back into their inbox, without a daemon.
 
 Each goes back under its original name (the next free variant when it is taken), and its
-sidecar is dropped; a running daemon then takes it like any new file.
+sidecar is dropped; a running daemon then takes it like any new file. A file failed as
+``unconfirmed`` (its message may exist) keeps its Idempotency-Key: a marker left before the
+move hands it to the file's next claim (:mod:`daemon.store.requeued`).
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ from daemon.logs import get_logger
 from daemon.states import Reason
 from daemon.store.archive import FAILED_DIR, SIDECAR_SUFFIX, move_no_overwrite
 from daemon.store.folders import is_sidecar, regular_files
+from daemon.store.requeued import leave_key
 from daemon.watch.inboxes import all_inboxes
 
 
@@ -52,7 +55,15 @@ def requeue(config: Config, *, inbox: str | None, reason: str | None) -> int:
             if reason is not None and sidecar.get("reason") != reason:
                 continue
             original = sidecar.get("file") if isinstance(sidecar.get("file"), str) else name
-            target = move_no_overwrite(failed / name, box.path, Path(str(original)).name)
+            key = sidecar.get("idempotency_key")
+            # Before the move: the daemon may claim the file the moment it is back.
+            marker = leave_key(box.path, failed / name, key) if isinstance(key, str) else None
+            try:
+                target = move_no_overwrite(failed / name, box.path, Path(str(original)).name)
+            except BaseException:
+                if marker is not None:
+                    marker.unlink(missing_ok=True)
+                raise
             sidecar_path.unlink(missing_ok=True)
             moved += 1
             log.info(

@@ -45,7 +45,8 @@ CREATE TABLE IF NOT EXISTS claims (
     reason          TEXT,
     detail          TEXT,
     status          INTEGER,
-    archived_as     TEXT
+    archived_as     TEXT,
+    idempotency_key TEXT
 );
 CREATE INDEX IF NOT EXISTS claims_inbox_stage ON claims (inbox, stage);
 """
@@ -95,11 +96,41 @@ class Entry:
     """The HTTP status of the failure or the last error."""
     archived_as: str | None = None
     """Where the file went (sent/ or failed/ path)."""
+    idempotency_key: str | None = None
+    """The send's Idempotency-Key when it is not the claim id: the key of an earlier
+    claim whose send may have reached the API (a requeued ``unconfirmed`` file)."""
 
 
 _COLUMNS = tuple(f.name for f in fields(Entry))
 _STAGE = _COLUMNS.index("stage")
 _REASON = _COLUMNS.index("reason")
+
+
+def _open_read_only(path: Path) -> sqlite3.Connection:
+    """``path`` opened for reading only. A WAL journal needs its ``-shm`` file, which a
+    reader cannot create in a read-only folder: then (no daemon can be writing there
+    either) the file is read as it is."""
+    uri = path.resolve().as_uri()
+    if not path.exists():
+        raise sqlite3.OperationalError(f"no journal at {path}")
+    try:
+        db = sqlite3.connect(f"{uri}?mode=ro", uri=True, check_same_thread=False)
+        db.execute("SELECT count(*) FROM sqlite_master").fetchone()
+    except sqlite3.OperationalError:
+        db = sqlite3.connect(f"{uri}?mode=ro&immutable=1", uri=True, check_same_thread=False)
+    return db
+
+
+def _add_missing_columns(db: sqlite3.Connection) -> None:
+    """Bring a journal of an older version up to date (columns are only ever added)."""
+    present = {row[1] for row in db.execute("PRAGMA table_info(claims)")}
+    for column in ("idempotency_key",):
+        if column not in present:
+            try:
+                db.execute(f"ALTER TABLE claims ADD COLUMN {column} TEXT")
+            except sqlite3.OperationalError as error:  # another daemon added it meanwhile
+                if "duplicate column" not in str(error):
+                    raise
 
 
 def _entry(row: tuple[Any, ...]) -> Entry:
@@ -112,21 +143,43 @@ def _entry(row: tuple[Any, ...]) -> Entry:
 
 
 class Journal:
-    """A thread-safe handle on ``<state_dir>/journal.sqlite3``."""
+    """A thread-safe handle on ``<state_dir>/journal.sqlite3``.
 
-    def __init__(self, state_dir: Path) -> None:
-        state_dir.mkdir(parents=True, exist_ok=True)
+    ``read_only``: only look (``status``, ``check-config``): the file must exist, nothing is
+    created or changed, and a read-only ``state_dir`` is fine.
+    """
+
+    def __init__(self, state_dir: Path, *, read_only: bool = False) -> None:
         self.path = state_dir / JOURNAL_FILE
-        # One connection shared under a lock: writes are tiny and sqlite serialises them
-        # anyway; ``timeout`` covers a second daemon holding the write lock for a moment.
-        self._db = sqlite3.connect(
-            self.path, timeout=30.0, isolation_level=None, check_same_thread=False
-        )
         self._lock = threading.Lock()
+        if read_only:
+            self._db = _open_read_only(self.path)
+        else:
+            state_dir.mkdir(parents=True, exist_ok=True)
+            # One connection shared under a lock: writes are tiny and sqlite serialises
+            # them anyway; ``timeout`` covers a second daemon holding the write lock.
+            self._db = sqlite3.connect(
+                self.path, timeout=30.0, isolation_level=None, check_same_thread=False
+            )
+            with self._lock:
+                self._db.execute("PRAGMA journal_mode=WAL")
+                self._db.execute("PRAGMA synchronous=FULL")
+                self._db.executescript(_SCHEMA)
+                _add_missing_columns(self._db)
         with self._lock:
-            self._db.execute("PRAGMA journal_mode=WAL")
-            self._db.execute("PRAGMA synchronous=FULL")
-            self._db.executescript(_SCHEMA)
+            present = {row[1] for row in self._db.execute("PRAGMA table_info(claims)")}
+        if not present:
+            self._db.close()
+            raise sqlite3.DatabaseError("no claims table: not a sendseven-watch journal")
+        # A journal written by an older version lacks the newer columns: read them as NULL.
+        self._select = ", ".join(c if c in present else f"NULL AS {c}" for c in _COLUMNS)
+
+    def check(self) -> None:
+        """Read the whole file: raises :class:`sqlite3.DatabaseError` when it is damaged."""
+        with self._lock:
+            (verdict,) = self._db.execute("PRAGMA quick_check").fetchone()
+        if verdict != "ok":
+            raise sqlite3.DatabaseError(verdict)
 
     def close(self) -> None:
         with self._lock:
@@ -173,14 +226,14 @@ class Journal:
     def get(self, claim_id: str) -> Entry | None:
         with self._lock:
             row = self._db.execute(
-                f"SELECT {', '.join(_COLUMNS)} FROM claims WHERE claim_id = ?",  # noqa: S608
+                f"SELECT {self._select} FROM claims WHERE claim_id = ?",  # noqa: S608
                 (claim_id,),
             ).fetchone()
         return _entry(row) if row else None
 
     def open_entries(self) -> list[Entry]:
         """Claims not yet archived, oldest arrival first."""
-        query = f"SELECT {', '.join(_COLUMNS)} FROM claims WHERE stage != ?"  # noqa: S608
+        query = f"SELECT {self._select} FROM claims WHERE stage != ?"  # noqa: S608
         with self._lock:
             rows = self._db.execute(query + " ORDER BY arrived_ns, name", (Stage.ARCHIVED,))
             return [_entry(row) for row in rows.fetchall()]
@@ -188,7 +241,7 @@ class Journal:
     def last_errors(self) -> dict[str, Entry]:
         """Per inbox, the most recent claim that failed or is retrying with an error."""
         query = (
-            f"SELECT {', '.join(_COLUMNS)} FROM claims WHERE reason IS NOT NULL"  # noqa: S608
+            f"SELECT {self._select} FROM claims WHERE reason IS NOT NULL"  # noqa: S608
             " ORDER BY updated_at"
         )
         with self._lock:
