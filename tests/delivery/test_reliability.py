@@ -661,3 +661,42 @@ def test_an_unconfirmed_send_is_requeued_under_its_own_key(api: FakeApi, tmp_pat
     assert third.returncode == 0, third.stderr
     newest = api.messages()[-1]
     assert not newest.duplicate and newest.idempotency_key not in keys
+
+
+#: The journal refuses to record the first archive move (a full disk, a locked database).
+_JOURNAL_FULL_ONCE = (
+    "import sqlite3\n"
+    "from daemon.store import journal\n"
+    "real = journal.Journal.update\n"
+    "def update(self, claim_id, **changes):\n"
+    "    if changes.get('stage') == 'archived' and not getattr(journal, 'hit', False):\n"
+    "        journal.hit = True\n"
+    "        raise sqlite3.OperationalError('database or disk is full')\n"
+    "    return real(self, claim_id, **changes)\n"
+    "journal.Journal.update = update\n"
+)
+
+
+def test_a_journal_that_refuses_the_archive_move_still_gets_one_file_sent(
+    api: FakeApi, tmp_path: Path, daemons: list[Daemon]
+) -> None:
+    """The file reached sent/ but journaling that failed: the retry finishes the
+    bookkeeping and logs file_sent once, never file_vanished."""
+    config = write_config(tmp_path, api.url)
+    inbox = tmp_path / "spool" / "conv_1"
+    _drop_pdfs(inbox, 1)
+    daemon = Daemon(config, env=inject(tmp_path / "inject", _JOURNAL_FULL_ONCE))
+    daemons.append(daemon)
+
+    daemon.wait_event("file_error")
+    (sent,) = daemon.wait_event("file_sent", timeout=30)
+    assert daemon.stop() == 0
+
+    assert sent["archived_as"] == "doc-000.pdf"
+    assert not events(daemon.lines, "file_vanished")
+    assert [p.name for p in (inbox / "sent").iterdir()] == ["doc-000.pdf"]
+    assert not list((inbox / ".sendseven-watch").rglob("sw-*"))
+    journal = Journal(load_config(config).state_dir)
+    assert [e.stage for e in journal.open_entries()] == []
+    journal.close()
+    assert len(api.messages()) == 1
