@@ -31,6 +31,7 @@ from tests.helpers import (
     Daemon,
     clean_env,
     events,
+    inject,
     log_lines,
     run_cli,
     wait_until,
@@ -144,7 +145,7 @@ DROP_READ_OVERRIDE = [
 
 
 def test_an_unreadable_file_fails_as_unreadable(api: FakeApi, tmp_path: Path) -> None:
-    """A file the daemon may not read goes to failed/ with reason unreadable."""
+    """A file the daemon may not read goes to failed/ with reason unreadable and its size."""
     prefix: list[str] = []
     if os.geteuid() == 0:
         if shutil.which("setpriv") is None:
@@ -168,6 +169,9 @@ def test_an_unreadable_file_fails_as_unreadable(api: FakeApi, tmp_path: Path) ->
     sidecar = json.loads((inbox / "failed" / "locked.pdf.error.json").read_text())
     assert sidecar["reason"] == "unreadable"
     assert "denied" in sidecar["detail"].lower()
+    assert sidecar["size"] == len(b"%PDF-1.4 private")
+    (failed,) = events(log_lines(result.stdout), "file_failed")
+    assert failed["size"] == len(b"%PDF-1.4 private")
     assert api.attachments() == []
 
 
@@ -268,3 +272,42 @@ def test_a_file_deleted_while_it_is_uploaded_is_reported_and_the_daemon_goes_on(
         assert [m.id for m in api.messages()] == [vanished["message_id"], sent["message_id"]]
     assert sorted(p.name for p in (inbox / "sent").iterdir()) == ["next.png"]
     assert not list((inbox / ".sendseven-watch").glob("*/*/*"))
+
+
+#: Writes the process's read counters (``/proc/self/io``) to $READ_COUNTERS at exit.
+_COUNT_READS = (
+    "import atexit, os\n"
+    "def _save():\n"
+    "    with open('/proc/self/io') as io, open(os.environ['READ_COUNTERS'], 'w') as out:\n"
+    "        out.write(io.read())\n"
+    "atexit.register(_save)\n"
+)
+
+
+def test_a_huge_sparse_file_is_failed_as_too_large_without_reading_it(
+    api: FakeApi, tmp_path: Path
+) -> None:
+    """A 2 GB (sparse) PDF goes to failed/ as too_large, sha256 null, read no further than
+    its type needed."""
+    config = write_config(tmp_path, api.url)
+    inbox = tmp_path / "spool" / "conv_1"
+    inbox.mkdir()
+    huge = inbox / "huge.pdf"
+    with huge.open("wb") as handle:
+        handle.write(b"%PDF-1.4\n")
+        handle.truncate(2 * 1024**3)
+    counters = tmp_path / "io.txt"
+    env = inject(tmp_path / "inject", _COUNT_READS) | {"READ_COUNTERS": str(counters)}
+
+    result = run_cli("run", "-c", str(config), "--once", env=env)
+
+    assert result.returncode == 0, result.stderr
+    sidecar = json.loads((inbox / "failed" / "huge.pdf.error.json").read_text())
+    assert (sidecar["reason"], sidecar["size"], sidecar["sha256"]) == (
+        "too_large",
+        2 * 1024**3,
+        None,
+    )
+    io = dict(line.split(": ") for line in counters.read_text().splitlines())
+    assert int(io["rchar"]) < 100 * 1024**2  # all the process read, the interpreter included
+    assert api.attachments() == []
