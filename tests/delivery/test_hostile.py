@@ -311,3 +311,24 @@ def test_a_huge_sparse_file_is_failed_as_too_large_without_reading_it(
     io = dict(line.split(": ") for line in counters.read_text().splitlines())
     assert int(io["rchar"]) < 100 * 1024**2  # all the process read, the interpreter included
     assert api.attachments() == []
+
+
+def test_two_hard_links_in_an_inbox_are_two_files_each_archived_under_its_name(
+    api: FakeApi, tmp_path: Path
+) -> None:
+    """h1.pdf and h2.pdf, one inode: both sent, each in sent/ and logged under its own name."""
+    config = write_config(tmp_path, api.url, workers=1)
+    inbox = tmp_path / "spool" / "conv_1"
+    inbox.mkdir()
+    (inbox / "h1.pdf").write_bytes(b"%PDF-1.4 linked twice")
+    os.link(inbox / "h1.pdf", inbox / "h2.pdf")
+
+    result = run_cli("run", "-c", str(config), "--once")
+
+    assert result.returncode == 0, result.stderr
+    sent = events(log_lines(result.stdout), "file_sent")
+    assert sorted((line["file"], line["archived_as"]) for line in sent) == [
+        ("h1.pdf", "h1.pdf"),
+        ("h2.pdf", "h2.pdf"),
+    ]
+    assert sorted(p.name for p in (inbox / "sent").iterdir()) == ["h1.pdf", "h2.pdf"]
