@@ -332,3 +332,40 @@ def test_two_hard_links_in_an_inbox_are_two_files_each_archived_under_its_name(
         ("h2.pdf", "h2.pdf"),
     ]
     assert sorted(p.name for p in (inbox / "sent").iterdir()) == ["h1.pdf", "h2.pdf"]
+
+
+@pytest.mark.parametrize("tamper", ["directory", "renamed"])
+def test_a_claimed_file_tampered_with_is_file_vanished_once(
+    api: FakeApi, tmp_path: Path, daemons: list[Daemon], tamper: str
+) -> None:
+    """The claimed file replaced by a directory, or renamed, in the hidden claim folder
+    while it is sent: one file_vanished, never archived, nothing more after a restart."""
+    api.faults = Faults(send_latency_s=1.5)
+    config = write_config(tmp_path, api.url)
+    inbox = tmp_path / "spool" / "conv_1"
+    inbox.mkdir()
+    (inbox / "q.pdf").write_bytes(b"%PDF-1.4 tampered with")
+    daemon = Daemon(config)
+    daemons.append(daemon)
+    wait_until(lambda: bool(api.attachments()), timeout=30, step=0.01)
+    (claimed,) = (inbox / ".sendseven-watch").rglob("q.pdf")
+    if tamper == "directory":
+        claimed.unlink()
+        claimed.mkdir()
+    else:
+        claimed.rename(claimed.with_name("r.pdf"))
+
+    (vanished,) = daemon.wait_event("file_vanished")
+    assert daemon.stop() == 0
+    again = Daemon(config)
+    daemons.append(again)
+    again.wait_event("daemon_started")
+    time.sleep(1.0)
+    assert again.stop() == 0
+
+    assert (vanished["file"], vanished["message_id"]) == ("q.pdf", api.messages()[0].id)
+    for lines in (daemon.lines, again.lines):
+        assert not events(lines, "file_sent") and not events(lines, "file_failed")
+    assert not (inbox / "sent").exists() or not list((inbox / "sent").iterdir())
+    assert not (inbox / "failed").exists()
+    assert len(api.messages()) == 1
