@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from daemon.config import Config
+from daemon.store.journal import JOURNAL_FILE, Journal
 from daemon.watch.inboxes import all_inboxes
 
 
@@ -39,3 +40,17 @@ def describe(config: Config) -> list[str]:
 def _format_listen(listen: tuple[str, int]) -> str:
     host, port = listen
     return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+
+def check_journal(config: Config) -> str:
+    """The journal's line for ``check-config``, read without changing it: a damaged one
+    raises :class:`~daemon.errors.JournalUnusable` (which names it and what to do)."""
+    path = config.state_dir / JOURNAL_FILE
+    if not path.exists():
+        return f"journal: {path} (none yet: the first run makes it)"
+    journal = Journal(config.state_dir, read_only=True)
+    try:
+        unfinished = journal.check()
+    finally:
+        journal.close()
+    return f"journal: {path} (ok, {unfinished} claims unfinished)"

@@ -14,7 +14,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from daemon import __version__
-from daemon.cli.check import describe
+from daemon.cli.check import check_journal, describe
 from daemon.config import Config
 from daemon.config.caption import template_problem
 from daemon.errors import ConfigError, ConfigErrors, WatchError
@@ -98,7 +98,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def _load(args: argparse.Namespace) -> tuple[ConfigSource, Config]:
     source = ConfigSource(args.config, args.env_file, args.log_level)
-    config = source.load()
+    config = source.load(check_folders=args.command != "status")  # status only reads
     configure(args.log_level or config.log.level, config.log.format)
     return source, config
 
@@ -139,6 +139,7 @@ def _dispatch(args: argparse.Namespace) -> int:  # noqa: PLR0911 - one branch pe
     if command == "check-config":
         for line in describe(config):
             print(line)
+        print(check_journal(config))  # a damaged one: command_failed naming it, exit 1
         if args.probe:
             from daemon.cli.probe import probe  # noqa: PLC0415
 

@@ -58,8 +58,10 @@ class ConfigSource:
     env_file: Path | None = None
     log_level: str | None = None
 
-    def load(self) -> Config:
-        config = load_config(self.path, env_file=self.env_file)
+    def load(self, *, check_folders: bool = True) -> Config:
+        """The configuration; ``check_folders=False`` for a command that only reads (the
+        folders need not be writable)."""
+        config = load_config(self.path, env_file=self.env_file, check_folders=check_folders)
         register_secret(config.api.token)
         return config
 

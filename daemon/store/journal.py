@@ -20,6 +20,7 @@ from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
 
+from daemon.errors import JournalUnusable
 from daemon.states import Reason, Stage
 
 JOURNAL_FILE = "journal.sqlite3"
@@ -106,6 +107,19 @@ _STAGE = _COLUMNS.index("stage")
 _REASON = _COLUMNS.index("reason")
 
 
+def _unusable(path: Path, error: sqlite3.Error) -> JournalUnusable:
+    """``error`` opening or reading the journal at ``path``, with what to do about it."""
+    if isinstance(error, sqlite3.OperationalError):
+        hint = f"check that {path.parent} exists and this user may read and write it"
+    else:  # not a database, or a damaged one
+        hint = (
+            f"stop every daemon that uses it, then move it aside (mv {path} {path}.broken):"
+            " the next start makes a new one, and files still claimed are sent again with"
+            " their own Idempotency-Key"
+        )
+    return JournalUnusable(str(path), str(error), hint)
+
+
 def _open_read_only(path: Path) -> sqlite3.Connection:
     """``path`` opened for reading only. A WAL journal needs its ``-shm`` file, which a
     reader cannot create in a read-only folder: then (no daemon can be writing there
@@ -152,34 +166,46 @@ class Journal:
     def __init__(self, state_dir: Path, *, read_only: bool = False) -> None:
         self.path = state_dir / JOURNAL_FILE
         self._lock = threading.Lock()
-        if read_only:
-            self._db = _open_read_only(self.path)
-        else:
-            state_dir.mkdir(parents=True, exist_ok=True)
-            # One connection shared under a lock: writes are tiny and sqlite serialises
-            # them anyway; ``timeout`` covers a second daemon holding the write lock.
-            self._db = sqlite3.connect(
-                self.path, timeout=30.0, isolation_level=None, check_same_thread=False
-            )
+        try:
+            self._db = self._open(read_only)
             with self._lock:
-                self._db.execute("PRAGMA journal_mode=WAL")
-                self._db.execute("PRAGMA synchronous=FULL")
-                self._db.executescript(_SCHEMA)
-                _add_missing_columns(self._db)
-        with self._lock:
-            present = {row[1] for row in self._db.execute("PRAGMA table_info(claims)")}
-        if not present:
-            self._db.close()
-            raise sqlite3.DatabaseError("no claims table: not a sendseven-watch journal")
+                present = {row[1] for row in self._db.execute("PRAGMA table_info(claims)")}
+            if not present:
+                self._db.close()
+                raise sqlite3.DatabaseError("it has no claims table")
+        except sqlite3.Error as error:
+            raise _unusable(self.path, error) from None
         # A journal written by an older version lacks the newer columns: read them as NULL.
         self._select = ", ".join(c if c in present else f"NULL AS {c}" for c in _COLUMNS)
 
-    def check(self) -> None:
-        """Read the whole file: raises :class:`sqlite3.DatabaseError` when it is damaged."""
-        with self._lock:
-            (verdict,) = self._db.execute("PRAGMA quick_check").fetchone()
-        if verdict != "ok":
-            raise sqlite3.DatabaseError(verdict)
+    def _open(self, read_only: bool) -> sqlite3.Connection:
+        if read_only:
+            return _open_read_only(self.path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        # One connection shared under a lock: writes are tiny and sqlite serialises them
+        # anyway; ``timeout`` covers a second daemon holding the write lock for a moment.
+        db = sqlite3.connect(self.path, timeout=30.0, isolation_level=None, check_same_thread=False)
+        try:
+            db.execute("PRAGMA journal_mode=WAL")
+            db.execute("PRAGMA synchronous=FULL")
+            db.executescript(_SCHEMA)
+            _add_missing_columns(db)
+        except sqlite3.Error:
+            db.close()
+            raise
+        return db
+
+    def check(self) -> int:
+        """Read the whole file; the number of claims not yet archived.
+        :class:`~daemon.errors.JournalUnusable` when it is damaged."""
+        try:
+            with self._lock:
+                (verdict,) = self._db.execute("PRAGMA quick_check").fetchone()
+            if verdict != "ok":
+                raise sqlite3.DatabaseError(verdict)
+            return len(self.open_entries())
+        except sqlite3.Error as error:
+            raise _unusable(self.path, error) from None
 
     def close(self) -> None:
         with self._lock:
