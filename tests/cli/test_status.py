@@ -275,3 +275,11 @@ def test_a_damaged_journal_is_named_with_what_to_do_by_run_and_check_config(
         assert str(state / "journal.sqlite3") in failed["error"]
         assert "file is not a database" in failed["error"]
         assert "mv " in failed["error"]
+
+
+def test_status_names_a_spool_that_is_not_there(api: FakeApi, tmp_path: Path) -> None:
+    """No folder checks for writing, but a missing spool is still a usage error (exit 2)."""
+    config = write_config(tmp_path, api.url, spool=str(tmp_path / "nowhere"))
+    result = run_cli("status", "-c", str(config))
+    assert result.returncode == 2
+    assert "spool" in result.stderr and "nowhere" in result.stderr
