@@ -11,6 +11,7 @@
     │                               starts over
     ├── Stopped                     the daemon is stopping: leave the file, it is resumed
     ├── AuthRefused                 ``--once``: the API refused the credentials (exit 3)
+    ├── JournalUnusable             the journal cannot be opened or read (``path``, a hint)
     └── ApiError                    anything that went wrong talking to the API
         ├── TransientError          worth retrying with backoff
         │   ├── TransportError      connection refused/reset, timeout
@@ -128,6 +129,15 @@ class AuthRefused(WatchError):
     def __init__(self, error: AuthError) -> None:
         super().__init__(str(error))
         self.error = error
+
+
+class JournalUnusable(WatchError):
+    """The journal file cannot be opened or read: damaged, not a database, no access.
+    The text names the file and says what to do."""
+
+    def __init__(self, path: str, problem: str, hint: str) -> None:
+        self.path = path
+        super().__init__(f"journal {path}: {problem}; {hint}")
 
 
 class ApiError(WatchError):

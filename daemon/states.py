@@ -70,6 +70,10 @@ class Reason(StrEnum):
     """Any other 4xx but 401/403/429 (the sidecar's ``status`` holds it)."""
     RETRIES_EXHAUSTED = "retries_exhausted"
     """Transient errors (or unexpected ones) for longer than ``retry.give_up_after``."""
+    UNCONFIRMED = "unconfirmed"
+    """The send was retried for ``retry.give_up_after`` without a usable reply, so the
+    message may exist: ``requeue`` sends it again with the same Idempotency-Key (the
+    sidecar's ``idempotency_key``), never a new one."""
 
 
 class ExitCode(IntEnum):

@@ -10,6 +10,7 @@ from daemon.cli.probe import probe as probe_api
 from daemon.config import Config
 from daemon.config.model import IntakeSettings
 from daemon.states import ExitCode
+from daemon.store.journal import JOURNAL_FILE, Journal
 from daemon.watch.inboxes import all_inboxes
 from daemon.watch.mounts import network_filesystem
 
@@ -18,6 +19,7 @@ def check_config(config: Config, *, probe: bool) -> int:
     """``check-config``: what would be watched, and how; with ``probe``, ask the API too."""
     for line in describe(config):
         print(line)
+    print(check_journal(config))  # a damaged one: command_failed naming it, exit 1
     fstype = network_filesystem(config.state_dir)
     if fstype is not None:  # see the README: SQLite's WAL needs a local disk
         print(f"warning: state_dir {config.state_dir} is on a network filesystem ({fstype})")
@@ -76,3 +78,17 @@ def _value(value: object) -> str:
 def _format_listen(listen: tuple[str, int]) -> str:
     host, port = listen
     return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+
+def check_journal(config: Config) -> str:
+    """The journal's line for ``check-config``, read without changing it: a damaged one
+    raises :class:`~daemon.errors.JournalUnusable` (which names it and what to do)."""
+    path = config.state_dir / JOURNAL_FILE
+    if not path.exists():
+        return f"journal: {path} (none yet: the first run makes it)"
+    journal = Journal(config.state_dir, read_only=True)
+    try:
+        unfinished = journal.check()
+    finally:
+        journal.close()
+    return f"journal: {path} (ok, {unfinished} claims unfinished)"

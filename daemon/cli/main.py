@@ -98,7 +98,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def _load(args: argparse.Namespace) -> tuple[ConfigSource, Config]:
     source = ConfigSource(args.config, args.env_file, args.log_level)
-    config = source.load()
+    config = source.load(check_folders=args.command != "status")  # status only reads
     configure(args.log_level or config.log.level, config.log.format)
     return source, config
 

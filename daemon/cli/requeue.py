@@ -2,7 +2,9 @@
 
 Each goes back under its original name (the next free variant when it is taken), and its
 sidecar is dropped; a running daemon then takes it like any new file. Failed files are
-found in every archive layout (and a mix of them); a dated folder emptied is removed.
+found in every archive layout (and a mix of them); a dated folder emptied is removed. A file
+failed as ``unconfirmed`` (its message may exist) keeps its Idempotency-Key: a marker left
+before the move hands it to the file's next claim (:mod:`daemon.store.requeued`).
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ from daemon.logs import get_logger
 from daemon.states import Reason
 from daemon.store.archive import FAILED_DIR, move_no_overwrite, sidecar_name
 from daemon.store.folders import archived_files, remove_emptied
+from daemon.store.requeued import leave_key
 from daemon.watch.inboxes import all_inboxes
 
 
@@ -51,7 +54,15 @@ def requeue(config: Config, *, inbox: str | None, reason: str | None) -> int:
             if reason is not None and sidecar.get("reason") != reason:
                 continue
             original = sidecar.get("file") if isinstance(sidecar.get("file"), str) else name
-            target = move_no_overwrite(folder / name, box.path, Path(str(original)).name)
+            key = sidecar.get("idempotency_key")
+            # Before the move: the daemon may claim the file the moment it is back.
+            marker = leave_key(box.path, folder / name, key) if isinstance(key, str) else None
+            try:
+                target = move_no_overwrite(folder / name, box.path, Path(str(original)).name)
+            except BaseException:
+                if marker is not None:
+                    marker.unlink(missing_ok=True)
+                raise
             sidecar_path.unlink(missing_ok=True)
             emptied.append(folder)
             moved += 1

@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from daemon.config import Config, InboxConfig
-from daemon.errors import os_error_text
+from daemon.errors import ConfigError, JournalUnusable, os_error_text
 from daemon.store.archive import FAILED_DIR, SENT_DIR
 from daemon.store.folders import count_archived, count_in_progress
 from daemon.store.journal import JOURNAL_FILE, Entry, Journal
@@ -75,14 +75,19 @@ def _last_errors(journal: Journal) -> dict[str, dict[str, Any]]:
 
 
 def collect(config: Config) -> list[InboxStatus]:
-    """The status of every inbox the configuration names (no daemon needed)."""
+    """The status of every inbox the configuration names (no daemon needed). The
+    configuration's folders need not be writable (status only reads), but a spool that
+    is not there is a mistake, not an empty spool."""
+    if config.spool is not None and not config.spool.is_dir():
+        raise ConfigError("spool", f"{config.spool} is not a folder")
     errors: dict[str, dict[str, Any]] = {}
     if (config.state_dir / JOURNAL_FILE).exists():
         try:
-            journal = Journal(config.state_dir)
-        except (sqlite3.Error, OSError) as error:
-            # Counts still help without the last errors (e.g. no write access to state_dir).
-            print(f"sendseven-watch: cannot read the journal: {error}", file=sys.stderr)
+            # Read-only: status changes nothing, and a read-only state_dir is fine.
+            journal = Journal(config.state_dir, read_only=True)
+        except JournalUnusable as error:
+            # Counts still help without the last errors.
+            print(f"sendseven-watch: cannot read the {error}", file=sys.stderr)
         else:
             try:
                 errors = _last_errors(journal)

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import stat
 import threading
 import time
 from collections.abc import Callable
@@ -22,6 +23,7 @@ from daemon.delivery.job import Job, record
 from daemon.delivery.outcomes import Outcomes
 from daemon.errors import FileRejected, Stopped
 from daemon.logs import get_logger
+from daemon.media.table import LIMITS
 from daemon.states import Reason, Stage
 from daemon.store.archive import (
     SIDECAR_DRAFT,
@@ -46,13 +48,19 @@ class Finisher:
         self.outcomes = outcomes
         self.stop = stop
         self._log = get_logger()
+        #: Claim id -> archived name (None: vanished) of files archived whose move is not
+        #: journaled yet: see :meth:`_archive`.
+        self._archived: dict[str, str | None] = {}
+        self._mutex = threading.Lock()
 
     def sent(self, job: Job) -> None:
         """Move a sent file into ``sent/`` and say so."""
         target = self._archive(job, lambda: move_to_sent(job.claim, job.inbox.archive_layout))
         record(self.journal, job, stage=Stage.ARCHIVED, archived_as=target)
+        self._forget(job)
         entry = job.entry
         if target is None:
+            drop_claim_folder(job.claim)
             return  # file_vanished said it, with the message id: one line per outcome
         self.outcomes.sent(job.inbox, entry)
         self._log.info(
@@ -67,6 +75,16 @@ class Finisher:
 
     def failed(self, job: Job, rejected: FileRejected) -> None:
         """Archive into ``failed/`` with a sidecar, and say so."""
+        if rejected.reason == Reason.RETRIES_EXHAUSTED and job.entry.stage == Stage.SENDING:
+            # Every attempt at the send ended without a usable reply (a timeout, a 5xx, a
+            # garbled 201): the API may have recorded the message. Not a file to requeue
+            # under a new key: `requeue` sends it again with this one.
+            rejected = FileRejected(
+                Reason.UNCONFIRMED,
+                f"{rejected.detail}; the message may exist: requeue sends it again with the"
+                " same Idempotency-Key",
+                rejected.status,
+            )
         record(
             self.journal,
             job,
@@ -80,7 +98,7 @@ class Finisher:
         )
         entry = job.entry
         size = entry.size if entry.size is not None else _size_of(job.claim.path)
-        sidecar = {
+        sidecar: dict[str, object] = {
             "reason": rejected.reason,
             "detail": rejected.detail,
             "status": rejected.status,
@@ -89,15 +107,20 @@ class Finisher:
             "message_type": entry.message_type,
             "content_type": entry.content_type,
             "size": size,
-            "sha256": entry.sha256 or _sha256_of(job.claim.path),
+            "sha256": entry.sha256 or _sha256_of(job.claim.path, size),
             "attempts": entry.attempts,
             "failed_at": utc_now(),
         }
+        if rejected.reason == Reason.UNCONFIRMED:
+            sidecar["idempotency_key"] = entry.idempotency_key or job.claim.claim_id
+            sidecar["attachment_id"] = entry.attachment_id
         target = self._archive(
             job, lambda: move_to_failed(job.claim, sidecar, job.inbox.archive_layout)
         )
         record(self.journal, job, stage=Stage.ARCHIVED, archived_as=target)
+        self._forget(job)
         if target is None:
+            drop_claim_folder(job.claim)
             return  # file_vanished said it: one line per outcome
         self.outcomes.failed(job.inbox, rejected.reason, entry.message_type)
         self._log.warning(
@@ -151,12 +174,21 @@ class Finisher:
         """Archive the claimed file; the archived name, or None when it vanished.
 
         Retried until it works: a full disk or a read-only ``sent/`` keeps the file
-        claimed, never drops it. A file someone deleted from its claim folder is gone:
-        that is its outcome, logged once as ``file_vanished`` (with the message id when it
-        was sent before it went), and the claim is closed.
+        claimed, never drops it. A file someone deleted from its claim folder (or put
+        something else than a file in its place) is gone: that is its outcome, logged once
+        as ``file_vanished`` (with the message id when it was sent before it went), and
+        the claim is closed.
+
+        Done once per claim: when the bookkeeping after it fails (the journal refuses to
+        record it) and the file's outcome is tried again, the file is already in
+        ``sent/`` or ``failed/``, and what happened to it is kept until it is journaled.
         """
+        claim_id = job.claim.claim_id
+        with self._mutex:
+            if claim_id in self._archived:
+                return self._archived[claim_id]
         while True:
-            if not job.claim.path.exists() and not job.claim.path.is_symlink():
+            if not _is_regular_file(job.claim.path):
                 entry = job.entry
                 self._log.error(
                     "file_vanished",
@@ -165,10 +197,9 @@ class Finisher:
                     file=entry.name,
                     message_id=entry.message_id,
                 )
-                drop_claim_folder(job.claim)
-                return None
+                return self._remember(claim_id, None)
             try:
-                return archived_name(job.claim, step())
+                return self._remember(claim_id, archived_name(job.claim, step()))
             except OSError as error:
                 self._log.error(
                     "archive_failed",
@@ -179,6 +210,16 @@ class Finisher:
                 )
                 if self.stop.wait(LOCAL_RETRY_SECONDS):
                     raise Stopped from None
+
+    def _remember(self, claim_id: str, archived_as: str | None) -> str | None:
+        with self._mutex:
+            self._archived[claim_id] = archived_as
+        return archived_as
+
+    def _forget(self, job: Job) -> None:
+        """The archive move is journaled: nothing to remember of it any more."""
+        with self._mutex:
+            self._archived.pop(job.claim.claim_id, None)
 
 
 def _outcome_fields(
@@ -197,7 +238,12 @@ def _outcome_fields(
     }
 
 
-def _sha256_of(path: Path) -> str | None:
+def _sha256_of(path: Path, size: int | None) -> str | None:
+    """The file's sha256 for its sidecar; None for a file larger than any the API takes
+    (rejected by its size, it is read no further than its type needed: a sparse 100 GB
+    file must not cost minutes of reading)."""
+    if size is None or size > max(LIMITS.values()):
+        return None
     digest = hashlib.sha256()
     try:
         with path.open("rb") as handle:
@@ -206,6 +252,13 @@ def _sha256_of(path: Path) -> str | None:
     except OSError:
         return None
     return digest.hexdigest()
+
+
+def _is_regular_file(path: Path) -> bool:
+    try:
+        return stat.S_ISREG(path.lstat().st_mode)
+    except OSError:
+        return False
 
 
 def _size_of(path: Path) -> int | None:

@@ -51,6 +51,7 @@ from daemon.logs import get_logger
 from daemon.media.classify import classify_file, extension_mismatch
 from daemon.states import Reason, Stage
 from daemon.store.journal import Journal
+from daemon.store.requeued import requeued_key
 from daemon.watch.settle import wait_until_still
 
 
@@ -323,7 +324,7 @@ class Delivery:
             conversation_id=job.inbox.conversation_id,
             caption=job.inbox.text,
             inbox=job.inbox.name,
-            idempotency_key=job.claim.claim_id,
+            idempotency_key=job.entry.idempotency_key or job.claim.claim_id,
             recorder=journaled,
             events=journaled,
         )
@@ -334,12 +335,19 @@ class Delivery:
         stage = job.entry.stage
         if stage in (Stage.UPLOADED, Stage.SENDING, Stage.SENT):
             return True
+        if stage == Stage.ARCHIVED:
+            return False  # its outcome was said; what someone left in its claim folder stays
         if stage == Stage.FAILED:
             entry = job.entry  # failed before a crash: archive it as it was failed
             self.finish.failed(
                 job, FileRejected(entry.reason or Reason.REJECTED, entry.detail or "", entry.status)
             )
             return False
+        if job.entry.idempotency_key is None and (
+            requeued := requeued_key(job.claim.inbox, job.claim.path)
+        ):
+            record(self.journal, job, idempotency_key=requeued.key)  # journaled, then forgotten
+            requeued.forget()
         file, journaled = self._outgoing(job)
         attempts = Attempts(job.entry.attempts, job.entry.first_failure)
         try:

@@ -40,7 +40,7 @@ class Classification:
     file: str
     """The path as given."""
     size: int
-    """Size in bytes (0 when the file could not be opened)."""
+    """Size in bytes (0 when the file is gone)."""
     message_type: str | None
     """``image``, ``document``, ``video`` or ``audio`` when the type is supported."""
     content_type: str | None
@@ -74,7 +74,7 @@ def classify_file(path: Path) -> Classification:
         # O_NONBLOCK: a FIFO dropped into an inbox must not block the worker on open().
         fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
     except OSError as error:
-        return _unreadable(name, error)
+        return _unreadable(name, error, _size_of_regular(path))
     try:
         mode = os.fstat(fd).st_mode
     except OSError as error:
@@ -130,6 +130,15 @@ def extension_mismatch(name: str, content_type: str | None) -> str | None:
 #: Errors that say nothing about the file: this process (or the system) is out of file
 #: descriptors for now. Raised, not a verdict, so the file is tried again later.
 _TRANSIENT_ERRNOS = frozenset({errno.EMFILE, errno.ENFILE})
+
+
+def _size_of_regular(path: Path) -> int:
+    """The size of a file that may not be read: its metadata still tells (0 for a link)."""
+    try:
+        st = path.lstat()
+    except OSError:
+        return 0
+    return st.st_size if stat.S_ISREG(st.st_mode) else 0
 
 
 def _unreadable(name: str, error: OSError, size: int = 0) -> Classification:

@@ -13,8 +13,10 @@ from __future__ import annotations
 import contextlib
 import errno
 import hashlib
+import itertools
 import json
 import os
+import re
 import time
 from collections.abc import Iterator, Mapping
 from datetime import UTC, datetime
@@ -124,7 +126,7 @@ def _free(folder: Path, candidate: str, with_sidecar: bool) -> bool:
 def move_no_overwrite(source: Path, folder: Path, name: str, *, with_sidecar: bool = False) -> Path:
     """Move ``source`` into ``folder`` under ``name`` or the next free variant of it."""
     folder.mkdir(exist_ok=True)
-    earlier = _earlier_link(source, folder)
+    earlier = _earlier_link(source, folder, name)
     if earlier is not None:  # a crash fell between link and unlink: finish that move
         os.unlink(source)
         return earlier
@@ -149,8 +151,11 @@ def move_no_overwrite(source: Path, folder: Path, name: str, *, with_sidecar: bo
     raise AssertionError("unreachable: _candidates never ends")
 
 
-def _earlier_link(source: Path, folder: Path) -> Path | None:
-    """The name in ``folder`` that already is ``source`` (same inode), if any."""
+def _earlier_link(source: Path, folder: Path, name: str) -> Path | None:
+    """The name in ``folder`` that already is ``source`` (same inode) and that this move
+    would have chosen (``name`` or a variant of it), if any. Another name of the same
+    inode is not this move's: two hard links dropped as ``h1.pdf`` and ``h2.pdf`` are two
+    files, and each keeps its name."""
     st = source.lstat()
     if st.st_nlink < 2:
         return None
@@ -158,9 +163,21 @@ def _earlier_link(source: Path, folder: Path) -> Path | None:
         for entry in entries:
             with contextlib.suppress(OSError):
                 other = entry.stat(follow_symlinks=False)
-                if (other.st_ino, other.st_dev) == (st.st_ino, st.st_dev):
+                same = (other.st_ino, other.st_dev) == (st.st_ino, st.st_dev)
+                if same and _is_variant(entry.name, name):
                     return Path(entry.path)
     return None
+
+
+def _is_variant(candidate: str, name: str) -> bool:
+    """``candidate`` is ``name`` or one of the free-name variants ``stem (n).ext``."""
+    if candidate == name:
+        return True
+    number = re.search(r" \((\d+)\)(?:\.[^.]*)?$", candidate)
+    if number is None:
+        return False
+    n = int(number.group(1))
+    return n > 0 and next(itertools.islice(_candidates(name), n, None)) == candidate
 
 
 def move_to_sent(claim: Claim, layout: ArchiveLayout = ArchiveLayout.FLAT) -> Path:

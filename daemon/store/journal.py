@@ -20,6 +20,7 @@ from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
 
+from daemon.errors import JournalUnusable
 from daemon.states import Reason, Stage
 
 JOURNAL_FILE = "journal.sqlite3"
@@ -45,7 +46,8 @@ CREATE TABLE IF NOT EXISTS claims (
     reason          TEXT,
     detail          TEXT,
     status          INTEGER,
-    archived_as     TEXT
+    archived_as     TEXT,
+    idempotency_key TEXT
 );
 CREATE INDEX IF NOT EXISTS claims_inbox_stage ON claims (inbox, stage);
 """
@@ -95,6 +97,9 @@ class Entry:
     """The HTTP status of the failure or the last error."""
     archived_as: str | None = None
     """Where the file went (sent/ or failed/ path)."""
+    idempotency_key: str | None = None
+    """The send's Idempotency-Key when it is not the claim id: the key of an earlier
+    claim whose send may have reached the API (a requeued ``unconfirmed`` file)."""
 
 
 _COLUMNS = tuple(f.name for f in fields(Entry))
@@ -113,6 +118,46 @@ def _stored(value: object) -> object:
     return value
 
 
+def _unusable(path: Path, error: sqlite3.Error) -> JournalUnusable:
+    """``error`` opening or reading the journal at ``path``, with what to do about it."""
+    if isinstance(error, sqlite3.OperationalError):
+        hint = f"check that {path.parent} exists and this user may read and write it"
+    else:  # not a database, or a damaged one
+        hint = (
+            f"stop every daemon that uses it, then move it aside (mv {path} {path}.broken):"
+            " the next start makes a new one, and files still claimed are sent again with"
+            " their own Idempotency-Key"
+        )
+    return JournalUnusable(str(path), str(error), hint)
+
+
+def _open_read_only(path: Path) -> sqlite3.Connection:
+    """``path`` opened for reading only. A WAL journal needs its ``-shm`` file, which a
+    reader cannot create in a read-only folder: then (no daemon can be writing there
+    either) the file is read as it is."""
+    uri = path.resolve().as_uri()
+    if not path.exists():
+        raise sqlite3.OperationalError(f"no journal at {path}")
+    try:
+        db = sqlite3.connect(f"{uri}?mode=ro", uri=True, check_same_thread=False)
+        db.execute("SELECT count(*) FROM sqlite_master").fetchone()
+    except sqlite3.OperationalError:
+        db = sqlite3.connect(f"{uri}?mode=ro&immutable=1", uri=True, check_same_thread=False)
+    return db
+
+
+def _add_missing_columns(db: sqlite3.Connection) -> None:
+    """Bring a journal of an older version up to date (columns are only ever added)."""
+    present = {row[1] for row in db.execute("PRAGMA table_info(claims)")}
+    for column in ("idempotency_key",):
+        if column not in present:
+            try:
+                db.execute(f"ALTER TABLE claims ADD COLUMN {column} TEXT")
+            except sqlite3.OperationalError as error:  # another daemon added it meanwhile
+                if "duplicate column" not in str(error):
+                    raise
+
+
 def _entry(row: tuple[Any, ...]) -> Entry:
     """A row as an :class:`Entry`, its closed-set words as their enums."""
     values: list[Any] = [
@@ -126,21 +171,55 @@ def _entry(row: tuple[Any, ...]) -> Entry:
 
 
 class Journal:
-    """A thread-safe handle on ``<state_dir>/journal.sqlite3``."""
+    """A thread-safe handle on ``<state_dir>/journal.sqlite3``.
 
-    def __init__(self, state_dir: Path) -> None:
-        state_dir.mkdir(parents=True, exist_ok=True)
+    ``read_only``: only look (``status``, ``check-config``): the file must exist, nothing is
+    created or changed, and a read-only ``state_dir`` is fine.
+    """
+
+    def __init__(self, state_dir: Path, *, read_only: bool = False) -> None:
         self.path = state_dir / JOURNAL_FILE
+        self._lock = threading.Lock()
+        try:
+            self._db = self._open(read_only)
+            with self._lock:
+                present = {row[1] for row in self._db.execute("PRAGMA table_info(claims)")}
+            if not present:
+                self._db.close()
+                raise sqlite3.DatabaseError("it has no claims table")
+        except sqlite3.Error as error:
+            raise _unusable(self.path, error) from None
+        # A journal written by an older version lacks the newer columns: read them as NULL.
+        self._select = ", ".join(c if c in present else f"NULL AS {c}" for c in _COLUMNS)
+
+    def _open(self, read_only: bool) -> sqlite3.Connection:
+        if read_only:
+            return _open_read_only(self.path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
         # One connection shared under a lock: writes are tiny and sqlite serialises them
         # anyway; ``timeout`` covers a second daemon holding the write lock for a moment.
-        self._db = sqlite3.connect(
-            self.path, timeout=30.0, isolation_level=None, check_same_thread=False
-        )
-        self._lock = threading.Lock()
-        with self._lock:
-            self._db.execute("PRAGMA journal_mode=WAL")
-            self._db.execute("PRAGMA synchronous=FULL")
-            self._db.executescript(_SCHEMA)
+        db = sqlite3.connect(self.path, timeout=30.0, isolation_level=None, check_same_thread=False)
+        try:
+            db.execute("PRAGMA journal_mode=WAL")
+            db.execute("PRAGMA synchronous=FULL")
+            db.executescript(_SCHEMA)
+            _add_missing_columns(db)
+        except sqlite3.Error:
+            db.close()
+            raise
+        return db
+
+    def check(self) -> int:
+        """Read the whole file; the number of claims not yet archived.
+        :class:`~daemon.errors.JournalUnusable` when it is damaged."""
+        try:
+            with self._lock:
+                (verdict,) = self._db.execute("PRAGMA quick_check").fetchone()
+            if verdict != "ok":
+                raise sqlite3.DatabaseError(verdict)
+            return len(self.open_entries())
+        except sqlite3.Error as error:
+            raise _unusable(self.path, error) from None
 
     def close(self) -> None:
         with self._lock:
@@ -187,14 +266,14 @@ class Journal:
     def get(self, claim_id: str) -> Entry | None:
         with self._lock:
             row = self._db.execute(
-                f"SELECT {', '.join(_COLUMNS)} FROM claims WHERE claim_id = ?",  # noqa: S608
+                f"SELECT {self._select} FROM claims WHERE claim_id = ?",  # noqa: S608
                 (claim_id,),
             ).fetchone()
         return _entry(row) if row else None
 
     def open_entries(self) -> list[Entry]:
         """Claims not yet archived, oldest arrival first."""
-        query = f"SELECT {', '.join(_COLUMNS)} FROM claims WHERE stage != ?"  # noqa: S608
+        query = f"SELECT {self._select} FROM claims WHERE stage != ?"  # noqa: S608
         with self._lock:
             rows = self._db.execute(query + " ORDER BY arrived_ns, name", (Stage.ARCHIVED,))
             return [_entry(row) for row in rows.fetchall()]
@@ -202,7 +281,7 @@ class Journal:
     def last_errors(self) -> dict[str, Entry]:
         """Per inbox, the most recent claim that failed or is retrying with an error."""
         query = (
-            f"SELECT {', '.join(_COLUMNS)} FROM claims WHERE reason IS NOT NULL"  # noqa: S608
+            f"SELECT {self._select} FROM claims WHERE reason IS NOT NULL"  # noqa: S608
             " ORDER BY updated_at"
         )
         with self._lock:

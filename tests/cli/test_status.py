@@ -199,3 +199,87 @@ def test_status_says_when_it_cannot_read_an_inbox(api: FakeApi, tmp_path: Path) 
     rows = {row["inbox"]: row for row in json.loads(result.stdout)["inboxes"]}
     assert rows["private"]["unreadable"] == "Permission denied"
     assert rows["open"]["unreadable"] is None
+
+
+#: Run as root, a command reads and writes any folder: drop that power for the command.
+_NO_DAC_OVERRIDE = [
+    "setpriv",
+    "--inh-caps=-dac_override,-dac_read_search",
+    "--bounding-set=-dac_override,-dac_read_search",
+]
+
+
+def test_status_reads_a_journal_in_a_read_only_state_dir(api: FakeApi, tmp_path: Path) -> None:
+    """status only reads: a state_dir it may not write to still gives the last error."""
+    prefix: list[str] = []
+    if os.geteuid() == 0:
+        if shutil.which("setpriv") is None:
+            pytest.skip("running as root without setpriv: every folder is writable")
+        prefix = _NO_DAC_OVERRIDE
+    config = write_config(tmp_path, api.url)
+    inbox = tmp_path / "spool" / "conv_1"
+    inbox.mkdir()
+    (inbox / "logo.bmp").write_bytes(b"BM" + bytes(100))
+    assert run_cli("run", "-c", str(config), "--once").returncode == 0
+    state = tmp_path / "spool" / ".state"
+    for path in state.iterdir():
+        path.chmod(0o444)
+    state.chmod(0o555)
+    try:
+        result = subprocess.run(
+            [*prefix, COMMAND, "status", "-c", str(config), "--json"],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            env=clean_env(),
+            check=False,
+        )
+        after = sorted(p.name for p in state.iterdir())
+    finally:
+        state.chmod(0o755)
+    assert result.returncode == 0, result.stderr
+    assert result.stderr == ""
+    (row,) = json.loads(result.stdout)["inboxes"]
+    assert (row["failed"], row["last_error"]["reason"]) == (1, "unsupported_type")
+    assert after == ["journal.sqlite3"]
+
+
+def test_a_damaged_journal_is_named_with_what_to_do_by_run_and_check_config(
+    api: FakeApi, tmp_path: Path
+) -> None:
+    """A journal that is not a database: run and check-config say which file and what to
+    do in one command_failed line, exit 1; a sound one is checked ok."""
+    config = write_config(tmp_path, api.url)
+    state = tmp_path / "spool" / ".state"
+    assert (
+        run_cli("check-config", "-c", str(config))
+        .stdout.splitlines()[-1]
+        .endswith("(none yet: the first run makes it)")
+    )
+    assert run_cli("run", "-c", str(config), "--once").returncode == 0
+    checked = run_cli("check-config", "-c", str(config))
+    assert checked.returncode == 0, checked.stderr
+    assert checked.stdout.splitlines()[-1] == (
+        f"journal: {state / 'journal.sqlite3'} (ok, 0 claims unfinished)"
+    )
+    (state / "journal.sqlite3").write_bytes(b"this is not a database" * 500)
+    for f in state.glob("journal.sqlite3-*"):
+        f.unlink()
+
+    for command in (["run", "--once"], ["check-config"]):
+        result = run_cli(command[0], "-c", str(config), *command[1:])
+        assert result.returncode == 1, result.stderr
+        lines = [json.loads(line) for line in result.stdout.splitlines() if line.startswith("{")]
+        (failed,) = events(lines, "command_failed")
+        assert not events(lines, "unhandled_exception")
+        assert str(state / "journal.sqlite3") in failed["error"]
+        assert "file is not a database" in failed["error"]
+        assert "mv " in failed["error"]
+
+
+def test_status_names_a_spool_that_is_not_there(api: FakeApi, tmp_path: Path) -> None:
+    """No folder checks for writing, but a missing spool is still a usage error (exit 2)."""
+    config = write_config(tmp_path, api.url, spool=str(tmp_path / "nowhere"))
+    result = run_cli("status", "-c", str(config))
+    assert result.returncode == 2
+    assert "spool" in result.stderr and "nowhere" in result.stderr

@@ -31,6 +31,7 @@ from tests.helpers import (
     Daemon,
     clean_env,
     events,
+    inject,
     log_lines,
     run_cli,
     wait_until,
@@ -144,7 +145,7 @@ DROP_READ_OVERRIDE = [
 
 
 def test_an_unreadable_file_fails_as_unreadable(api: FakeApi, tmp_path: Path) -> None:
-    """A file the daemon may not read goes to failed/ with reason unreadable."""
+    """A file the daemon may not read goes to failed/ with reason unreadable and its size."""
     prefix: list[str] = []
     if os.geteuid() == 0:
         if shutil.which("setpriv") is None:
@@ -168,6 +169,9 @@ def test_an_unreadable_file_fails_as_unreadable(api: FakeApi, tmp_path: Path) ->
     sidecar = json.loads((inbox / "failed" / "locked.pdf.error.json").read_text())
     assert sidecar["reason"] == "unreadable"
     assert "denied" in sidecar["detail"].lower()
+    assert sidecar["size"] == len(b"%PDF-1.4 private")
+    (failed,) = events(log_lines(result.stdout), "file_failed")
+    assert failed["size"] == len(b"%PDF-1.4 private")
     assert api.attachments() == []
 
 
@@ -268,3 +272,100 @@ def test_a_file_deleted_while_it_is_uploaded_is_reported_and_the_daemon_goes_on(
         assert [m.id for m in api.messages()] == [vanished["message_id"], sent["message_id"]]
     assert sorted(p.name for p in (inbox / "sent").iterdir()) == ["next.png"]
     assert not list((inbox / ".sendseven-watch").glob("*/*/*"))
+
+
+#: Writes the process's read counters (``/proc/self/io``) to $READ_COUNTERS at exit.
+_COUNT_READS = (
+    "import atexit, os\n"
+    "def _save():\n"
+    "    with open('/proc/self/io') as io, open(os.environ['READ_COUNTERS'], 'w') as out:\n"
+    "        out.write(io.read())\n"
+    "atexit.register(_save)\n"
+)
+
+
+def test_a_huge_sparse_file_is_failed_as_too_large_without_reading_it(
+    api: FakeApi, tmp_path: Path
+) -> None:
+    """A 2 GB (sparse) PDF goes to failed/ as too_large, sha256 null, read no further than
+    its type needed."""
+    config = write_config(tmp_path, api.url)
+    inbox = tmp_path / "spool" / "conv_1"
+    inbox.mkdir()
+    huge = inbox / "huge.pdf"
+    with huge.open("wb") as handle:
+        handle.write(b"%PDF-1.4\n")
+        handle.truncate(2 * 1024**3)
+    counters = tmp_path / "io.txt"
+    env = inject(tmp_path / "inject", _COUNT_READS) | {"READ_COUNTERS": str(counters)}
+
+    result = run_cli("run", "-c", str(config), "--once", env=env)
+
+    assert result.returncode == 0, result.stderr
+    sidecar = json.loads((inbox / "failed" / "huge.pdf.error.json").read_text())
+    assert (sidecar["reason"], sidecar["size"], sidecar["sha256"]) == (
+        "too_large",
+        2 * 1024**3,
+        None,
+    )
+    io = dict(line.split(": ") for line in counters.read_text().splitlines())
+    assert int(io["rchar"]) < 100 * 1024**2  # all the process read, the interpreter included
+    assert api.attachments() == []
+
+
+def test_two_hard_links_in_an_inbox_are_two_files_each_archived_under_its_name(
+    api: FakeApi, tmp_path: Path
+) -> None:
+    """h1.pdf and h2.pdf, one inode: both sent, each in sent/ and logged under its own name."""
+    config = write_config(tmp_path, api.url, workers=1)
+    inbox = tmp_path / "spool" / "conv_1"
+    inbox.mkdir()
+    (inbox / "h1.pdf").write_bytes(b"%PDF-1.4 linked twice")
+    os.link(inbox / "h1.pdf", inbox / "h2.pdf")
+
+    result = run_cli("run", "-c", str(config), "--once")
+
+    assert result.returncode == 0, result.stderr
+    sent = events(log_lines(result.stdout), "file_sent")
+    assert sorted((line["file"], line["archived_as"]) for line in sent) == [
+        ("h1.pdf", "h1.pdf"),
+        ("h2.pdf", "h2.pdf"),
+    ]
+    assert sorted(p.name for p in (inbox / "sent").iterdir()) == ["h1.pdf", "h2.pdf"]
+
+
+@pytest.mark.parametrize("tamper", ["directory", "renamed"])
+def test_a_claimed_file_tampered_with_is_file_vanished_once(
+    api: FakeApi, tmp_path: Path, daemons: list[Daemon], tamper: str
+) -> None:
+    """The claimed file replaced by a directory, or renamed, in the hidden claim folder
+    while it is sent: one file_vanished, never archived, nothing more after a restart."""
+    api.faults = Faults(send_latency_s=1.5)
+    config = write_config(tmp_path, api.url)
+    inbox = tmp_path / "spool" / "conv_1"
+    inbox.mkdir()
+    (inbox / "q.pdf").write_bytes(b"%PDF-1.4 tampered with")
+    daemon = Daemon(config)
+    daemons.append(daemon)
+    wait_until(lambda: bool(api.attachments()), timeout=30, step=0.01)
+    (claimed,) = (inbox / ".sendseven-watch").rglob("q.pdf")
+    if tamper == "directory":
+        claimed.unlink()
+        claimed.mkdir()
+    else:
+        claimed.rename(claimed.with_name("r.pdf"))
+
+    (vanished,) = daemon.wait_event("file_vanished")
+    assert daemon.stop() == 0
+    again = Daemon(config)
+    daemons.append(again)
+    again.wait_event("daemon_started")
+    time.sleep(1.0)
+    assert again.stop() == 0
+
+    assert (vanished["file"], vanished["message_id"]) == ("q.pdf", api.messages()[0].id)
+    for lines in (daemon.lines, again.lines):
+        assert not events(lines, "file_sent") and not events(lines, "file_failed")
+    assert not (inbox / "sent").exists() or not list((inbox / "sent").iterdir())
+    assert not (inbox / "failed").exists()
+    assert len(api.messages()) == 1

@@ -618,3 +618,85 @@ def test_a_journal_that_refuses_a_claim_leaves_the_file_in_its_inbox(
     assert (inbox / "doc-000.pdf").exists()  # back where it was dropped, not stuck
     assert not list((inbox / ".sendseven-watch").rglob("*.pdf"))
     assert api.requests() == []
+
+
+def test_an_unconfirmed_send_is_requeued_under_its_own_key(api: FakeApi, tmp_path: Path) -> None:
+    """Every reply to the send lost: the file fails as unconfirmed (the sidecar names the
+    key), and after requeue the API sees that key again and keeps one message; identical
+    bytes dropped later are another file with another key."""
+    api.faults = Faults(lose_reply_rate=1.0)
+    config = write_config(
+        tmp_path, api.url, retry={"initial_delay": 0.05, "max_delay": 0.1, "give_up_after": 1}
+    )
+    inbox = tmp_path / "spool" / "conv_1"
+    _drop_pdfs(inbox, 1)
+
+    first = run_cli("run", "-c", str(config), "--once")
+
+    assert first.returncode == 0, first.stderr
+    (failed,) = events(log_lines(first.stdout), "file_failed")
+    assert (failed["reason"], failed["status"]) == ("unconfirmed", 502)
+    sidecar = json.loads((inbox / "failed" / "doc-000.pdf.error.json").read_text())
+    keys = {m.idempotency_key for m in api.messages()}
+    assert len(api.messages()) >= 5 and len(keys) == 1
+    assert sidecar["reason"] == "unconfirmed"
+    assert sidecar["idempotency_key"] in keys
+    assert sidecar["attachment_id"] == api.messages()[0].attachment_ids[0]
+
+    api.faults = Faults()
+    requeued = run_cli("requeue", "-c", str(config), "--reason", "unconfirmed")
+    assert requeued.returncode == 0, requeued.stderr
+    again = run_cli("run", "-c", str(config), "--once")
+
+    assert again.returncode == 0, again.stderr
+    (sent,) = events(log_lines(again.stdout), "file_sent")
+    assert {m.idempotency_key for m in api.messages()} == keys
+    assert [m.duplicate for m in api.messages()].count(False) == 1
+    assert sent["message_id"] == api.messages()[0].id
+    assert [p.name for p in (inbox / "sent").iterdir()] == ["doc-000.pdf"]
+    assert not list((inbox / ".sendseven-watch").glob("requeued-*"))  # the marker is gone
+
+    _drop_pdfs(inbox, 1, start_s=2_000_000)  # the same bytes, dropped again: a new file
+    third = run_cli("run", "-c", str(config), "--once")
+    assert third.returncode == 0, third.stderr
+    newest = api.messages()[-1]
+    assert not newest.duplicate and newest.idempotency_key not in keys
+
+
+#: The journal refuses to record the first archive move (a full disk, a locked database).
+_JOURNAL_FULL_ONCE = (
+    "import sqlite3\n"
+    "from daemon.store import journal\n"
+    "real = journal.Journal.update\n"
+    "def update(self, claim_id, **changes):\n"
+    "    if changes.get('stage') == 'archived' and not getattr(journal, 'hit', False):\n"
+    "        journal.hit = True\n"
+    "        raise sqlite3.OperationalError('database or disk is full')\n"
+    "    return real(self, claim_id, **changes)\n"
+    "journal.Journal.update = update\n"
+)
+
+
+def test_a_journal_that_refuses_the_archive_move_still_gets_one_file_sent(
+    api: FakeApi, tmp_path: Path, daemons: list[Daemon]
+) -> None:
+    """The file reached sent/ but journaling that failed: the retry finishes the
+    bookkeeping and logs file_sent once, never file_vanished."""
+    config = write_config(tmp_path, api.url)
+    inbox = tmp_path / "spool" / "conv_1"
+    _drop_pdfs(inbox, 1)
+    daemon = Daemon(config, env=inject(tmp_path / "inject", _JOURNAL_FULL_ONCE))
+    daemons.append(daemon)
+
+    daemon.wait_event("file_error")
+    (sent,) = daemon.wait_event("file_sent", timeout=30)
+    assert daemon.stop() == 0
+
+    assert sent["archived_as"] == "doc-000.pdf"
+    assert not events(daemon.lines, "file_vanished")
+    assert [p.name for p in (inbox / "sent").iterdir()] == ["doc-000.pdf"]
+    assert not list((inbox / ".sendseven-watch").rglob("sw-*"))
+    journal = Journal(load_config(config).state_dir)
+    assert [e.stage for e in journal.open_entries()] == []
+    journal.close()
+    assert len(api.messages()) == 1

@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import sqlite3
 from pathlib import Path
 
-from daemon.store.journal import Journal
+import pytest
+
+from daemon.errors import JournalUnusable
+from daemon.store.journal import _SCHEMA, Journal
 
 
 def test_stages_survive_a_reopen(tmp_path: Path) -> None:
@@ -66,3 +70,33 @@ def test_pruning_forgets_only_archived_claims(tmp_path: Path) -> None:
     assert journal.get("sw-done") is None
     assert journal.get("sw-open") is not None
     journal.close()
+
+
+def test_a_journal_of_an_older_version_is_read_and_brought_up_to_date(tmp_path: Path) -> None:
+    """A journal without the idempotency_key column: read as null, then the column is added."""
+    with sqlite3.connect(tmp_path / "journal.sqlite3") as db:
+        db.executescript(_SCHEMA.replace(",\n    idempotency_key TEXT", ""))
+        db.execute(
+            "INSERT INTO claims (claim_id, inbox, conversation_id, name, stage, arrived_ns,"
+            " claimed_at, updated_at) VALUES ('sw-1', '/in', 'conv', 'a.pdf', 'claimed', 1, 0, 0)"
+        )
+    db.close()
+    reader = Journal(tmp_path, read_only=True)
+    old = reader.get("sw-1")
+    reader.close()
+    assert old is not None and old.idempotency_key is None
+    journal = Journal(tmp_path)
+    journal.update("sw-1", idempotency_key="sw-0")
+    entry = journal.get("sw-1")
+    journal.close()
+    assert entry is not None and entry.idempotency_key == "sw-0"
+
+
+def test_a_damaged_journal_names_its_file_and_what_to_do(tmp_path: Path) -> None:
+    """Not a database: JournalUnusable names the path and says to move it aside."""
+    (tmp_path / "journal.sqlite3").write_bytes(b"not a database at all" * 100)
+    for read_only in (False, True):
+        with pytest.raises(JournalUnusable) as caught:
+            Journal(tmp_path, read_only=read_only)
+        assert str(tmp_path / "journal.sqlite3") in str(caught.value)
+        assert "mv " in str(caught.value)
