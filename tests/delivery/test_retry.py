@@ -13,7 +13,7 @@ from daemon.delivery.retry import (
     DEADLINE_TOLERANCE_SECONDS,
     ONCE,
     Attempts,
-    AuthGate,
+    ApiGate,
     Backoff,
     RetryPolicy,
 )
@@ -66,7 +66,7 @@ def refused() -> AuthError:
 
 def policy(
     clock: VirtualClock,
-    gate: AuthGate | None = None,
+    gate: ApiGate | None = None,
     *,
     backoff: Backoff = BACKOFF,
     give_up_after: float = 60.0,
@@ -77,7 +77,7 @@ def policy(
     return RetryPolicy(
         backoff,
         give_up_after,
-        gate if gate is not None else AuthGate(clock),
+        gate if gate is not None else ApiGate(clock),
         stop if stop is not None else threading.Event(),
         heard,
         clock=clock,
@@ -208,7 +208,7 @@ def test_a_file_waiting_behind_the_closed_gate_keeps_its_clock_journaled() -> No
     """A thread that waits for another's probe moves its give-up clock forward at least
     every CLOCK_SAVE_SECONDS, and by exactly the time it waited."""
     clock = VirtualClock()
-    gate = AuthGate(clock)
+    gate = ApiGate(clock)
     assert gate.close(refused())  # this thread probes; the worker below waits
     retry, heard = policy(clock, gate)
     attempts = Attempts(count=1, first_failure=clock.time())
@@ -242,7 +242,7 @@ def test_file_changed_goes_out_to_the_caller_untouched() -> None:
 def test_the_once_policy_stops_on_refused_credentials() -> None:
     """run --once and send: a 401 ends the run instead of closing the gate."""
     clock = VirtualClock()
-    gate = AuthGate(clock)
+    gate = ApiGate(clock)
     heard = Heard()
     retry = RetryPolicy(
         Backoff(1.0, 1.0), 60.0, gate, threading.Event(), heard, run=ONCE, clock=clock
@@ -264,7 +264,7 @@ def test_one_thread_probes_while_the_others_wait() -> None:
     """After a 401 only one thread calls the API; auth_failed is said once; all go on
     when the credentials work again."""
     clock = VirtualClock()
-    gate = AuthGate(clock)
+    gate = ApiGate(clock)
     heard = Heard()
     accepted = threading.Event()
     callers: list[int] = []
@@ -299,7 +299,7 @@ def test_a_prober_that_leaves_hands_probing_to_another_thread(leaves_by: str) ->
     """The prober stops (or its file hits an unexpected error): a waiting thread takes
     over probing, rather than waiting for a verdict that never comes."""
     clock = VirtualClock()
-    gate = AuthGate(clock)
+    gate = ApiGate(clock)
     first_stop = threading.Event()
     first, _ = policy(clock, gate, stop=first_stop)
     second, _ = policy(clock, gate)
@@ -328,7 +328,7 @@ def test_a_prober_that_leaves_hands_probing_to_another_thread(leaves_by: str) ->
 def test_a_reload_cuts_the_probe_wait_short() -> None:
     """wake() (new credentials) ends the prober's backoff: the new token is tried now."""
     clock = VirtualClock()
-    gate = AuthGate(clock)
+    gate = ApiGate(clock)
     retry, heard = policy(clock, gate, backoff=Backoff(3600.0, 3600.0))
     replies: list[Exception | None] = [refused(), None]
 
@@ -349,7 +349,7 @@ def test_a_reload_cuts_the_probe_wait_short() -> None:
 
 def test_auth_failed_is_said_once_per_closing_and_again_after_a_wake() -> None:
     """announce(): once per closing; a reload's refused credentials are said again."""
-    gate = AuthGate(VirtualClock())
+    gate = ApiGate(VirtualClock())
     gate.close(refused())
     assert gate.announce()
     assert not gate.announce()
