@@ -227,23 +227,34 @@ class ApiGate:
             return None if self._hold is None else (self._hold, self.last_error)
 
     def close(self, error: HoldError) -> bool:
-        """Close the gate (or switch its hold to ``error``'s); True when the caller becomes
-        the one thread that probes."""
+        """Close the gate, or switch its hold to ``error``'s; True when the caller becomes
+        the one thread that probes.
+
+        Once closed, the gate holds for what the prober hears: an error heard by a thread
+        whose request was already in flight does not change the hold."""
+        me = threading.get_ident()
         with self._cond:
-            self.last_error = error
-            was_open = self._hold is None
-            self._hold = hold_of(error)
             if self._prober is None:
-                self._prober = threading.get_ident()
+                self._prober = me
+            if self._prober == me:
+                self.last_error = error
+                self._hold = hold_of(error)
                 return True
-            return self._prober == threading.get_ident() and not was_open
+            return False
 
     def open(self, only: Hold | None = None) -> Hold | None:
         """The API answered properly: open the gate (when ``only`` is given, only a hold
-        for that reason). The hold that ended, or None when none did."""
+        for that reason). The hold that ended, or None when none did.
+
+        A deployment mistake can be one endpoint's (a proxy that routes only
+        ``/attachments``), so only the prober, which repeats the very request that was
+        held, ends that hold; a reply to another request, in flight when the gate closed,
+        says nothing about it. Any proper reply shows the credentials work."""
         with self._cond:
             ended = self._hold
             if ended is None or (only is not None and ended != only):
+                return None
+            if ended is Hold.MISCONFIGURED and self._prober not in (None, threading.get_ident()):
                 return None
             self._hold = None
             self._prober = None

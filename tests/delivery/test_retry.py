@@ -598,3 +598,45 @@ def test_the_gate_tells_why_it_holds() -> None:
     assert gate.hold is Hold.MISCONFIGURED
     assert gate.open() is Hold.MISCONFIGURED
     assert gate.open() is None
+
+
+@pytest.mark.parametrize("reply", ["ok", "refused"])
+def test_a_reply_to_a_request_in_flight_does_not_end_a_deployment_mistakes_hold(
+    reply: str,
+) -> None:
+    """A mistake can be one endpoint's (a proxy routing only /attachments): an upload in
+    flight when /messages closed the gate neither opens it nor changes why it holds; only
+    the prober, repeating the held request, does."""
+    clock = VirtualClock()
+    gate = ApiGate(clock)
+    retry, heard = policy(clock, gate)
+    in_flight, closed = threading.Event(), threading.Event()
+    calls = {"n": 0}
+
+    def upload() -> str:
+        calls["n"] += 1
+        if calls["n"] == 1:
+            in_flight.set()
+            closed.wait(JOIN_SECONDS)
+            if reply == "refused":
+                raise refused()
+        return "att_1"
+
+    worker, outcome = in_thread(lambda: retry.call(upload, Attempts()))
+    assert in_flight.wait(JOIN_SECONDS)
+    mistake = wrong_path("messages")
+    assert gate.close(mistake)  # this thread probes /messages
+    closed.set()
+    if reply == "ok":
+        joined(worker)
+        assert outcome == ["att_1"]
+    else:
+        while clock.monotonic() < 1.0:  # the worker waits behind the gate (virtual time)
+            threading.Event().wait(0.005)
+        assert worker.is_alive()
+    assert gate.holding() == (Hold.MISCONFIGURED, mistake)
+    assert heard.said == []
+    assert gate.open() is Hold.MISCONFIGURED  # the prober's /messages works again
+    joined(worker)
+    assert outcome == ["att_1"]
+    assert calls["n"] == (1 if reply == "ok" else 2)
