@@ -14,9 +14,9 @@ import threading
 from pathlib import Path
 
 from daemon.config import Config
-from daemon.delivery.retry import ONCE, Attempts, AuthGate
+from daemon.delivery.retry import ONCE, ApiGate, Attempts
 from daemon.delivery.steps import NotRecorded, OutgoingFile, RunContext, api_client, send, upload
-from daemon.errors import AuthError, AuthRefused, FileRejected, TransientError
+from daemon.errors import ApiMisconfigured, AuthError, AuthRefused, FileRejected, TransientError
 from daemon.logs import get_logger
 from daemon.store.claims import new_claim_id
 
@@ -48,6 +48,12 @@ class SendEvents:
     def auth_restored(self) -> None:
         """Nothing to say: the gate of a ``send`` never closes."""
 
+    def api_misconfigured(self, error: ApiMisconfigured) -> None:
+        """Never said: :data:`~daemon.delivery.retry.ONCE` raises the error instead."""
+
+    def api_restored(self) -> None:
+        """Nothing to say: the gate of a ``send`` never closes."""
+
     def clock_moved(self, attempts: Attempts) -> None:
         """Nothing to keep: the give-up clock of a ``send`` lives as long as the command."""
 
@@ -58,7 +64,7 @@ def send_files(config: Config, conversation_id: str, files: list[Path], text: st
     context = RunContext(
         config=lambda: config,
         client=lambda: client,
-        gate=AuthGate(),
+        gate=ApiGate(),
         stop=threading.Event(),
         policy=ONCE,
     )

@@ -27,9 +27,9 @@ from daemon.delivery.finish import Finisher
 from daemon.delivery.job import Job
 from daemon.delivery.lanes import Lane, Lanes
 from daemon.delivery.outcomes import Outcomes
-from daemon.delivery.retry import WATCH, AuthGate, Backoff, RunPolicy
+from daemon.delivery.retry import WATCH, ApiGate, Backoff, RunPolicy
 from daemon.delivery.steps import Delivery, RunContext, api_client
-from daemon.errors import AuthRefused, FileRejected, Stopped
+from daemon.errors import ApiMisconfigured, AuthRefused, FileRejected, Stopped
 from daemon.logs import get_logger
 from daemon.states import JobState, Reason, Stage
 from daemon.store.archive import move_no_overwrite
@@ -64,8 +64,11 @@ class Pipeline:
         self.policy = policy
         self.outcomes = outcomes or Outcomes()
         self.stop_event = threading.Event()
-        self.gate = AuthGate()
+        self.gate = ApiGate()
+        #: Why the policy stopped the run (``--once``): refused credentials (exit 3) ...
         self.auth_refused: AuthRefused | None = None
+        #: ... or a deployment mistake (exit 2). At most one of the two is set.
+        self.misconfigured: ApiMisconfigured | None = None
         #: Files left claimed after an unforeseen error, when the policy does not retry
         #: them (``--once``: the run exits 1).
         self.broken = 0
@@ -128,7 +131,8 @@ class Pipeline:
         self.stop_event.set()
 
     def reload(self, config: Config) -> None:
-        """Use a new configuration (new token, retry policy) from the next request on."""
+        """Use a new configuration (new token, URL, CA, retry policy) from the next request
+        on; a closed gate probes with it at once."""
         self.config = config
         self._generation += 1
         self.gate.wake()
@@ -251,8 +255,8 @@ class Pipeline:
             step(job)
         except Stopped:
             self._park(lane, job)
-        except AuthRefused as refused:
-            self._refuse(refused)
+        except (AuthRefused, ApiMisconfigured) as held:  # the policy stops the run
+            self._refuse(held)
             self._park(lane, job)
         except Exception as error:  # noqa: BLE001 - see _broken
             self._broken(lane, job, error)
@@ -319,15 +323,21 @@ class Pipeline:
             self._cond.notify()
             self._idle.notify_all()
 
-    def _refuse(self, refused: AuthRefused) -> None:
-        """The API refused the credentials and the policy says stop: said once, however
-        many workers hear the refusal at the same time."""
+    def _refuse(self, held: AuthRefused | ApiMisconfigured) -> None:
+        """The API refused the credentials, or cannot be used as configured, and the policy
+        says stop: said once, however many workers hear it at the same time."""
         with self._cond:
-            first = self.auth_refused is None
+            first = self.auth_refused is None and self.misconfigured is None
             if first:
-                self.auth_refused = refused
+                if isinstance(held, AuthRefused):
+                    self.auth_refused = held
+                else:
+                    self.misconfigured = held
         if first:
-            self._log.error("auth_failed", status=refused.error.status, detail=refused.error.detail)
+            if isinstance(held, AuthRefused):
+                self._log.error("auth_failed", status=held.error.status, detail=held.error.detail)
+            else:
+                self._log.error("api_misconfigured", **held.fields())
         self._stop_all()
 
     def _finish(self, lane: Lane, job: Job) -> None:

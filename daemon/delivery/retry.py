@@ -1,11 +1,14 @@
 """The retry policy: backoff with jitter, ``Retry-After``, the give-up clock, and the
-credentials gate.
+gate that holds every file.
 
 Transient errors (network, timeouts, 429, 5xx) are retried until ``retry.give_up_after``
 seconds have passed since the file's first failed attempt: a failure after that gives the
-file up, a failure before it is followed by another attempt. 401/403 fail no file: the
-:class:`AuthGate` closes, one thread probes the API with backoff while every other API call
-waits, and time spent behind the closed gate does not count towards giving up.
+file up, a failure before it is followed by another attempt. A reply that is the same for
+every file fails no file: refused credentials (401/403) and a deployment mistake
+(:class:`~daemon.errors.ApiMisconfigured`: a redirect, a wrong path, an untrusted
+certificate) close the :class:`ApiGate` for that :class:`Hold`; one thread probes the API
+with backoff while every other API call waits, and time spent behind the closed gate does
+not count towards giving up. The gate opens when the API answers properly again.
 
 Three extension points, each a small typed object rather than a bundle of callables:
 :class:`RetryEvents` hears what the policy does to one file (the daemon journals and logs
@@ -21,9 +24,11 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from enum import StrEnum
 from typing import Protocol, TypeVar
 
 from daemon.errors import (
+    ApiMisconfigured,
     AuthError,
     AuthRefused,
     FileRejected,
@@ -54,7 +59,7 @@ class Waitable(Protocol):
 
 
 class Clock(Protocol):
-    """Where the retry policy and the auth gate read the time and wait."""
+    """Where the retry policy and the gate read the time and wait."""
 
     def monotonic(self) -> float:
         """Seconds on a clock that never goes back (for waits)."""
@@ -90,19 +95,22 @@ class RunPolicy:
     """What a run does when it cannot go on with a file: the difference between the
     daemon (:data:`WATCH`) and a run that must end (:data:`ONCE`: ``run --once``, ``send``)."""
 
-    stop_on_refused_credentials: bool = False
-    """True: a 401/403 ends the run (:class:`AuthRefused`, exit 3). False: the gate closes,
-    one thread probes the API with backoff and every file waits for working credentials."""
+    stop_when_held: bool = False
+    """True: what would close the gate ends the run instead: a 401/403 raises
+    :class:`AuthRefused` (exit 3), a deployment mistake its
+    :class:`~daemon.errors.ApiMisconfigured` (exit 2). False: the gate closes, one thread
+    probes the API with backoff and every file waits until the API answers properly."""
     retry_unexpected_errors: bool = True
     """True: a file whose step hit an unexpected error (a bug, an odd OS error) is tried
     again later, with a growing wait. False: it stays claimed, with the rest of its
     conversation, for the next run (which then exits 1)."""
 
 
-#: The daemon: wait for working credentials, try broken files again later.
+#: The daemon: wait for working credentials and a usable API, try broken files again later.
 WATCH = RunPolicy()
-#: ``run --once`` and ``send``: stop on refused credentials, leave broken files claimed.
-ONCE = RunPolicy(stop_on_refused_credentials=True, retry_unexpected_errors=False)
+#: ``run --once`` and ``send``: stop on refused credentials or a deployment mistake, leave
+#: broken files claimed.
+ONCE = RunPolicy(stop_when_held=True, retry_unexpected_errors=False)
 
 
 class RetryEvents(Protocol):
@@ -121,6 +129,17 @@ class RetryEvents(Protocol):
 
     def auth_restored(self) -> None:
         """The credentials work again: the gate opened."""
+        ...
+
+    def api_misconfigured(self, error: ApiMisconfigured) -> None:
+        """``api.url`` (or the TLS trust) does not reach the API as it should: said once per
+        distinct cause (endpoint, status or error, hint), and again after a reload, by the
+        thread that probes."""
+        ...
+
+    def api_restored(self) -> None:
+        """The API answers properly again (a success, its own error, a busy server): the
+        hold for a deployment mistake ended."""
         ...
 
     def clock_moved(self, attempts: Attempts) -> None:
@@ -149,57 +168,116 @@ class Backoff:
         return jittered
 
 
-class AuthGate:
-    """Open while the API accepts the credentials; closed after a 401/403."""
+class Hold(StrEnum):
+    """Why the gate holds every file; each value is the log event that says so."""
+
+    CREDENTIALS = "auth_failed"
+    """The API refused the credentials (401/403)."""
+    MISCONFIGURED = "api_misconfigured"
+    """``api.url`` or the TLS trust does not reach the API as it should."""
+
+
+#: What closes the gate: a reply that is the same for every file.
+HoldError = AuthError | ApiMisconfigured
+
+
+def hold_of(error: HoldError) -> Hold:
+    """The :class:`Hold` that ``error`` closes the gate for."""
+    return Hold.CREDENTIALS if isinstance(error, AuthError) else Hold.MISCONFIGURED
+
+
+def _cause(error: HoldError) -> tuple[object, ...]:
+    """What makes two holds the same for the log: refused credentials are one cause
+    (whatever the status), a deployment mistake is one per endpoint, status or error, and
+    hint."""
+    if isinstance(error, AuthError):
+        return (Hold.CREDENTIALS,)
+    return (Hold.MISCONFIGURED, error.endpoint, error.status, error.error, error.hint)
+
+
+class ApiGate:
+    """Open while the API can be used; closed (holding every file) after refused
+    credentials or a deployment mistake, until the API answers properly again."""
 
     def __init__(self, clock: Clock = SYSTEM_CLOCK) -> None:
         self._clock = clock
         self._cond = threading.Condition()
-        self._open = True
+        self._hold: Hold | None = None
         self._prober: int | None = None
         self._wakeups = 0
-        #: ``_wakeups`` when auth_failed was last said; None: not said since it opened.
-        self._announced: int | None = None
-        self.last_error: AuthError | None = None
+        #: ``(_wakeups, cause)`` when the hold was last said; None: not since it opened.
+        self._announced: tuple[int, tuple[object, ...]] | None = None
+        self.last_error: HoldError | None = None
 
     @property
     def is_open(self) -> bool:
         with self._cond:
-            return self._open
+            return self._hold is None
 
-    def close(self, error: AuthError) -> bool:
-        """Close the gate; True when the caller becomes the one thread that probes."""
+    @property
+    def hold(self) -> Hold | None:
+        """Why the gate is closed now; None while it is open."""
         with self._cond:
-            self.last_error = error
-            was_open = self._open
-            self._open = False
+            return self._hold
+
+    def holding(self) -> tuple[Hold, HoldError | None] | None:
+        """Why the gate is closed and the last error that closed it, read together; None
+        while it is open."""
+        with self._cond:
+            return None if self._hold is None else (self._hold, self.last_error)
+
+    def close(self, error: HoldError) -> bool:
+        """Close the gate, or switch its hold to ``error``'s; True when the caller becomes
+        the one thread that probes.
+
+        Once closed, the gate holds for what the prober hears: an error heard by a thread
+        whose request was already in flight does not change the hold."""
+        me = threading.get_ident()
+        with self._cond:
             if self._prober is None:
-                self._prober = threading.get_ident()
+                self._prober = me
+            if self._prober == me:
+                self.last_error = error
+                self._hold = hold_of(error)
                 return True
-            return self._prober == threading.get_ident() and not was_open
+            return False
 
-    def open(self) -> bool:
-        """The credentials work (again); True when the gate was closed."""
+    def open(self, only: Hold | None = None) -> Hold | None:
+        """The API answered properly: open the gate (when ``only`` is given, only a hold
+        for that reason). The hold that ended, or None when none did.
+
+        A deployment mistake can be one endpoint's (a proxy that routes only
+        ``/attachments``), so only the prober, which repeats the very request that was
+        held, ends that hold; a reply to another request, in flight when the gate closed,
+        says nothing about it. Any proper reply shows the credentials work."""
         with self._cond:
-            was_closed = not self._open
-            self._open = True
+            ended = self._hold
+            if ended is None or (only is not None and ended != only):
+                return None
+            if ended is Hold.MISCONFIGURED and self._prober not in (None, threading.get_ident()):
+                return None
+            self._hold = None
             self._prober = None
             self._announced = None
             self.last_error = None
             self._cond.notify_all()
-            return was_closed
+            return ended
 
-    def announce(self) -> bool:
-        """True once per closing of the gate, and once more after each :meth:`wake`: the
-        refusal is said again when new credentials (a reload) are refused too."""
+    def announce(self, error: HoldError | None = None) -> bool:
+        """True once per closing of the gate and cause (``error``, else the last error),
+        and once more after each :meth:`wake`: a deployment mistake is said again when its
+        cause changes, a refusal when a reload's new credentials are refused too."""
         with self._cond:
-            if self._announced == self._wakeups:
+            shown = error if error is not None else self.last_error
+            said = (self._wakeups, _cause(shown) if shown is not None else ())
+            if self._announced == said:
                 return False
-            self._announced = self._wakeups
+            self._announced = said
             return True
 
     def wake(self) -> None:
-        """New credentials arrived (reload): cut the prober's wait short."""
+        """A new configuration arrived (reload: credentials, URL, CA): cut the prober's
+        wait short."""
         with self._cond:
             self._wakeups += 1
             self._cond.notify_all()
@@ -210,7 +288,7 @@ class AuthGate:
         clock = self._clock
         deadline = None if timeout is None else clock.monotonic() + timeout
         with self._cond:
-            while not self._open:
+            while self._hold is not None:
                 if stop.is_set():
                     raise Stopped
                 if self._prober is None:  # the prober left (stopped): take its place
@@ -237,7 +315,7 @@ class AuthGate:
                 clock.wait(self._cond, min(remaining, GATE_POLL_SECONDS))
 
     def release(self) -> None:
-        """The prober leaves without a verdict on the credentials: another thread probes."""
+        """The prober leaves without the API's verdict: another thread probes."""
         with self._cond:
             self._release_prober()
 
@@ -259,7 +337,7 @@ class Attempts:
 
 
 class RetryPolicy:
-    """Runs one API call with the full policy: transient retries, auth gate, give-up.
+    """Runs one API call with the full policy: transient retries, the gate, give-up.
 
     :class:`~daemon.errors.FileChanged` (and any error that is not the API's) goes out to
     the caller as it is: a file written to during its upload is not a failed attempt.
@@ -269,7 +347,7 @@ class RetryPolicy:
         self,
         backoff: Backoff,
         give_up_after: float,
-        gate: AuthGate,
+        gate: ApiGate,
         stop: threading.Event,
         events: RetryEvents,
         *,
@@ -295,12 +373,12 @@ class RetryPolicy:
             return self._call(fn, attempts)
         except BaseException:
             # Whatever ends the call (a stop, a file that changed, a bug) while this thread
-            # probes leaves the API's verdict on the credentials unknown: another probes.
+            # probes leaves the API's verdict unknown: another thread probes.
             self.gate.release()
             raise
 
     def _call(self, fn: Callable[[], T], attempts: Attempts) -> T:
-        auth_failures = transient_failures = 0
+        holds = transient_failures = 0
         probing = False
         while True:
             if self.stop.is_set():
@@ -310,21 +388,24 @@ class RetryPolicy:
             attempts.count += 1
             try:
                 result = fn()
-            except AuthError as error:
-                attempts.count -= 1  # the file was not tried: the credentials were
-                auth_failures += 1
-                probing = self._auth_failed(error, auth_failures, attempts)
+            except (AuthError, ApiMisconfigured) as error:
+                # The file was not tried: the credentials or the deployment were.
+                attempts.count -= 1
+                if isinstance(error, AuthError):  # the API's own answer: the URL is right
+                    self._answered(only=Hold.MISCONFIGURED)
+                holds += 1
+                probing = self._held(error, holds, attempts)
                 continue
             except RequestRejected as error:
-                self._auth_ok()
+                self._answered()
                 raise FileRejected(error.reason, error.detail, error.status) from None
             except TransientError as error:
-                self._auth_ok()
+                self._answered()
                 probing = False
                 transient_failures += 1
                 self.sleep(self._retry_delay(error, transient_failures, attempts))
                 continue
-            self._auth_ok()
+            self._answered()
             return result
 
     def _wait_gate(self, attempts: Attempts) -> None:
@@ -340,23 +421,28 @@ class RetryPolicy:
             if through:
                 return
 
-    def _auth_failed(self, error: AuthError, failures: int, attempts: Attempts) -> bool:
+    def _held(self, error: HoldError, failures: int, attempts: Attempts) -> bool:
         """Close the gate; the one prober waits out its backoff. True for the prober."""
-        if self.run.stop_on_refused_credentials:
-            raise AuthRefused(error)
+        if self.run.stop_when_held:
+            if isinstance(error, AuthError):
+                raise AuthRefused(error)
+            raise error
         started = self.clock.monotonic()
         try:
             probing = self.gate.close(error)
             if probing:
-                if self.gate.announce():
-                    self.events.auth_failed(error)
+                if self.gate.announce(error):
+                    if isinstance(error, AuthError):
+                        self.events.auth_failed(error)
+                    else:
+                        self.events.api_misconfigured(error)
                 self.gate.sleep(self.backoff.delay(failures), self.stop)
         finally:
             self._pause_clock(attempts, self.clock.monotonic() - started)
         return probing
 
     def _pause_clock(self, attempts: Attempts, seconds: float) -> None:
-        """Take ``seconds`` spent waiting out a 401/403 off the give-up clock.
+        """Take ``seconds`` spent behind the closed gate off the give-up clock.
 
         The clock is a wall-clock ``first_failure`` kept in the journal, so the credit is
         kept by moving it forward and journaling it (:meth:`RetryEvents.clock_moved`) after
@@ -364,8 +450,8 @@ class RetryPolicy:
         ``max_delay``) and at least every :data:`CLOCK_SAVE_SECONDS` while a file waits
         behind the gate. A SIGKILL loses only the wait in progress, bounded by those. Time
         the daemon is not running at all counts like any other time, also after
-        ``--once`` exits on refused credentials (it waits out nothing): the give-up
-        window is wall-clock time.
+        ``--once`` exits on refused credentials or a deployment mistake (it waits out
+        nothing): the give-up window is wall-clock time.
         """
         if attempts.first_failure is None or seconds <= 0:
             return
@@ -396,6 +482,11 @@ class RetryPolicy:
         self.events.retry_scheduled(attempts, delay, error)
         return delay
 
-    def _auth_ok(self) -> None:
-        if self.gate.open():
+    def _answered(self, only: Hold | None = None) -> None:
+        """The API answered properly: open the gate (``only`` a hold for that reason),
+        and say which hold ended."""
+        ended = self.gate.open(only)
+        if ended is Hold.CREDENTIALS:
             self.events.auth_restored()
+        elif ended is Hold.MISCONFIGURED:
+            self.events.api_restored()

@@ -38,15 +38,22 @@ from daemon.delivery.outcomes import Outcomes
 from daemon.delivery.retry import (
     SYSTEM_CLOCK,
     WATCH,
+    ApiGate,
     Attempts,
-    AuthGate,
     Backoff,
     Clock,
     RetryEvents,
     RetryPolicy,
     RunPolicy,
 )
-from daemon.errors import AuthError, FileChanged, FileRejected, TransientError, trim
+from daemon.errors import (
+    ApiMisconfigured,
+    AuthError,
+    FileChanged,
+    FileRejected,
+    TransientError,
+    trim,
+)
 from daemon.logs import get_logger
 from daemon.media.classify import classify_file, extension_mismatch
 from daemon.states import Reason, Stage
@@ -70,12 +77,12 @@ class RunContext:
     """The configuration now (a reload changes it for the next step)."""
     client: Callable[[], ApiClient]
     """The API client of the calling thread."""
-    gate: AuthGate
-    """Open while the API accepts the credentials."""
+    gate: ApiGate
+    """Open while the API can be used (credentials accepted, ``api.url`` right)."""
     stop: threading.Event
     """Set when the run stops: leave the file, it is resumed."""
     policy: RunPolicy = WATCH
-    """What to do when a file cannot go on (refused credentials)."""
+    """What to do when a file cannot go on (refused credentials, a deployment mistake)."""
     clock: Clock = SYSTEM_CLOCK
     """Where the retry policy reads the time and waits."""
 
@@ -299,6 +306,12 @@ class JournaledFile:
 
     def auth_restored(self) -> None:
         self._log.info("auth_restored")
+
+    def api_misconfigured(self, error: ApiMisconfigured) -> None:
+        self._log.error("api_misconfigured", **error.fields())
+
+    def api_restored(self) -> None:
+        self._log.info("api_restored")
 
     def clock_moved(self, attempts: Attempts) -> None:
         self.keep(attempts)

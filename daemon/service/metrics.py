@@ -2,12 +2,13 @@
 
 ``GET /metrics`` is the Prometheus text format from the daemon's own registry (never the
 process-global one, so that nothing else in the process can leak into it); ``GET /healthz``
-answers 200 while every observer is alive and the API accepts the credentials, 503 with a
-JSON ``reason`` otherwise.
+answers 200 while every observer is alive, the API accepts the credentials and ``api.url``
+reaches it as it should, 503 with a JSON ``reason`` otherwise.
 
 Counters and histograms move as :class:`~daemon.delivery.outcomes.Outcomes` reports files and API
 requests. Everything that describes "now" (files waiting and in progress, the credentials,
-the observer) is read at scrape time through :class:`Probes`, so it can never go stale.
+the API, the observer) is read at scrape time through :class:`Probes`, so it can never go
+stale.
 """
 
 from __future__ import annotations
@@ -38,8 +39,8 @@ from prometheus_client.registry import Collector
 from daemon import __version__
 from daemon.config import InboxConfig
 from daemon.delivery.outcomes import Outcomes
-from daemon.delivery.retry import AuthGate
-from daemon.errors import WatchError
+from daemon.delivery.retry import ApiGate, Hold
+from daemon.errors import ApiMisconfigured, WatchError
 from daemon.logs import get_logger
 from daemon.states import Reason
 from daemon.store.journal import Entry
@@ -60,6 +61,10 @@ LATENCY_BUCKETS = (1, 2.5, 5, 10, 30, 60, 120, 300, 600, 1800, 3600, 7200, 21600
 UNKNOWN = "unknown"
 
 
+def _never() -> str | None:
+    return None
+
+
 @dataclass(frozen=True)
 class Probes:
     """What the service knows right now, asked at every scrape and health check."""
@@ -77,14 +82,31 @@ class Probes:
     polled_inboxes: Callable[[], Mapping[str, int]] = dict
     """Inboxes polled although inotify was asked for, per cause (network filesystem,
     inotify's watch limit)."""
+    api_misconfigured: Callable[[], str | None] = _never
+    """Why ``api.url`` does not reach the API as it should (the URL, the status or error,
+    the hint), or None."""
 
 
-def refusal(gate: AuthGate) -> str | None:
+def refusal(gate: ApiGate) -> str | None:
     """Why the API refuses the credentials (for :attr:`Probes.auth_refused`), or None."""
-    error = gate.last_error
-    if gate.is_open:
+    holding = gate.holding()
+    if holding is None or holding[0] is not Hold.CREDENTIALS:
         return None
+    error = holding[1]
     return str(error) if error is not None else "HTTP 401/403"
+
+
+def misconfiguration(gate: ApiGate) -> str | None:
+    """Why the API cannot be used as configured (for :attr:`Probes.api_misconfigured`),
+    e.g. ``https://host/attachments: HTTP 404; api.url should end in /api/v1``, or None."""
+    holding = gate.holding()
+    if holding is None or holding[0] is not Hold.MISCONFIGURED:
+        return None
+    error = holding[1]
+    if not isinstance(error, ApiMisconfigured):
+        return "a deployment mistake"
+    what = f"HTTP {error.status}" if error.status is not None else (error.error or "")
+    return f"{error.url}: {what}; {error.hint}"
 
 
 class _StateCollector(Collector):
@@ -122,6 +144,12 @@ class _StateCollector(Collector):
             "sendseven_auth_ok",
             "1 while the API accepts the credentials, 0 after a 401/403 until they work again.",
             value=0 if self._probes.auth_refused() is not None else 1,
+        )
+        yield GaugeMetricFamily(
+            "sendseven_api_ok",
+            "1 while api.url reaches the API as it should, 0 while a deployment mistake (a "
+            "redirect, a wrong path, an untrusted certificate) holds every file.",
+            value=0 if self._probes.api_misconfigured() is not None else 1,
         )
         yield GaugeMetricFamily(
             "sendseven_observer_alive",
@@ -235,15 +263,19 @@ class Metrics:
         """Whether the daemon is healthy, and the ``/healthz`` body saying why."""
         observer_alive = self.probes.observer_alive()
         refused = self.probes.auth_refused()
+        misconfigured = self.probes.api_misconfigured()
         reasons = []
         if not observer_alive:
             reasons.append("the filesystem observer is not running")
         if refused is not None:
             reasons.append(f"the API refuses the credentials ({refused})")
+        if misconfigured is not None:
+            reasons.append(f"{Hold.MISCONFIGURED}: {misconfigured}")
         body: dict[str, Any] = {
             "status": "unhealthy" if reasons else "ok",
             "observer_alive": observer_alive,
             "credentials_accepted": refused is None,
+            "api_ok": misconfigured is None,
         }
         if reasons:
             body["reason"] = "; ".join(reasons)

@@ -138,13 +138,20 @@ class Service:
         self.metrics_server: MetricsServer | None = None
         if config.metrics.listen is not None and not once:
             # Imported only when wanted: prometheus_client costs start-up time.
-            from daemon.service.metrics import Metrics, MetricsServer, Probes, refusal  # noqa: PLC0415
+            from daemon.service.metrics import (  # noqa: PLC0415
+                Metrics,
+                MetricsServer,
+                Probes,
+                misconfiguration,
+                refusal,
+            )
 
             probes = Probes(
                 inboxes=lambda: self.watcher.inboxes,
                 waiting=lambda inbox: count_waiting(inbox.path, inbox.ignore),
                 in_progress=self.pipeline.counts,
                 auth_refused=lambda: refusal(self.pipeline.gate),
+                api_misconfigured=lambda: misconfiguration(self.pipeline.gate),
                 observer_alive=self.watcher.alive,
                 polled_inboxes=self.watcher.polled,
             )
@@ -195,9 +202,10 @@ class Service:
     # -- running ---------------------------------------------------------------------
 
     def healthy(self) -> bool:
-        """What the systemd watchdog pings on: the daemon works. Refused credentials are
-        not a reason to be killed: it waits for working ones (a reload, or the API)
-        without losing anything, and /healthz says so for monitoring."""
+        """What the systemd watchdog pings on: the daemon works. Refused credentials or a
+        deployment mistake are not a reason to be killed: it holds every file until the API
+        answers properly (a reload, or the API itself) without losing anything, and
+        /healthz says so for monitoring."""
         return self.once or self.watcher.alive()
 
     def run(self) -> int:
@@ -238,7 +246,7 @@ class Service:
         self._start_common()
         self.watcher.scan()
         while not self.signals.stop.is_set():
-            if self.pipeline.auth_refused is not None:
+            if self.pipeline.auth_refused is not None or self.pipeline.misconfigured is not None:
                 break
             settled = self.settler.pending() == 0
             if settled and self.pipeline.wait_idle(timeout=0.2) and self.settler.pending() == 0:
@@ -250,6 +258,8 @@ class Service:
         self._shutdown()
         if self.pipeline.auth_refused is not None:
             return ExitCode.AUTH
+        if self.pipeline.misconfigured is not None:
+            return ExitCode.USAGE  # a deployment mistake: the files stay claimed for the next run
         if self.pipeline.broken:
             return ExitCode.FAILURE  # left claimed after a file_error: the next run goes on
         if self.claim_failures:

@@ -1,4 +1,4 @@
-"""The retry policy and the auth gate on a virtual clock: each test runs in milliseconds."""
+"""The retry policy and the gate on a virtual clock: each test runs in milliseconds."""
 
 from __future__ import annotations
 
@@ -12,12 +12,14 @@ from daemon.delivery.retry import (
     CLOCK_SAVE_SECONDS,
     DEADLINE_TOLERANCE_SECONDS,
     ONCE,
+    ApiGate,
     Attempts,
-    AuthGate,
     Backoff,
+    Hold,
     RetryPolicy,
 )
 from daemon.errors import (
+    ApiMisconfigured,
     AuthError,
     AuthRefused,
     FileChanged,
@@ -45,16 +47,30 @@ class Heard:
     restored: int = 0
     clock: list[float | None] = field(default_factory=list)
     refused: threading.Event = field(default_factory=threading.Event)
+    misconfigured: list[ApiMisconfigured] = field(default_factory=list)
+    api_restored_count: int = 0
+    said: list[str] = field(default_factory=list)
+    """Every hold and restore said, in order (event names)."""
 
     def retry_scheduled(self, attempts: Attempts, delay: float, error: TransientError) -> None:
         self.retries.append((attempts.count, delay, error))
 
     def auth_failed(self, error: AuthError) -> None:
         self.refusals.append(error)
+        self.said.append("auth_failed")
         self.refused.set()
 
     def auth_restored(self) -> None:
         self.restored += 1
+        self.said.append("auth_restored")
+
+    def api_misconfigured(self, error: ApiMisconfigured) -> None:
+        self.misconfigured.append(error)
+        self.said.append("api_misconfigured")
+
+    def api_restored(self) -> None:
+        self.api_restored_count += 1
+        self.said.append("api_restored")
 
     def clock_moved(self, attempts: Attempts) -> None:
         self.clock.append(attempts.first_failure)
@@ -64,9 +80,31 @@ def refused() -> AuthError:
     return AuthError("Invalid token", status=401, endpoint="attachments")
 
 
+def wrong_path(endpoint: str = "attachments", status: int = 404) -> ApiMisconfigured:
+    return ApiMisconfigured(
+        "api.url should end in /api/v1",
+        endpoint=endpoint,
+        url=f"https://api.example.org/{endpoint}",
+        status=status,
+    )
+
+
+def replies(*sequence: Exception | None) -> Callable[[], str]:
+    """An API that answers with ``sequence`` (an error raised, None: "ok"), then "ok"."""
+    queue = list(sequence)
+
+    def api() -> str:
+        reply = queue.pop(0) if queue else None
+        if reply is not None:
+            raise reply
+        return "ok"
+
+    return api
+
+
 def policy(
     clock: VirtualClock,
-    gate: AuthGate | None = None,
+    gate: ApiGate | None = None,
     *,
     backoff: Backoff = BACKOFF,
     give_up_after: float = 60.0,
@@ -77,7 +115,7 @@ def policy(
     return RetryPolicy(
         backoff,
         give_up_after,
-        gate if gate is not None else AuthGate(clock),
+        gate if gate is not None else ApiGate(clock),
         stop if stop is not None else threading.Event(),
         heard,
         clock=clock,
@@ -208,7 +246,7 @@ def test_a_file_waiting_behind_the_closed_gate_keeps_its_clock_journaled() -> No
     """A thread that waits for another's probe moves its give-up clock forward at least
     every CLOCK_SAVE_SECONDS, and by exactly the time it waited."""
     clock = VirtualClock()
-    gate = AuthGate(clock)
+    gate = ApiGate(clock)
     assert gate.close(refused())  # this thread probes; the worker below waits
     retry, heard = policy(clock, gate)
     attempts = Attempts(count=1, first_failure=clock.time())
@@ -242,7 +280,7 @@ def test_file_changed_goes_out_to_the_caller_untouched() -> None:
 def test_the_once_policy_stops_on_refused_credentials() -> None:
     """run --once and send: a 401 ends the run instead of closing the gate."""
     clock = VirtualClock()
-    gate = AuthGate(clock)
+    gate = ApiGate(clock)
     heard = Heard()
     retry = RetryPolicy(
         Backoff(1.0, 1.0), 60.0, gate, threading.Event(), heard, run=ONCE, clock=clock
@@ -264,7 +302,7 @@ def test_one_thread_probes_while_the_others_wait() -> None:
     """After a 401 only one thread calls the API; auth_failed is said once; all go on
     when the credentials work again."""
     clock = VirtualClock()
-    gate = AuthGate(clock)
+    gate = ApiGate(clock)
     heard = Heard()
     accepted = threading.Event()
     callers: list[int] = []
@@ -299,7 +337,7 @@ def test_a_prober_that_leaves_hands_probing_to_another_thread(leaves_by: str) ->
     """The prober stops (or its file hits an unexpected error): a waiting thread takes
     over probing, rather than waiting for a verdict that never comes."""
     clock = VirtualClock()
-    gate = AuthGate(clock)
+    gate = ApiGate(clock)
     first_stop = threading.Event()
     first, _ = policy(clock, gate, stop=first_stop)
     second, _ = policy(clock, gate)
@@ -328,7 +366,7 @@ def test_a_prober_that_leaves_hands_probing_to_another_thread(leaves_by: str) ->
 def test_a_reload_cuts_the_probe_wait_short() -> None:
     """wake() (new credentials) ends the prober's backoff: the new token is tried now."""
     clock = VirtualClock()
-    gate = AuthGate(clock)
+    gate = ApiGate(clock)
     retry, heard = policy(clock, gate, backoff=Backoff(3600.0, 3600.0))
     replies: list[Exception | None] = [refused(), None]
 
@@ -349,7 +387,7 @@ def test_a_reload_cuts_the_probe_wait_short() -> None:
 
 def test_auth_failed_is_said_once_per_closing_and_again_after_a_wake() -> None:
     """announce(): once per closing; a reload's refused credentials are said again."""
-    gate = AuthGate(VirtualClock())
+    gate = ApiGate(VirtualClock())
     gate.close(refused())
     assert gate.announce()
     assert not gate.announce()
@@ -360,3 +398,245 @@ def test_auth_failed_is_said_once_per_closing_and_again_after_a_wake() -> None:
     assert not gate.open()
     gate.close(refused())
     assert gate.announce()
+
+
+# -- the gate holding for a deployment mistake ----------------------------------------
+
+
+def test_a_deployment_mistake_holds_the_file_without_charging_it() -> None:
+    """ApiMisconfigured fails no file: not an attempt, no retry_scheduled, no time off the
+    give-up clock; said once however many probes; api_restored when the API answers."""
+    clock = VirtualClock()
+    retry, heard = policy(clock, backoff=Backoff(20.0, 20.0), give_up_after=60.0)
+    api = replies(TransportError("reset"), *[wrong_path()] * 5)
+    attempts = Attempts()
+    assert retry.call(api, attempts) == "ok"
+    [(_, first_wait, _)] = heard.retries
+    assert attempts.first_failure is not None
+    # 5 probes of 10-20 s each: far past give_up_after, yet only the first wait counted.
+    assert clock.time() - attempts.first_failure == pytest.approx(first_wait)
+    assert attempts.count == 2  # the held calls were not attempts at the file
+    assert heard.said == ["api_misconfigured", "api_restored"]
+    assert heard.misconfigured[0].hint == "api.url should end in /api/v1"
+    assert heard.refusals == []
+    assert heard.restored == 0
+
+
+def test_one_thread_probes_a_deployment_mistake_while_the_others_wait() -> None:
+    """Held for a deployment mistake, only one thread calls the API; all go on once it
+    answers properly."""
+    clock = VirtualClock()
+    gate = ApiGate(clock)
+    heard = Heard()
+    fixed = threading.Event()
+    callers: list[int] = []
+    lock = threading.Lock()
+
+    def api() -> str:
+        with lock:
+            callers.append(threading.get_ident())
+        if not fixed.is_set():
+            raise wrong_path()
+        return "ok"
+
+    threads = []
+    for _ in range(3):
+        retry, _ = policy(clock, gate, backoff=Backoff(1.0, 1.0), heard=heard)
+        threads.append(in_thread(lambda retry=retry: retry.call(api, Attempts())))
+    while len(callers) < 20:
+        threading.Event().wait(0.005)
+    assert gate.hold is Hold.MISCONFIGURED
+    with lock:
+        probers = set(callers[-10:])
+    fixed.set()
+    for thread, outcome in threads:
+        joined(thread)
+        assert outcome == ["ok"]
+    assert len(probers) == 1
+    assert heard.said == ["api_misconfigured", "api_restored"]
+    assert gate.is_open
+
+
+@pytest.mark.parametrize(
+    "answer",
+    [
+        ServerBusy("502 Bad Gateway", status=502, endpoint="attachments"),
+        TransportError("connection refused", endpoint="attachments"),
+    ],
+)
+def test_any_reply_that_is_not_a_deployment_mistake_opens_the_gate(answer: Exception) -> None:
+    """A busy server or no reply at all is not a deployment mistake: the hold ends and the
+    file goes on as a transient failure (retried, and charged as such)."""
+    clock = VirtualClock()
+    retry, heard = policy(clock)
+    attempts = Attempts()
+    assert retry.call(replies(wrong_path(), answer), attempts) == "ok"
+    assert heard.said == ["api_misconfigured", "api_restored"]
+    assert len(heard.retries) == 1
+    assert attempts.count == 2
+    assert retry.gate.is_open
+
+
+def test_a_new_cause_is_said_again_the_same_one_is_not() -> None:
+    """One api_misconfigured per distinct cause (endpoint, status or error, hint)."""
+    clock = VirtualClock()
+    retry, heard = policy(clock)
+    redirect = ApiMisconfigured(
+        "the server redirects to https://api.example.org/api/v1/attachments: set api.url "
+        "to https://api.example.org/api/v1",
+        endpoint="attachments",
+        url="http://api.example.org/api/v1/attachments",
+        status=301,
+    )
+    untrusted = ApiMisconfigured(
+        "the server's TLS certificate is not trusted",
+        endpoint="attachments",
+        url="https://api.example.org/api/v1/attachments",
+        error="certificate: unable to get local issuer certificate",
+    )
+    api = replies(wrong_path(), wrong_path(), redirect, redirect, untrusted, untrusted)
+    assert retry.call(api, Attempts()) == "ok"
+    assert [(e.status, e.error) for e in heard.misconfigured] == [
+        (404, None),
+        (301, None),
+        (None, "certificate: unable to get local issuer certificate"),
+    ]
+    assert heard.api_restored_count == 1
+
+
+def test_a_reload_probes_a_deployment_mistake_at_once_and_says_it_again() -> None:
+    """wake() (a reload: new URL or CA) ends the prober's backoff; if the new settings are
+    still wrong, the mistake is said again even with the same cause."""
+    clock = VirtualClock()
+    gate = ApiGate(clock)
+    retry, heard = policy(clock, gate, backoff=Backoff(3600.0, 3600.0))
+    calls = {"n": 0}
+
+    def api() -> str:
+        calls["n"] += 1
+        if calls["n"] <= 2:
+            raise wrong_path()
+        return "ok"
+
+    prober, outcome = in_thread(lambda: retry.call(api, Attempts()))
+    while calls["n"] < 2:  # the first probe's wait, cut short by the "reload"
+        gate.wake()
+        threading.Event().wait(0.005)
+    while prober.is_alive():
+        gate.wake()
+        prober.join(0.005)
+    assert outcome == ["ok"]
+    assert clock.monotonic() < 1800.0  # no backoff was waited out
+    assert heard.said == ["api_misconfigured", "api_misconfigured", "api_restored"]
+
+
+def test_refused_credentials_behind_a_deployment_mistake_switch_the_hold() -> None:
+    """Fixed URL, wrong token: the API's own 401 ends the misconfigured hold (api_restored)
+    and the gate holds for the credentials (auth_failed) until they work."""
+    clock = VirtualClock()
+    retry, heard = policy(clock)
+    holds: list[Hold | None] = []
+    script: list[Exception | None] = [wrong_path(), refused(), refused(), None]
+
+    def api() -> str:
+        holds.append(retry.gate.hold)
+        reply = script.pop(0)
+        if reply is not None:
+            raise reply
+        return "ok"
+
+    assert retry.call(api, Attempts()) == "ok"
+    assert holds == [None, Hold.MISCONFIGURED, Hold.CREDENTIALS, Hold.CREDENTIALS]
+    assert heard.said == ["api_misconfigured", "api_restored", "auth_failed", "auth_restored"]
+
+
+def test_a_deployment_mistake_after_refused_credentials_is_said_and_holds() -> None:
+    """A reload that breaks the URL while the token is refused: the hold switches to the
+    deployment mistake (said), and a success ends it with api_restored."""
+    clock = VirtualClock()
+    retry, heard = policy(clock)
+    holds: list[Hold | None] = []
+    script: list[Exception | None] = [refused(), wrong_path(), None]
+
+    def api() -> str:
+        holds.append(retry.gate.hold)
+        reply = script.pop(0)
+        if reply is not None:
+            raise reply
+        return "ok"
+
+    assert retry.call(api, Attempts()) == "ok"
+    assert holds == [None, Hold.CREDENTIALS, Hold.MISCONFIGURED]
+    assert heard.said == ["auth_failed", "api_misconfigured", "api_restored"]
+
+
+def test_the_once_policy_stops_on_a_deployment_mistake() -> None:
+    """run --once and send: ApiMisconfigured ends the run as it is (exit 2), gate open."""
+    clock = VirtualClock()
+    gate = ApiGate(clock)
+    heard = Heard()
+    retry = RetryPolicy(
+        Backoff(1.0, 1.0), 60.0, gate, threading.Event(), heard, run=ONCE, clock=clock
+    )
+    attempts = Attempts()
+    with pytest.raises(ApiMisconfigured) as raised:
+        retry.call(replies(wrong_path()), attempts)
+    assert raised.value.hint == "api.url should end in /api/v1"
+    assert gate.is_open
+    assert heard.said == []
+    assert attempts.count == 0
+
+
+def test_the_gate_tells_why_it_holds() -> None:
+    """hold and holding(): the reason and the error that closed the gate, None when open."""
+    gate = ApiGate(VirtualClock())
+    assert gate.hold is None and gate.holding() is None
+    mistake = wrong_path()
+    gate.close(mistake)
+    assert gate.holding() == (Hold.MISCONFIGURED, mistake)
+    assert gate.open(only=Hold.CREDENTIALS) is None  # not a hold for that reason
+    assert gate.hold is Hold.MISCONFIGURED
+    assert gate.open() is Hold.MISCONFIGURED
+    assert gate.open() is None
+
+
+@pytest.mark.parametrize("reply", ["ok", "refused"])
+def test_a_reply_to_a_request_in_flight_does_not_end_a_deployment_mistakes_hold(
+    reply: str,
+) -> None:
+    """A mistake can be one endpoint's (a proxy routing only /attachments): an upload in
+    flight when /messages closed the gate neither opens it nor changes why it holds; only
+    the prober, repeating the held request, does."""
+    clock = VirtualClock()
+    gate = ApiGate(clock)
+    retry, heard = policy(clock, gate)
+    in_flight, closed = threading.Event(), threading.Event()
+    calls = {"n": 0}
+
+    def upload() -> str:
+        calls["n"] += 1
+        if calls["n"] == 1:
+            in_flight.set()
+            closed.wait(JOIN_SECONDS)
+            if reply == "refused":
+                raise refused()
+        return "att_1"
+
+    worker, outcome = in_thread(lambda: retry.call(upload, Attempts()))
+    assert in_flight.wait(JOIN_SECONDS)
+    mistake = wrong_path("messages")
+    assert gate.close(mistake)  # this thread probes /messages
+    closed.set()
+    if reply == "ok":
+        joined(worker)
+        assert outcome == ["att_1"]
+    else:
+        while clock.monotonic() < 1.0:  # the worker waits behind the gate (virtual time)
+            threading.Event().wait(0.005)
+        assert worker.is_alive()
+    assert gate.holding() == (Hold.MISCONFIGURED, mistake)
+    assert heard.said == []
+    assert gate.open() is Hold.MISCONFIGURED  # the prober's /messages works again
+    joined(worker)
+    assert outcome == ["att_1"]
+    assert calls["n"] == (1 if reply == "ok" else 2)

@@ -170,7 +170,7 @@ def test_healthz_turns_503_under_wrong_credentials_and_back_to_200(
 ) -> None:
     """A refused token: 503 naming the credentials, the file held in progress; then 200."""
     daemon, base, inbox = metered
-    healthy = {"status": "ok", "observer_alive": True, "credentials_accepted": True}
+    healthy = {"status": "ok", "observer_alive": True, "credentials_accepted": True, "api_ok": True}
     assert health(base) == (200, healthy)
 
     api.accept_tokens("other")
