@@ -70,6 +70,9 @@ class Reason(StrEnum):
     """Any other 4xx but 401/403/429 (the sidecar's ``status`` holds it)."""
     RETRIES_EXHAUSTED = "retries_exhausted"
     """Transient errors (or unexpected ones) for longer than ``retry.give_up_after``."""
+    CHANGED_AFTER_SEND = "changed_after_send"
+    """The file changed after it was sent: the message may carry a partial file (the
+    sidecar's ``message_id`` and ``size_sent``); ``requeue`` sends the complete file."""
 
 
 class ExitCode(IntEnum):

@@ -147,6 +147,7 @@ def _build(
         state_dir=state_dir or Path(),  # no state_dir is a problem on record, raised below
         workers=top.integer("workers", 1, MAX_WORKERS),
         settle_seconds=top.number("settle_seconds", inclusive=True),
+        max_write_pause=top.number("max_write_pause"),
         observer=top.choice("observer", OBSERVERS),
         rescan_interval=top.number("rescan_interval"),
         ignore=_ignore(data.get("ignore"), problems),

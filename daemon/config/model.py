@@ -132,6 +132,9 @@ class Config:
     """Files in flight at once, across conversations."""
     settle_seconds: float = 2.0
     """A file must keep its size and mtime this long before it is taken."""
+    max_write_pause: float = 3600.0
+    """Seconds a file may be held open for writing without a write before it is taken
+    anyway (inotify only: elsewhere nothing says a writer holds it open)."""
     observer: str = field(default="auto", metadata=RESTART)
     """``auto``, ``inotify`` or ``polling``."""
     rescan_interval: float = 60.0

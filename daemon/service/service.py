@@ -102,9 +102,19 @@ class Service:
         self.pipeline = Pipeline(
             config, self.journal, self.owner, policy=ONCE if once else WATCH, outcomes=self.outcomes
         )
-        self.settler = Settler(config.settle_seconds, config.ignore, self._take)
+        self.settler = Settler(
+            config.settle_seconds,
+            config.ignore,
+            self._take,
+            max_write_pause=config.max_write_pause,
+        )
         self.watcher = Watcher(
-            config.observer, config.spool, all_inboxes(config), self._offer, self._new_folder
+            config.observer,
+            config.spool,
+            all_inboxes(config),
+            self._offer,
+            self._new_folder,
+            on_seen=self.settler.seen,
         )
         self.notifier = Notifier()
         self.signals = _Signals()
@@ -198,6 +208,8 @@ class Service:
     def _run_once(self) -> int:
         self.retention.tick()  # cron-driven `--once` runs prune sent/ too
         self._start_common()
+        # Watched while it runs too: a file a writer still holds open is waited for.
+        self.watcher.start()
         self.watcher.scan()
         while not self.signals.stop.is_set():
             if self.pipeline.auth_refused is not None:
@@ -303,7 +315,7 @@ class Service:
         self.config = new
         configure(self.source.log_level or new.log.level, new.log.format)
         self.pipeline.reload(new)
-        self.settler.configure(new.settle_seconds, new.ignore)
+        self.settler.configure(new.settle_seconds, new.ignore, new.max_write_pause)
         self.watcher.set_spool(new.spool)
         wanted = {i.path: i for i in all_inboxes(new)}
         for inbox in self.watcher.inboxes:
