@@ -18,6 +18,7 @@ so a folder deleted and made again at the same path is unwatched until it is sch
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
 import threading
 from collections.abc import Collection
@@ -136,6 +137,18 @@ class _Handler(FileSystemEventHandler):
             self._listener.on_event(Path(os.fsdecode(raw)), is_dir=event.is_directory, event=seen)
         except Exception:  # noqa: BLE001 - an exception here would kill the observer thread
             self._log.exception("event_handler_error")
+
+
+class _StopRace(logging.Filter):
+    """Drops watchdog's error for an event read while its watch was being stopped (e.g. our
+    own claim's rename, which watchdog holds back 0.5 s to pair it): the event is of no use
+    by then, and a stop is no error."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not str(record.msg).startswith("InotifyEmitter.queue_events() called when")
+
+
+logging.getLogger("watchdog.observers.inotify").addFilter(_StopRace())
 
 
 def _identity(folder: Path) -> tuple[int, int] | None:
