@@ -235,3 +235,26 @@ def test_a_write_after_the_send_is_changed_after_send_and_requeue_sends_it_whole
     assert sent["sha256"] == sha256(first + rest)
     assert (inbox / "sent" / "scan.pdf").read_bytes() == first + rest
     assert not any((inbox / "failed").iterdir())
+
+
+def test_a_file_written_and_closed_at_once_goes_settle_seconds_after_its_last_write(
+    api: FakeApi, tmp_path: Path, daemons: list[Daemon]
+) -> None:
+    """Waiting for the close adds no delay: a file written and closed at once is uploaded
+    settle_seconds after its last write (plus the daemon's few milliseconds)."""
+    settle = 0.5
+    config = write_config(tmp_path, api.url, settle_seconds=settle)
+    inbox = tmp_path / "spool" / "conv_1"
+    inbox.mkdir()
+    daemon = Daemon(config)
+    daemons.append(daemon)
+    daemon.wait_event("daemon_started")
+
+    with (inbox / "quick.pdf").open("wb") as handle:
+        handle.write(pdf_bytes(5000, "quick"))
+    closed = time.monotonic()
+    daemon.wait_event("file_sent")
+    assert daemon.stop() == 0
+
+    upload = next(r for r in api.requests() if r.path.endswith("/attachments"))
+    assert settle - 0.05 <= upload.at - closed < settle + 0.5  # generous: a shared machine
