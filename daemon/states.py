@@ -74,6 +74,9 @@ class Reason(StrEnum):
     """The send was retried for ``retry.give_up_after`` without a usable reply, so the
     message may exist: ``requeue`` sends it again with the same Idempotency-Key (the
     sidecar's ``idempotency_key``), never a new one."""
+    CHANGED_AFTER_SEND = "changed_after_send"
+    """The file changed after it was sent: the message may carry a partial file (the
+    sidecar's ``message_id`` and ``size_sent``); ``requeue`` sends the complete file."""
 
 
 class ExitCode(IntEnum):

@@ -153,6 +153,7 @@ def _build(
         text=text,
         state_dir=state_dir or Path(),  # no state_dir is a problem on record, raised below
         workers=top.integer("workers", 1, MAX_WORKERS),
+        max_write_pause=top.number("max_write_pause"),
         observer=top.choice("observer", OBSERVERS),
         rescan_interval=top.number("rescan_interval"),
         retry=_retry(Section(data.get("retry"), "retry", RetryConfig, problems)),

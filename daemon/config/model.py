@@ -191,6 +191,9 @@ class Config(IntakeSettings):
     """Where the journal lives."""
     workers: int = field(default=4, metadata=RESTART)
     """Files in flight at once, across conversations."""
+    max_write_pause: float = 3600.0
+    """Seconds a file may be held open for writing without a write before it is taken
+    anyway (inotify only: elsewhere nothing says a writer holds it open)."""
     observer: str = field(default="auto", metadata=RESTART)
     """``auto``, ``inotify`` or ``polling``."""
     rescan_interval: float = 60.0

@@ -35,6 +35,7 @@ from daemon.store.archive import (
 )
 from daemon.store.claims import Claim, drop_claim_folder
 from daemon.store.journal import Entry, Journal
+from daemon.watch.names import signature
 
 #: Seconds between attempts at a local step that failed (full disk, read-only ``sent/``).
 LOCAL_RETRY_SECONDS = 5.0
@@ -54,7 +55,11 @@ class Finisher:
         self._mutex = threading.Lock()
 
     def sent(self, job: Job) -> None:
-        """Move a sent file into ``sent/`` and say so."""
+        """Move a sent file into ``sent/`` and say so; or, when it was written after its
+        upload, into ``failed/`` (``changed_after_send``): the message may carry a part."""
+        if changed_since_upload(job):
+            self._changed_after_send(job)
+            return
         target = self._archive(job, lambda: move_to_sent(job.claim, job.inbox.archive_layout))
         record(self.journal, job, stage=Stage.ARCHIVED, archived_as=target)
         self._forget(job)
@@ -72,6 +77,22 @@ class Finisher:
             duration_ms=round((time.monotonic() - job.started) * 1000),
         )
         drop_claim_folder(job.claim)  # last: a crash before it is reported by recover()
+
+    def _changed_after_send(self, job: Job) -> None:
+        entry = job.entry
+        size_now = _size_of(job.claim.path)
+        self._log.error(
+            "changed_after_send",
+            inbox=job.inbox.name,
+            conversation_id=job.inbox.conversation_id,
+            file=entry.name,
+            message_id=entry.message_id,
+            size_sent=entry.size,
+            size=size_now,
+            detail="written after it was sent: the message may carry a partial file",
+        )
+        detail = f"written after it was sent ({entry.size} bytes sent, {size_now} now)"
+        self.failed(job, FileRejected(Reason.CHANGED_AFTER_SEND, detail))
 
     def failed(self, job: Job, rejected: FileRejected) -> None:
         """Archive into ``failed/`` with a sidecar, and say so."""
@@ -114,6 +135,16 @@ class Finisher:
         if rejected.reason == Reason.UNCONFIRMED:
             sidecar["idempotency_key"] = entry.idempotency_key or job.claim.claim_id
             sidecar["attachment_id"] = entry.attachment_id
+        if rejected.reason == Reason.CHANGED_AFTER_SEND:
+            # What went out, apart from the file as it is now (size, sha256).
+            size_now = _size_of(job.claim.path)
+            sidecar |= {
+                "size": size_now,
+                "sha256": _sha256_of(job.claim.path, size_now),
+                "message_id": entry.message_id,
+                "size_sent": entry.size,
+                "sha256_sent": entry.sha256,
+            }
         target = self._archive(
             job, lambda: move_to_failed(job.claim, sidecar, job.inbox.archive_layout)
         )
@@ -236,6 +267,18 @@ def _outcome_fields(
         "attempts": entry.attempts,
         "archived_as": archived_as,
     }
+
+
+def changed_since_upload(job: Job) -> bool:
+    """Whether the claimed file is no longer what was uploaded: its signature moved (or,
+    when only the journal's ``size`` is known, after a restart, its size did)."""
+    try:
+        now = signature(job.claim.path.lstat())
+    except OSError:
+        return False  # gone: archiving says so (file_vanished)
+    if job.uploaded_as is not None:
+        return now != job.uploaded_as
+    return job.entry.size is not None and now[0] != job.entry.size
 
 
 def _sha256_of(path: Path, size: int | None) -> str | None:

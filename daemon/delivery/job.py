@@ -16,6 +16,7 @@ from daemon.config import InboxConfig
 from daemon.states import JobState
 from daemon.store.claims import Claim
 from daemon.store.journal import Entry, Journal
+from daemon.watch.names import Signature
 
 
 @dataclass(eq=False)
@@ -38,6 +39,9 @@ class Job:
     """``time.monotonic()`` of the first of them."""
     last_error: str = ""
     """The latest of them, as ``Type: message``."""
+    uploaded_as: Signature | None = None
+    """The file's size and times when this run uploaded it: any change after that is
+    caught before the send (it starts over) or before archiving (``changed_after_send``)."""
 
     @property
     def order(self) -> tuple[int, str]:

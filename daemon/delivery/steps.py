@@ -17,6 +17,14 @@ same ``Idempotency-Key`` (the claim id, fixed at claim time).
 
 The job's :class:`~daemon.store.journal.Entry` is kept in memory alongside the journal
 (:mod:`daemon.delivery.job`), so the hot path writes each stage once and never reads it back.
+
+A claimed file is watched until it is archived by its :func:`~daemon.watch.names.signature`
+(size, mtime, ctime, inode), taken before the upload and compared after it, before the send
+and (in :mod:`.finish`) before archiving. A stat works on every filesystem (a claim folder
+on an NFS share sends no events), costs no watch or thread per file in flight, and ctime,
+which every write moves and no writer can set back, leaves no write unseen. A change before
+the send starts the file over once it stands still again; after the send it is
+``changed_after_send``, never a silent ``file_sent``.
 """
 
 from __future__ import annotations
@@ -32,7 +40,7 @@ from daemon.api.client import ApiClient
 from daemon.api.replies import Attachment, Message
 from daemon.config import ApiConfig, Config
 from daemon.config.caption import render_caption
-from daemon.delivery.finish import Finisher
+from daemon.delivery.finish import Finisher, changed_since_upload
 from daemon.delivery.job import Job, record
 from daemon.delivery.outcomes import Outcomes
 from daemon.delivery.retry import (
@@ -59,6 +67,7 @@ from daemon.media.classify import classify_file, extension_mismatch
 from daemon.states import Reason, Stage
 from daemon.store.journal import Journal
 from daemon.store.requeued import requeued_key
+from daemon.watch.names import Signature, signature
 from daemon.watch.settle import wait_until_still
 
 
@@ -154,21 +163,40 @@ class Uploaded:
     content_type: str | None
     size: int | None
     attachment_id: str
+    signature: Signature | None = None
+    """The file's size and times as uploaded (None: not known, e.g. after a restart)."""
 
 
 def upload(context: RunContext, file: OutgoingFile, attempts: Attempts) -> Uploaded:
     """Classify and upload ``file``; :class:`FileRejected` when it can never be sent."""
     policy = context.retry_policy(file.events)
     while True:
-        message_type, content_type = _classify(file)
+        before = _signature_of(file.path)
+        try:
+            message_type, content_type = _classify(file)
+        except FileRejected as rejected:
+            # Created empty, written later (rsync --inplace, a pausing writer): an empty
+            # file is empty_file only once it stayed empty for a quiet period.
+            if rejected.reason == Reason.EMPTY_FILE and _changes(context, file, policy):
+                continue
+            raise
         try:
             attachment = _upload_as(context, file, content_type, policy, attempts)
-            break
         except FileChanged:
-            # Someone still holds it open and writes. Not a failed attempt (the give-up
-            # clock is left alone): wait until it stands still, then classify it again,
-            # as its type and size may have changed.
-            _wait_until_still(context, file.path, policy)
+            attachment = None
+        uploaded_as = _signature_of(file.path)
+        if (
+            attachment is not None
+            and uploaded_as is not None
+            and uploaded_as == before
+            and uploaded_as[0] == attachment.size
+        ):
+            break  # the bytes uploaded are the file as it is now
+        # Someone still holds it open and writes. Not a failed attempt (the give-up
+        # clock is left alone): wait until it stands still, then classify it again,
+        # as its type and size may have changed.
+        file_changed(file, Stage.CLAIMED)
+        _wait_until_still(context, file.path, policy)
     file.recorder.record(
         stage=Stage.UPLOADED,
         size=attachment.size,
@@ -179,7 +207,29 @@ def upload(context: RunContext, file: OutgoingFile, attempts: Attempts) -> Uploa
         attempts=attempts.count,
         first_failure=attempts.first_failure,
     )
-    return Uploaded(message_type, content_type, attachment.size, attachment.id)
+    return Uploaded(message_type, content_type, attachment.size, attachment.id, uploaded_as)
+
+
+def _signature_of(path: Path) -> Signature | None:
+    try:
+        return signature(path.lstat())
+    except OSError:
+        return None
+
+
+def file_changed(file: OutgoingFile, stage: Stage) -> None:
+    """Say that ``file`` changed before its send and starts over."""
+    get_logger().warning("file_changed", file=file.label, inbox=file.inbox, stage=stage)
+
+
+def _changes(context: RunContext, file: OutgoingFile, policy: RetryPolicy) -> bool:
+    """Whether ``file`` changes within a quiet period from now (then it starts over)."""
+    before = _signature_of(file.path)
+    _wait_until_still(context, file.path, policy)
+    changed = _signature_of(file.path) != before
+    if changed:
+        file_changed(file, Stage.CLAIMED)
+    return changed
 
 
 def _classify(file: OutgoingFile) -> tuple[str, str]:
@@ -364,7 +414,7 @@ class Delivery:
         file, journaled = self._outgoing(job)
         attempts = Attempts(job.entry.attempts, job.entry.first_failure)
         try:
-            upload(self.context, file, attempts)
+            job.uploaded_as = upload(self.context, file, attempts).signature
         except FileRejected as rejected:
             journaled.keep(attempts)  # the sidecar counts the requests made
             self.finish.failed(job, rejected)
@@ -385,6 +435,15 @@ class Delivery:
         file, journaled = self._outgoing(job)
         attempts = Attempts(entry.attempts, entry.first_failure)
         try:
+            if entry.stage == Stage.UPLOADED and changed_since_upload(job):
+                # Written again after its upload, before its send: what the API holds is
+                # not the file. Start over once it stands still (nothing was sent yet).
+                file_changed(file, Stage.UPLOADED)
+                _wait_until_still(
+                    self.context, job.claim.path, self.context.retry_policy(file.events)
+                )
+                uploaded = upload(self.context, file, attempts)
+                job.uploaded_as = uploaded.signature
             send(self.context, file, uploaded, attempts)
         except FileRejected as rejected:
             journaled.keep(attempts)

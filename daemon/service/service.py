@@ -122,9 +122,14 @@ class Service:
         self.pipeline = Pipeline(
             config, self.journal, self.owner, policy=ONCE if once else WATCH, outcomes=self.outcomes
         )
-        self.settler = Settler.per_inbox(self._take)
+        self.settler = Settler.per_inbox(self._take, max_write_pause=config.max_write_pause)
         self.watcher = Watcher(
-            config.observer, config.spool, all_inboxes(config), self._offer, self._new_folder
+            config.observer,
+            config.spool,
+            all_inboxes(config),
+            self._offer,
+            self._new_folder,
+            on_seen=self.settler.seen,
         )
         self.notifier = Notifier()
         self.signals = _Signals()
@@ -244,6 +249,8 @@ class Service:
     def _run_once(self) -> int:
         self.retention.tick()  # cron-driven `--once` runs prune sent/ too
         self._start_common()
+        # Watched while it runs too: a file a writer still holds open is waited for.
+        self.watcher.start()
         self.watcher.scan()
         while not self.signals.stop.is_set():
             if self.pipeline.auth_refused is not None or self.pipeline.misconfigured is not None:
@@ -359,7 +366,7 @@ class Service:
         self.pipeline.reload(new)
         self.watcher.set_spool(new.spool)
         wanted = {i.path: i for i in all_inboxes(new)}
-        self.settler.update_inboxes(wanted.values())
+        self.settler.update_inboxes(wanted.values(), new.max_write_pause)
         for inbox in self.watcher.inboxes:
             if inbox.path not in wanted:
                 self.watcher.remove(inbox.path)

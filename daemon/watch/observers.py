@@ -4,8 +4,9 @@ The :class:`Watcher` holds an :class:`Observer` and never asks which one: like w
 own ``Observer``, :func:`make_observer` picks the backend for ``observer: auto | inotify |
 polling`` and hands back the common interface. Both report to a :class:`Listener`:
 
-- the inotify backend reports one name at a time (created, moved in, renamed, closed after
-  writing), through :meth:`Listener.on_event`;
+- the inotify backend reports one name at a time (created, written, closed after writing,
+  moved in, renamed), through :meth:`Listener.on_event`, with what it saw
+  (:class:`~daemon.watch.settle.FileEvent`: the settler waits for a writer's close);
 - the folder poller reports a whole listing of a folder that may have new names, through
   :meth:`Listener.on_listing` (see ``poller.py`` for why it looks at folders, not files).
 
@@ -22,6 +23,7 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import logging
 import os
 import threading
 from collections.abc import Callable, Collection
@@ -33,6 +35,7 @@ from watchdog.events import (
     DirMovedEvent,
     FileClosedEvent,
     FileCreatedEvent,
+    FileModifiedEvent,
     FileMovedEvent,
     FileSystemEvent,
     FileSystemEventHandler,
@@ -42,14 +45,17 @@ from watchdog.observers.api import BaseObserver
 from daemon.logs import get_logger
 from daemon.watch.mounts import network_filesystem
 from daemon.watch.poller import FolderPoller
+from daemon.watch.settle import FileEvent
 
 #: How often the folder poller looks at each folder, in seconds.
 POLL_INTERVAL_SECONDS = 1.0
 
-#: The events that can mean "a file to take": the daemon's own reads would otherwise add
-#: open and close-without-write noise.
+#: The events that can mean "a file to take" or "a writer holds it open": the daemon's own
+#: reads would otherwise add open and close-without-write noise. (FileModifiedEvent also
+#: asks for IN_ATTRIB; its FileAttribEvent is filtered out before it reaches us.)
 _EVENTS: list[type[FileSystemEvent]] = [
     FileCreatedEvent,
+    FileModifiedEvent,
     FileMovedEvent,
     FileClosedEvent,
     DirCreatedEvent,
@@ -60,8 +66,8 @@ _EVENTS: list[type[FileSystemEvent]] = [
 class Listener(Protocol):
     """What an observer reports to. Called on the observer's thread: must not block long."""
 
-    def on_event(self, path: Path, *, is_dir: bool) -> None:
-        """``path`` appeared, or was written and closed."""
+    def on_event(self, path: Path, *, is_dir: bool, event: FileEvent = FileEvent.APPEARED) -> None:
+        """``path`` appeared, was created, written, or closed after writing (``event``)."""
 
     def on_listing(self, folder: Path, listing: list[tuple[str, bool]]) -> None:
         """``folder``'s listing (``(name, is_dir)`` pairs) may hold new names."""
@@ -127,13 +133,22 @@ def make_observer(
             if mode == "inotify":
                 raise
         else:
+            # Full events: a file moved in from elsewhere is a move (complete), not a
+            # creation (which would wait for a close that never comes).
             return InotifyOrPolling(
-                InotifyFolders(InotifyObserver(), listener),
+                InotifyFolders(InotifyObserver(generate_full_events=True), listener),
                 FolderPoller(listener.on_listing, poll_interval),
                 network=network if mode == "auto" else None,
                 on_watch_limit=on_watch_limit,
             )
     return FolderPoller(listener.on_listing, poll_interval)
+
+
+_SEEN: dict[type[FileSystemEvent], FileEvent] = {
+    FileCreatedEvent: FileEvent.CREATED,
+    FileModifiedEvent: FileEvent.WRITTEN,
+    FileClosedEvent: FileEvent.CLOSED,
+}
 
 
 class _Handler(FileSystemEventHandler):
@@ -145,11 +160,29 @@ class _Handler(FileSystemEventHandler):
 
     def on_any_event(self, event: FileSystemEvent) -> None:
         try:
-            path = event.dest_path if isinstance(event, FileMovedEvent | DirMovedEvent) else None
-            raw = path or event.src_path
-            self._listener.on_event(Path(os.fsdecode(raw)), is_dir=event.is_directory)
+            seen = FileEvent.APPEARED
+            if isinstance(event, FileMovedEvent | DirMovedEvent):
+                if not event.dest_path:
+                    return  # moved out of the folder (our own claims, too): nothing to take
+                raw = event.dest_path
+            else:
+                raw = event.src_path
+                seen = _SEEN.get(type(event), FileEvent.APPEARED)
+            self._listener.on_event(Path(os.fsdecode(raw)), is_dir=event.is_directory, event=seen)
         except Exception:  # noqa: BLE001 - an exception here would kill the observer thread
             self._log.exception("event_handler_error")
+
+
+class _StopRace(logging.Filter):
+    """Drops watchdog's error for an event read while its watch was being stopped (e.g. our
+    own claim's rename, which watchdog holds back 0.5 s to pair it): the event is of no use
+    by then, and a stop is no error."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not str(record.msg).startswith("InotifyEmitter.queue_events() called when")
+
+
+logging.getLogger("watchdog.observers.inotify").addFilter(_StopRace())
 
 
 def _identity(folder: Path) -> tuple[int, int] | None:

@@ -5,6 +5,13 @@ either we watched it stand still that long, or its ctime (which no writer can se
 which every write, ``utime`` and rename moves forward) is that old already. A close event
 is never enough on its own: scanners close and reopen between pages.
 
+Where inotify tells us more (:meth:`Settler.seen`), a file created or written without its
+close-after-write since is still being written, however long its writer pauses (rate
+limiters write in bursts and sleep between them): it is taken once it is closed and then
+stood still for ``settle_seconds``, or once it was held open without a write for
+``max_write_pause`` (logged as ``write_pause_exceeded``). A file we saw no event for (the
+folder poller, a scan, a file already open when the daemon started) keeps the quiet rule.
+
 Names that are hidden, match an ignore pattern, or are not regular files (symlinks, FIFOs,
 sockets, folders) are never taken. ``settle_seconds`` and ``ignore`` are either one setting
 for every inbox, or (the daemon: :meth:`Settler.per_inbox`) each inbox's own.
@@ -20,6 +27,7 @@ import time
 from collections import OrderedDict
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
+from enum import Enum
 from pathlib import Path
 from typing import Protocol
 
@@ -33,6 +41,9 @@ TOLERANCE_SECONDS = 0.005
 MIN_RECHECK_SECONDS = 0.01
 #: Longest sleep of the settle thread when nothing is due, in seconds.
 IDLE_WAKEUP_SECONDS = 1.0
+#: How long a file may be held open for writing without a write before it is taken
+#: anyway, in seconds (``max_write_pause``).
+MAX_WRITE_PAUSE_SECONDS = 3600.0
 #: At most this many non-regular files are remembered as warned about (``file_ignored``
 #: is logged once per path); the least recently offered are forgotten first.
 WARNED_PATHS_MAX = 10_000
@@ -134,6 +145,28 @@ def wait_until_still(
         sleep(wait)
 
 
+class FileEvent(Enum):
+    """What inotify said of a file (the folder poller and scans say nothing)."""
+
+    APPEARED = "appeared"
+    """Moved or renamed into the inbox: complete, as far as anyone can tell."""
+    CREATED = "created"
+    """Created (``IN_CREATE``): a writer may hold it open."""
+    WRITTEN = "written"
+    """Written (``IN_MODIFY``): a writer holds it open."""
+    CLOSED = "closed"
+    """Closed after writing (``IN_CLOSE_WRITE``)."""
+
+
+class _Writer(Enum):
+    """What the events since the last close say of a file's writer."""
+
+    NONE = "none"  # no event, or closed since
+    CREATED = "created"  # created, not written yet: open only while still empty (a link()
+    # makes a file with content and no write; rsync --inplace creates it empty and waits)
+    WRITING = "writing"
+
+
 @dataclass(frozen=True)
 class Settled:
     """A file that has stood still long enough to be taken."""
@@ -150,6 +183,23 @@ class _Candidate:
     still: Stillness
     due: float  # monotonic time of the next look (older entries in the heap are stale)
     settled: bool = False  # finished, but held back behind an older unfinished file
+    writer: _Writer = _Writer.NONE
+    last_write: float = 0.0  # monotonic time of the last created/written event
+    closed_at: float | None = None  # monotonic time of the last close-after-write
+    held_open: bool = False  # a writer held it open when last looked at: holds none back
+    pause_exceeded: float | None = None  # held open without a write this long: taken anyway
+
+    def note(self, event: FileEvent, now: float) -> None:
+        """Remember what inotify said of the file."""
+        if event is FileEvent.CLOSED:
+            self.writer, self.closed_at, self.held_open = _Writer.NONE, now, False
+        elif event is FileEvent.APPEARED:  # another file now has this name: no history
+            self.writer, self.closed_at, self.held_open = _Writer.NONE, None, False
+        elif event in (FileEvent.CREATED, FileEvent.WRITTEN):
+            if event is FileEvent.WRITTEN or self.writer is _Writer.NONE:
+                self.writer = _Writer.WRITING if event is FileEvent.WRITTEN else _Writer.CREATED
+            self.last_write, self.settled = now, False
+            self.held_open = self.held_open or event is FileEvent.WRITTEN
 
     @property
     def order(self) -> tuple[int, str]:
@@ -171,8 +221,10 @@ class Settler:
         *,
         clock: Clock = SYSTEM_CLOCK,
         warned_max: int = WARNED_PATHS_MAX,
+        max_write_pause: float = MAX_WRITE_PAUSE_SECONDS,
     ) -> None:
         self._rule = _same_for_all(settle_seconds, ignore)
+        self._max_write_pause = max_write_pause
         self._on_settled = on_settled
         self._clock = clock
         self._cond = threading.Condition()
@@ -192,10 +244,18 @@ class Settler:
         *,
         clock: Clock = SYSTEM_CLOCK,
         warned_max: int = WARNED_PATHS_MAX,
+        max_write_pause: float = MAX_WRITE_PAUSE_SECONDS,
     ) -> Settler:
         """A settler that judges each file by its inbox's own ``settle_seconds`` and
         ``ignore``; a reload hands it the new inbox settings (:meth:`update_inboxes`)."""
-        settler = cls(0.0, (), on_settled, clock=clock, warned_max=warned_max)
+        settler = cls(
+            0.0,
+            (),
+            on_settled,
+            clock=clock,
+            warned_max=warned_max,
+            max_write_pause=max_write_pause,
+        )
         settler._rule = own_settings
         return settler
 
@@ -214,23 +274,34 @@ class Settler:
         with self._cond:
             return len(self._pending)
 
-    def configure(self, settle_seconds: float, ignore: Iterable[str]) -> None:
+    def configure(
+        self,
+        settle_seconds: float,
+        ignore: Iterable[str],
+        max_write_pause: float | None = None,
+    ) -> None:
         """Take new settings for every inbox (a reload). Files still settling are judged by
         them from now on: each is looked at again at once, and one whose name is now
         ignored is dropped."""
         with self._cond:
             self._rule = _same_for_all(settle_seconds, ignore)
-            self._look_again()
+            if max_write_pause is not None:
+                self._max_write_pause = max_write_pause
+            self._recheck_all()
 
-    def update_inboxes(self, inboxes: Iterable[InboxConfig]) -> None:
+    def update_inboxes(
+        self, inboxes: Iterable[InboxConfig], max_write_pause: float | None = None
+    ) -> None:
         """Take the inboxes' new settings (a reload), as :meth:`configure` does."""
         by_path = {inbox.path: inbox for inbox in inboxes}
         with self._cond:
             for candidate in self._pending.values():
                 candidate.inbox = by_path.get(candidate.inbox.path, candidate.inbox)
-            self._look_again()
+            if max_write_pause is not None:
+                self._max_write_pause = max_write_pause
+            self._recheck_all()
 
-    def _look_again(self) -> None:
+    def _recheck_all(self) -> None:
         """Under the lock, after new settings: every candidate is due now; one whose name
         is now ignored is dropped."""
         now = self._clock.monotonic()
@@ -243,7 +314,32 @@ class Settler:
             heapq.heappush(self._due, (now, path))
         self._cond.notify_all()
 
-    def offer(self, inbox: InboxConfig, names: Iterable[str]) -> None:
+    def seen(self, inbox: InboxConfig, name: str, event: FileEvent) -> None:
+        """inotify said ``event`` of ``inbox/name`` (see the module's docstring). Never
+        raises; cheap for a file already known (a writer may cause thousands of events)."""
+        if event is not FileEvent.APPEARED:
+            path = inbox.path / name
+            with self._cond:
+                candidate = self._pending.get(path)
+                if candidate is not None:
+                    now, held_back = self._clock.monotonic(), candidate.settled
+                    candidate.note(event, now)
+                    if event is FileEvent.CLOSED or held_back:
+                        # Closed: it may go a quiet period from now. Written while it was
+                        # held back as finished: it is not.
+                        self._look_again(path, candidate, now)
+                    return
+        self.offer(inbox, [name], event)
+
+    def _look_again(self, path: Path, candidate: _Candidate, now: float) -> None:
+        """Under the lock: look at ``candidate`` at ``now`` rather than when it was due."""
+        candidate.due = now
+        heapq.heappush(self._due, (now, path))
+        self._cond.notify_all()
+
+    def offer(
+        self, inbox: InboxConfig, names: Iterable[str], event: FileEvent | None = None
+    ) -> None:
         """Files may have appeared or changed (an event, a scan). Never raises.
 
         A scan's files are offered together, so that none of them is handed over
@@ -257,7 +353,7 @@ class Settler:
                 continue
             path = inbox.path / name
             with self._cond:
-                if path in self._pending:
+                if path in self._pending and event is None:
                     continue
             try:
                 st = path.lstat()
@@ -272,12 +368,41 @@ class Settler:
         now, wall = self._clock.monotonic(), self._clock.time()
         with self._cond:
             for path, name, st in fresh:
-                if path not in self._pending:
-                    still = Stillness(signature(st), now)
-                    due = now + still.remaining(st, now, wall, seconds)
-                    self._pending[path] = _Candidate(inbox, name, still, due)
-                    heapq.heappush(self._due, (due, path))
+                known = self._pending.get(path)
+                if known is not None:  # offered meanwhile: only the event is news
+                    if event is not None:
+                        known.note(event, now)
+                        self._look_again(path, known, now)
+                    continue
+                candidate = _Candidate(inbox, name, Stillness(signature(st), now), now)
+                if event is not None:
+                    candidate.note(event, now)
+                candidate.due = now + self._wait(candidate, st, now, wall, seconds)
+                self._pending[path] = candidate
+                heapq.heappush(self._due, (candidate.due, path))
             self._cond.notify_all()
+
+    def _wait(
+        self, candidate: _Candidate, st: os.stat_result, now: float, wall: float, seconds: float
+    ) -> float:
+        """Under the lock: 0.0 when ``candidate`` may go; else how long until it is looked
+        at again."""
+        writer = candidate.writer
+        open_now = writer is _Writer.WRITING or (writer is _Writer.CREATED and st.st_size == 0)
+        candidate.held_open = open_now
+        if open_now:
+            paused = now - candidate.last_write
+            if paused < self._max_write_pause - TOLERANCE_SECONDS:
+                # Still written: the close (an event) or the bound wakes it, no polling.
+                return max(MIN_RECHECK_SECONDS, self._max_write_pause - paused)
+            candidate.pause_exceeded = paused  # taken anyway, once it also stands still
+        wait = candidate.still.remaining(st, now, wall, seconds)
+        if candidate.closed_at is not None:
+            # Quiet from the close on: a scanner that closes between pages reopens soon.
+            since_close = now - candidate.closed_at
+            if since_close < seconds - TOLERANCE_SECONDS:
+                wait = max(wait, seconds - since_close)
+        return wait
 
     def _warn_once(self, path: Path, inbox: InboxConfig, st: os.stat_result) -> None:
         if stat.S_ISDIR(st.st_mode):
@@ -345,6 +470,9 @@ class Settler:
             )
             ready: list[Settled] = []
             for candidate in waiting:
+                if candidate.held_open and not candidate.settled:
+                    # Still written: its mtime will be newer than any file finished now.
+                    continue
                 if not candidate.settled:
                     break
                 ready.append(Settled(candidate.inbox, candidate.name, candidate.order[0]))
@@ -375,10 +503,20 @@ class Settler:
             # Under the lock: a reload in between is either seen here or looks again.
             now = self._clock.monotonic()
             seconds = self._rule(candidate.inbox)[0]
-            wait = candidate.still.remaining(st, now, self._clock.time(), seconds)
+            wait = self._wait(candidate, st, now, self._clock.time(), seconds)
             candidate.settled = wait <= 0
-            if candidate.settled:
-                return candidate.inbox.path
-            candidate.due = now + wait
-            heapq.heappush(self._due, (candidate.due, path))
-            return None
+            paused = candidate.pause_exceeded if candidate.settled else None
+            if not candidate.settled:
+                candidate.due = now + wait
+                heapq.heappush(self._due, (candidate.due, path))
+                # A file now found held open may let the finished files behind it go.
+                return candidate.inbox.path if candidate.held_open else None
+        if paused is not None:
+            self._log.warning(
+                "write_pause_exceeded",
+                inbox=candidate.inbox.name,
+                file=candidate.name,
+                paused_s=round(paused, 1),
+                max_write_pause=self._max_write_pause,
+            )
+        return candidate.inbox.path

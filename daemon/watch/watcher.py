@@ -32,6 +32,7 @@ from daemon.watch.observers import (
     Observer,
     make_observer,
 )
+from daemon.watch.settle import FileEvent
 
 
 class Watcher:
@@ -47,8 +48,11 @@ class Watcher:
         *,
         poll_interval: float = POLL_INTERVAL_SECONDS,
         network: Callable[[Path], str | None] = network_filesystem,
+        on_seen: Callable[[InboxConfig, str, FileEvent], None] | None = None,
     ) -> None:
         self.mode = mode
+        #: Where inotify's news of a file (created, written, closed) goes: the settler.
+        self._on_seen = on_seen
         self._poll_interval = poll_interval
         self._network = network
         #: ``watch_limit_reached`` is said once per run, not once per folder.
@@ -201,13 +205,17 @@ class Watcher:
                 return set()
             return observer.dead_watches(set(self._inboxes))
 
-    def on_event(self, path: Path, *, is_dir: bool) -> None:
-        """``path`` appeared, or was written and closed (the inotify observer)."""
+    def on_event(self, path: Path, *, is_dir: bool, event: FileEvent = FileEvent.APPEARED) -> None:
+        """``path`` appeared, was created, written, or closed after writing (the inotify
+        observer)."""
         parent = path.parent
         with self._lock:
             inbox = self._inboxes.get(parent)
         if inbox is not None and not is_dir:
-            self._on_candidates(inbox, [path.name])
+            if self._on_seen is not None and event is not FileEvent.APPEARED:
+                self._on_seen(inbox, path.name, event)
+            else:
+                self._on_candidates(inbox, [path.name])
         elif is_dir and self.spool is not None and parent == self.spool:
             with self._lock:
                 if path in self._inboxes:

@@ -255,7 +255,7 @@ def test_defaults_are_the_dataclass_defaults(tmp_path: Path) -> None:
             ):
                 assert getattr(value, one.name) == default_of(schema, one.name), one.name
                 checked += 1
-    assert checked == 26
+    assert checked == 27
     assert ApiClient.__init__.__kwdefaults__ is not None
     assert ApiClient.__init__.__kwdefaults__["connect_timeout"] == default_of(
         ApiConfig, "connect_timeout"
@@ -277,6 +277,7 @@ def test_reload_diff_names_each_changed_key(tmp_path: Path) -> None:
         "state_dir": tmp_path / "state",
         "workers": 5,
         "settle_seconds": 3.0,
+        "max_write_pause": 60.0,
         "observer": "polling",
         "rescan_interval": 9.0,
         "ignore": ("*.bak",),

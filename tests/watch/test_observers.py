@@ -11,6 +11,7 @@ import pytest
 
 from daemon.config import InboxConfig
 from daemon.watch.observers import Observer, make_observer
+from daemon.watch.settle import FileEvent
 from daemon.watch.watcher import Watcher
 from tests.helpers import wait_until
 
@@ -28,10 +29,12 @@ class Heard:
     def __init__(self) -> None:
         self.lock = threading.Lock()
         self.seen: set[tuple[Path, str, bool]] = set()
+        self.events: list[tuple[str, FileEvent]] = []
 
-    def on_event(self, path: Path, *, is_dir: bool) -> None:
+    def on_event(self, path: Path, *, is_dir: bool, event: FileEvent = FileEvent.APPEARED) -> None:
         with self.lock:
             self.seen.add((path.parent, path.name, is_dir))
+            self.events.append((path.name, event))
 
     def on_listing(self, folder: Path, listing: list[tuple[str, bool]]) -> None:
         with self.lock:
@@ -91,6 +94,33 @@ def test_a_new_file_and_a_new_folder_are_reported(
 
     wait_until(lambda: heard.has(folder, "new.pdf") and heard.has(folder, "sub", is_dir=True))
     assert not heard.has(folder, "sub", is_dir=False)
+
+
+def test_inotify_says_created_written_and_closed_and_moved_in_is_no_creation(
+    tmp_path: Path, heard: Heard
+) -> None:
+    """inotify reports a writer's file as created, written, closed (what the settler waits
+    on); a file moved in from elsewhere only as appeared (it waits for no close)."""
+    folder, elsewhere = folder_in(tmp_path, "box"), folder_in(tmp_path, "elsewhere")
+    (elsewhere / "moved.pdf").write_bytes(b"%PDF")
+    observer = make_observer("inotify", heard)
+    observer.schedule(folder)
+    observer.start()
+    try:
+        with (folder / "written.pdf").open("wb") as handle:
+            handle.write(b"%PDF")
+            handle.flush()
+            wait_until(lambda: ("written.pdf", FileEvent.WRITTEN) in heard.events)
+            assert ("written.pdf", FileEvent.CLOSED) not in heard.events
+        (elsewhere / "moved.pdf").rename(folder / "moved.pdf")
+        wait_until(lambda: ("written.pdf", FileEvent.CLOSED) in heard.events)
+        wait_until(lambda: ("moved.pdf", FileEvent.APPEARED) in heard.events)
+    finally:
+        observer.stop()
+        observer.join(5)
+    with heard.lock:
+        assert ("written.pdf", FileEvent.CREATED) in heard.events
+        assert [e for name, e in heard.events if name == "moved.pdf"] == [FileEvent.APPEARED]
 
 
 def test_a_renamed_file_is_reported_under_its_new_name(

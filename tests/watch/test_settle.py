@@ -13,7 +13,7 @@ import structlog
 from structlog.testing import capture_logs
 
 from daemon.config import InboxConfig
-from daemon.watch.settle import Settled, Settler, wait_until_still
+from daemon.watch.settle import FileEvent, Settled, Settler, wait_until_still
 from tests.helpers import wait_until
 
 SETTLE_SECONDS = 2.0
@@ -354,3 +354,173 @@ def test_wait_until_still_gives_up_on_a_vanished_file(tmp_path: Path) -> None:
 
     assert wait_until_still(path, 1.0, clock.sleep, clock) is False
     assert wait_until_still(path, 1.0, clock.sleep, clock) is False
+
+
+# -- the open-writer rule (inotify's created / written / closed) ----------------------
+
+
+def writer_settler(taken: Taken, clock: FakeClock, max_write_pause: float = 60.0) -> Settler:
+    return Settler(SETTLE_SECONDS, ("*.part",), taken, clock=clock, max_write_pause=max_write_pause)
+
+
+def test_a_file_held_open_waits_for_its_close_however_long_its_writer_pauses(
+    inbox: InboxConfig,
+) -> None:
+    """Created and written without a close since: not taken after ten quiet periods; taken
+    settle_seconds after its close."""
+    path = drop(inbox, "scan.jpg")
+    clock, taken = FakeClock(ctime(path)), Taken()
+    settler = writer_settler(taken, clock)
+    settler.seen(inbox, "scan.jpg", FileEvent.CREATED)
+    settler.seen(inbox, "scan.jpg", FileEvent.WRITTEN)
+
+    for _ in range(10):
+        clock.advance(SETTLE_SECONDS)
+        settler.check_due()
+    assert taken.batches == []
+
+    settler.seen(inbox, "scan.jpg", FileEvent.CLOSED)
+    settler.check_due()
+    clock.advance(SETTLE_SECONDS - 0.1)
+    settler.check_due()
+    assert taken.batches == []
+    clock.advance(0.1)
+    settler.check_due()
+    assert taken.batches == [["scan.jpg"]]
+
+
+def test_a_writer_that_closes_between_pages_is_covered_by_the_quiet_period(
+    inbox: InboxConfig,
+) -> None:
+    """Closed, then reopened and written within settle_seconds: the quiet period restarts
+    at the last close."""
+    path = drop(inbox, "pages.pdf")
+    clock, taken = FakeClock(ctime(path)), Taken()
+    settler = writer_settler(taken, clock)
+    settler.seen(inbox, "pages.pdf", FileEvent.WRITTEN)
+    settler.seen(inbox, "pages.pdf", FileEvent.CLOSED)
+
+    clock.advance(SETTLE_SECONDS / 2)
+    settler.check_due()
+    with path.open("ab") as handle:
+        handle.write(b"page 2")
+    clock.wall = ctime(path)
+    settler.seen(inbox, "pages.pdf", FileEvent.WRITTEN)
+    clock.advance(SETTLE_SECONDS)  # a long pause with page 2 still open
+    settler.check_due()
+    assert taken.batches == []
+
+    settler.seen(inbox, "pages.pdf", FileEvent.CLOSED)
+    clock.advance(SETTLE_SECONDS / 2)
+    settler.check_due()
+    assert taken.batches == []
+    clock.advance(SETTLE_SECONDS / 2)
+    settler.check_due()
+    assert taken.batches == [["pages.pdf"]]
+
+
+def test_a_file_held_open_past_max_write_pause_is_taken_with_a_warning(
+    inbox: InboxConfig,
+) -> None:
+    """Held open without a write for max_write_pause: taken anyway, and a warning names it."""
+    path = drop(inbox, "stuck.pdf")
+    clock, taken = FakeClock(ctime(path)), Taken()
+    settler = writer_settler(taken, clock, max_write_pause=30.0)
+    settler.seen(inbox, "stuck.pdf", FileEvent.WRITTEN)
+
+    clock.advance(29.0)
+    settler.check_due()
+    assert taken.batches == []
+    with capture_logs() as logs:
+        clock.advance(1.0)
+        settler.check_due()
+        clock.advance(SETTLE_SECONDS)
+        settler.check_due()
+
+    assert taken.batches == [["stuck.pdf"]]
+    warnings = [line for line in logs if line["event"] == "write_pause_exceeded"]
+    assert len(warnings) == 1
+    assert warnings[0]["file"] == "stuck.pdf"
+    assert warnings[0]["log_level"] == "warning"
+
+
+def test_a_file_created_empty_waits_for_its_writer(inbox: InboxConfig) -> None:
+    """Created empty and not closed (rsync --inplace): waited for until written and closed,
+    not taken as an empty file."""
+    path = inbox.path / "late.pdf"
+    path.write_bytes(b"")
+    clock, taken = FakeClock(ctime(path)), Taken()
+    settler = writer_settler(taken, clock)
+    settler.seen(inbox, "late.pdf", FileEvent.CREATED)
+
+    clock.advance(5 * SETTLE_SECONDS)
+    settler.check_due()
+    assert taken.batches == []
+
+    path.write_bytes(b"%PDF-1.4 at last")
+    clock.wall = ctime(path)
+    settler.seen(inbox, "late.pdf", FileEvent.WRITTEN)
+    settler.seen(inbox, "late.pdf", FileEvent.CLOSED)
+    settler.check_due()  # the settle thread looks at once
+    clock.advance(SETTLE_SECONDS)
+    settler.check_due()
+    assert taken.batches == [["late.pdf"]]
+
+
+def test_a_file_created_with_its_content_and_never_written_keeps_the_quiet_rule(
+    inbox: InboxConfig,
+) -> None:
+    """Created with content and no write (a hard link): no writer holds it; settle only."""
+    path = drop(inbox, "linked.pdf")
+    clock, taken = FakeClock(ctime(path)), Taken()
+    settler = writer_settler(taken, clock)
+    settler.seen(inbox, "linked.pdf", FileEvent.CREATED)
+
+    clock.advance(SETTLE_SECONDS)
+    settler.check_due()
+    assert taken.batches == [["linked.pdf"]]
+
+
+def test_a_file_still_written_holds_no_finished_file_back(inbox: InboxConfig) -> None:
+    """An older file held open by its writer does not keep a newer finished file waiting;
+    it goes itself once closed and still."""
+    older = drop(inbox, "slow.pdf", mtime=1000)
+    newer = drop(inbox, "quick.pdf", mtime=2000)
+    clock, taken = FakeClock(ctime(newer)), Taken()
+    settler = writer_settler(taken, clock)
+    settler.seen(inbox, "slow.pdf", FileEvent.WRITTEN)
+    settler.offer(inbox, ["quick.pdf"])
+
+    clock.advance(SETTLE_SECONDS)
+    settler.check_due()
+    assert taken.batches == [["quick.pdf"]]
+
+    settler.seen(inbox, "slow.pdf", FileEvent.CLOSED)
+    clock.advance(SETTLE_SECONDS)
+    settler.check_due()
+    assert taken.batches == [["quick.pdf"], ["slow.pdf"]]
+    assert older.exists()
+
+
+def test_a_write_to_a_finished_file_held_back_makes_it_wait_again(inbox: InboxConfig) -> None:
+    """A file finished but held behind an older one, then written again: not handed over
+    with the older file; it waits for its close."""
+    newer = drop(inbox, "newer.pdf", mtime=2000)
+    clock, taken = FakeClock(ctime(newer)), Taken()
+    settler = writer_settler(taken, clock)
+    settler.offer(inbox, ["newer.pdf"])
+    clock.advance(SETTLE_SECONDS / 2)
+    clock.wall = ctime(drop(inbox, "older.pdf", mtime=1000))  # older by mtime, seen later
+    settler.offer(inbox, ["older.pdf"])
+    clock.advance(SETTLE_SECONDS / 2)
+    settler.check_due()  # newer.pdf finished, held behind older.pdf
+    assert taken.batches == []
+
+    settler.seen(inbox, "newer.pdf", FileEvent.WRITTEN)
+    clock.advance(SETTLE_SECONDS)
+    settler.check_due()
+    assert taken.batches == [["older.pdf"]]
+    settler.seen(inbox, "newer.pdf", FileEvent.CLOSED)
+    clock.advance(SETTLE_SECONDS)
+    settler.check_due()
+    assert taken.batches == [["older.pdf"], ["newer.pdf"]]

@@ -8,6 +8,7 @@ from pathlib import Path
 from daemon.fake import FakeApi
 from daemon.watch.mounts import filesystem_type, network_filesystem
 from daemon.watch.observers import NETWORK_FILESYSTEM, make_observer
+from daemon.watch.settle import FileEvent
 from tests.helpers import (
     Daemon,
     copy_sample,
@@ -79,7 +80,7 @@ class _Recorder:
         self.names: set[str] = set()
         self.lock = threading.Lock()
 
-    def on_event(self, path: Path, *, is_dir: bool) -> None:
+    def on_event(self, path: Path, *, is_dir: bool, event: FileEvent = FileEvent.APPEARED) -> None:
         with self.lock:
             self.names.add(path.name)
 
