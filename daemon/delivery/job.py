@@ -38,6 +38,9 @@ class Job:
     """``time.monotonic()`` of the first of them."""
     last_error: str = ""
     """The latest of them, as ``Type: message``."""
+    progressed: float = field(default_factory=time.monotonic)
+    """``time.monotonic()`` of its last progress: taken on, a stage done, an attempt
+    (:mod:`daemon.delivery.stalls`)."""
 
     @property
     def order(self) -> tuple[int, str]:
@@ -48,4 +51,6 @@ class Job:
 def record(journal: Journal, job: Job, **changes: Any) -> None:
     """Journal ``changes`` durably, and keep the in-memory entry in step."""
     journal.update(job.claim.claim_id, **changes)
+    if "stage" in changes or changes.get("attempts", job.entry.attempts) != job.entry.attempts:
+        job.progressed = time.monotonic()
     job.entry = dataclasses.replace(job.entry, **changes)

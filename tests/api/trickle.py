@@ -26,6 +26,8 @@ class TrickleServer:
         self.modes: dict[str, Mode] = {"attachments": attachments, "messages": messages}
         self.every = every
         self.requests: list[str] = []
+        #: The Idempotency-Key of every request to /messages, in order.
+        self.keys: list[str] = []
         self._ids = itertools.count(1)
         self._stop = threading.Event()
         self._listener = socket.create_server(("127.0.0.1", 0))
@@ -82,6 +84,11 @@ class TrickleServer:
                 body += chunk
             endpoint = lines[0].split()[1].rstrip("/").rsplit("/", 1)[-1]
             self.requests.append(endpoint)
+            self.keys += [
+                line.split(":", 1)[1].strip()
+                for line in lines
+                if line.lower().startswith("idempotency-key:")
+            ]
             mode = self.modes.get(endpoint, "ok")
             reply = json.dumps({"id": f"{endpoint[:3]}_{next(self._ids)}", "status": "queued"})
             if mode == "ok":
