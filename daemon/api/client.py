@@ -5,7 +5,8 @@ at a time: sessions are not documented as thread-safe, so the pipeline gives eac
 its own client.
 
 The upload body is streamed (:mod:`daemon.api.body`); replies become typed values or typed
-errors in :mod:`daemon.api.replies`.
+errors in :mod:`daemon.api.replies`. Every request has a wall-clock deadline that covers the
+reply too (:meth:`ApiClient.budget`, enforced by :mod:`daemon.api.deadlines`).
 
 Whom it trusts for TLS, first found: ``api.ca_bundle``; ``$REQUESTS_CA_BUNDLE`` or
 ``$CURL_CA_BUNDLE`` (as requests reads them); the system store (OpenSSL's default paths,
@@ -21,6 +22,7 @@ import json
 import math
 import os
 import ssl
+import threading
 import time
 import uuid
 from collections.abc import Callable
@@ -34,7 +36,9 @@ from requests.utils import DEFAULT_CA_BUNDLE_PATH
 from urllib3 import HTTPConnectionPool
 
 from daemon import __version__
+from daemon.api import deadlines
 from daemon.api.body import MultipartBody
+from daemon.api.deadlines import WATCHDOG, Cut, InFlight
 from daemon.api.replies import Attachment, Message, public_url, raise_for_status, tls_problem
 from daemon.config import ApiConfig
 from daemon.errors import (
@@ -42,12 +46,13 @@ from daemon.errors import (
     FileChanged,
     RequestRejected,
     ServerBusy,
+    Stopped,
     TransportError,
+    UploadDeadline,
 )
 
 #: The slowest upload rate tolerated before an upload is abandoned, in bytes per second.
-#: With ``read_timeout`` on top, it sets the wall-clock deadline of an upload (requests'
-#: own timeouts are per socket operation, never a limit on the whole transfer).
+#: It adds ``size / rate`` to an upload's wall-clock deadline (:meth:`ApiClient.budget`).
 MIN_UPLOAD_BYTES_PER_SECOND = 100 * 1024
 #: The retry policy is the pipeline's (journal, Idempotency-Key): urllib3 never retries.
 NO_RETRIES = urllib3.Retry(0, read=False)  # what requests' HTTPAdapter uses
@@ -87,6 +92,8 @@ class ApiClient:
         self._verify = trusted_cas(ca_bundle)
         self._timeout = urllib3.Timeout(connect=connect_timeout, read=read_timeout)
         self._pools: dict[str, tuple[HTTPConnectionPool, str]] = {}
+        self._lock = threading.Lock()
+        self._in_flight: InFlight | None = None
         self._headers = {
             "Authorization": f"Bearer {token}",
             "X-Tenant-ID": tenant_id,
@@ -115,6 +122,23 @@ class ApiClient:
     def close(self) -> None:
         self._session.close()
 
+    def budget(self, body_bytes: int = 0) -> float:
+        """The wall-clock deadline of one request, in seconds from its start: connecting,
+        sending the body and reading the whole reply. ``connect_timeout + read_timeout``,
+        plus ``body_bytes`` at :data:`MIN_UPLOAD_BYTES_PER_SECOND` for an upload. A
+        request still going then is cut off (a :class:`~daemon.errors.TransportError`,
+        retried like any other)."""
+        connect_timeout, read_timeout = self._timeouts
+        return connect_timeout + read_timeout + body_bytes / MIN_UPLOAD_BYTES_PER_SECOND
+
+    def abort(self) -> None:
+        """Cut the request in flight short (from another thread): it raises
+        :class:`~daemon.errors.Stopped`. For a stop that will not wait any longer."""
+        with self._lock:
+            request = self._in_flight
+        if request is not None:
+            request.cut(Cut.STOPPED)
+
     @property
     def proxy(self) -> str | None:
         """The proxy the environment names for the API's URL (without credentials), if any."""
@@ -136,15 +160,30 @@ class ApiClient:
         pool = self._adapter.get_connection_with_tls_context(request, self._verify, self._proxies)
         if not isinstance(pool, HTTPConnectionPool):
             raise TypeError(f"no HTTP connection pool for {request.url}")
+        # Connections the deadline watchdog can cut (the pool makes them from now on).
+        cuttable = deadlines.deadline_connection_class(pool.ConnectionCls)
+        if cuttable is None:
+            raise TypeError(f"unknown connection class {pool.ConnectionCls!r} for {request.url}")
+        pool.ConnectionCls = cuttable
         known = self._pools[endpoint] = (pool, self._adapter.request_url(request, self._proxies))
         return known
 
     def _post(
-        self, endpoint: str, body: bytes | MultipartBody, headers: dict[str, str]
+        self,
+        endpoint: str,
+        body: bytes | MultipartBody,
+        headers: dict[str, str],
+        budget: float | None = None,
     ) -> dict[str, Any]:
         pool, url = self._pool(endpoint)
         started = time.monotonic()
+        budget = self.budget() if budget is None else budget
+        request = InFlight(started + budget)
         status: int | None = None
+        with self._lock:
+            self._in_flight = request
+        deadlines.set_current(request)
+        WATCHDOG.watch(request)
         try:
             try:
                 response = pool.urlopen(
@@ -160,13 +199,22 @@ class ApiClient:
                     decode_content=True,
                 )
             except (urllib3.exceptions.HTTPError, OSError) as exc:
+                if request.cut_by == Cut.STOPPED:
+                    raise Stopped from None  # the file stays claimed for the next run
                 if isinstance(body, MultipartBody) and body.error is not None:
                     raise body.error from None  # the body reader stopped the upload
+                if request.cut_by == Cut.DEADLINE:
+                    raise _past_deadline(endpoint, body, budget) from None
                 misconfigured = tls_problem(exc, endpoint, self.endpoint_url(endpoint))
                 if misconfigured is not None:
                     raise misconfigured from None
                 # The text can carry the URL but never the headers: no token here.
                 raise TransportError(f"{type(exc).__name__}: {exc}", endpoint=endpoint) from None
+            request.finish()
+            if request.cut_by is not None:
+                # Cut while the reply came: the end of the socket may have read as the end
+                # of the headers or of the body, so what arrived is not the whole reply.
+                raise _past_deadline(endpoint, body, budget)
             status = response.status
             raise_for_status(response, endpoint, self.endpoint_url(endpoint))
             try:
@@ -174,6 +222,10 @@ class ApiClient:
             except ValueError:
                 raise ServerBusy("reply is not JSON", status=status, endpoint=endpoint) from None
         finally:
+            request.finish()
+            deadlines.set_current(None)
+            with self._lock:
+                self._in_flight = None
             if self.on_request is not None:
                 self.on_request(endpoint, status, time.monotonic() - started)
         if not isinstance(reply, dict) or not isinstance(reply.get("id"), str):
@@ -182,12 +234,13 @@ class ApiClient:
 
     def upload(self, path: Path, filename: str, content_type: str) -> Attachment:
         """Upload a file as multipart/form-data, streamed from disk."""
-        connect_timeout, read_timeout = self._timeouts
         with MultipartBody(path, filename, content_type, deadline=math.inf) as body:
-            # The size of the file as opened, not as it was a moment before.
-            body.deadline = time.monotonic() + connect_timeout + read_timeout
-            body.deadline += body.size / MIN_UPLOAD_BYTES_PER_SECOND
-            reply = self._post("attachments", body, {"Content-Type": body.content_type})
+            # The size of the file as opened, not as it was a moment before. The body
+            # checks the deadline too, to say "upload deadline" when it is the sending
+            # that took too long; the watchdog covers the reply.
+            budget = self.budget(body.size)
+            body.deadline = time.monotonic() + budget
+            reply = self._post("attachments", body, {"Content-Type": body.content_type}, budget)
             if not body.unchanged():
                 raise FileChanged("file changed while it was uploaded")
             return Attachment(id=reply["id"], sha256=body.sha256, size=body.size)
@@ -244,6 +297,14 @@ class ApiClient:
             endpoint=endpoint,
             url=public_url(self.endpoint_url(endpoint)),
         )
+
+
+def _past_deadline(endpoint: str, body: bytes | MultipartBody, budget: float) -> TransportError:
+    """The error of a request cut off at its deadline (transient: retried, same key)."""
+    text = f"no complete reply within the deadline ({budget:.3g} s)"
+    if isinstance(body, MultipartBody):
+        return UploadDeadline(text, endpoint=endpoint)
+    return TransportError(text, endpoint=endpoint)
 
 
 def trusted_cas(ca_bundle: Path | str | None) -> str | bool:

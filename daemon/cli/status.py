@@ -1,7 +1,9 @@
 """``status``: read the folders and the journal without a daemon.
 
 It counts, per inbox, the files waiting in the inbox, in progress in its claim folders,
-archived in ``sent/`` and ``failed/``, and shows the last error the journal knows.
+archived in ``sent/`` and ``failed/``, and shows the last error the journal knows, and the
+file that looks stuck: journaled without progress for longer than the bound of
+:mod:`daemon.delivery.stalls`.
 """
 
 from __future__ import annotations
@@ -10,13 +12,16 @@ import json
 import os
 import sqlite3
 import sys
+import time
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 from daemon.config import Config, InboxConfig
+from daemon.delivery.stalls import stall_bound
 from daemon.errors import ConfigError, JournalUnusable, os_error_text
+from daemon.states import Stage
 from daemon.store.archive import FAILED_DIR, SENT_DIR
 from daemon.store.folders import count_archived, count_in_progress
 from daemon.store.journal import JOURNAL_FILE, Entry, Journal
@@ -47,6 +52,10 @@ class InboxStatus:
     ``detail``, ``at`` (ISO 8601 UTC)."""
     unreadable: str | None = None
     """Why the inbox folder cannot be listed (its counts then say 0), or None."""
+    stuck: dict[str, Any] | None = None
+    """The claimed file without progress for longest, when that is longer than the bound
+    (``retry.max_delay`` x 2, at least 10 minutes): ``file``, ``stage``, ``idle_s``,
+    ``since`` (ISO 8601 UTC), ``why`` (its last error, or what its stage waits for)."""
 
 
 def _iso(epoch: float) -> str:
@@ -74,6 +83,44 @@ def _last_errors(journal: Journal) -> dict[str, dict[str, Any]]:
     }
 
 
+#: What a file at each journal stage waits for, when no error says more.
+_WAITS_FOR = {
+    Stage.CLAIMED: "claimed, not uploaded yet",
+    Stage.UPLOADED: "uploaded, its message not sent yet",
+    Stage.SENDING: "its message may have been sent; not confirmed yet",
+    Stage.SENT: "sent, not yet moved into sent/ (see archive_failed in the log)",
+    Stage.FAILED: "failed, not yet moved into failed/ (see archive_failed in the log)",
+}
+
+
+def _stuck(journal: Journal, bound: float) -> dict[str, dict[str, Any]]:
+    """Per inbox path, its claimed file longest without a journaled change, when that is
+    longer than ``bound``. A file waiting for its turn (not uploaded, or not yet sent)
+    counts as moving while another file of its inbox moves."""
+    now = time.time()
+    by_inbox: dict[str, list[Entry]] = {}
+    for entry in journal.open_entries():
+        by_inbox.setdefault(entry.inbox, []).append(entry)
+    found: dict[str, dict[str, Any]] = {}
+    for inbox, entries in by_inbox.items():
+        latest = max(entry.updated_at for entry in entries)
+
+        def idle(entry: Entry, latest: float = latest) -> float:
+            waiting = entry.stage in (Stage.CLAIMED, Stage.UPLOADED)
+            return now - (max(entry.updated_at, latest) if waiting else entry.updated_at)
+
+        entry = max(entries, key=idle)
+        if idle(entry) > bound:
+            found[inbox] = {
+                "file": entry.name,
+                "stage": entry.stage,
+                "idle_s": round(idle(entry)),
+                "since": _iso(now - idle(entry)),
+                "why": entry.detail or _WAITS_FOR.get(entry.stage, entry.stage),
+            }
+    return found
+
+
 def collect(config: Config) -> list[InboxStatus]:
     """The status of every inbox the configuration names (no daemon needed). The
     configuration's folders need not be writable (status only reads), but a spool that
@@ -81,6 +128,7 @@ def collect(config: Config) -> list[InboxStatus]:
     if config.spool is not None and not config.spool.is_dir():
         raise ConfigError("spool", f"{config.spool} is not a folder")
     errors: dict[str, dict[str, Any]] = {}
+    stuck: dict[str, dict[str, Any]] = {}
     if (config.state_dir / JOURNAL_FILE).exists():
         try:
             # Read-only: status changes nothing, and a read-only state_dir is fine.
@@ -91,14 +139,23 @@ def collect(config: Config) -> list[InboxStatus]:
         else:
             try:
                 errors = _last_errors(journal)
+                stuck = _stuck(journal, stall_bound(config.retry))
             except sqlite3.Error as error:
                 print(f"sendseven-watch: cannot read the journal: {error}", file=sys.stderr)
             finally:
                 journal.close()
-    return [_one(inbox, config, errors.get(str(inbox.path))) for inbox in all_inboxes(config)]
+    return [
+        _one(inbox, config, errors.get(str(inbox.path)), stuck.get(str(inbox.path)))
+        for inbox in all_inboxes(config)
+    ]
 
 
-def _one(inbox: InboxConfig, config: Config, last_error: dict[str, Any] | None) -> InboxStatus:
+def _one(
+    inbox: InboxConfig,
+    config: Config,
+    last_error: dict[str, Any] | None,
+    stuck: dict[str, Any] | None,
+) -> InboxStatus:
     return InboxStatus(
         inbox=inbox.name,
         path=str(inbox.path),
@@ -109,6 +166,7 @@ def _one(inbox: InboxConfig, config: Config, last_error: dict[str, Any] | None) 
         failed=count_archived(inbox.path / FAILED_DIR),
         last_error=last_error,
         unreadable=_unreadable(inbox.path),
+        stuck=stuck,
     )
 
 
@@ -142,5 +200,11 @@ def print_status(config: Config, *, as_json: bool) -> int:
             print(
                 f"    last error: {e['file']}: {e['reason'] or 'retrying'} "
                 f"{e['status'] or ''} {e['detail'] or ''}".rstrip()
+            )
+        if r.stuck:
+            s = r.stuck
+            print(
+                f"    stuck: {s['file']}: no progress for {s['idle_s']} s "
+                f"(stage {s['stage']}): {s['why']}"
             )
     return 0

@@ -4,7 +4,9 @@ Each outcome is one log line (``file_sent``, ``file_failed``), logged after the 
 archived and the journal says so, and only then is the claim folder dropped: a run killed
 in between leaves an empty claim folder, and :meth:`Finisher.recover` in the next run logs
 the outcome from the journal. Archiving is retried until it works (a full disk, a read-only
-``sent/``): a file is never dropped.
+``sent/``): a file is never dropped. The daemon's finisher does not wait for that itself
+(``defer``): it raises :class:`ArchiveDeferred`, and the pipeline's archiver tries again
+later, so that one inbox that cannot archive holds up nobody else.
 """
 
 from __future__ import annotations
@@ -41,13 +43,29 @@ from daemon.watch.names import signature
 LOCAL_RETRY_SECONDS = 5.0
 
 
+class ArchiveDeferred(Exception):
+    """Archiving failed (``archive_failed`` said so); call :attr:`again` later to finish
+    the file. Raised only by a finisher made with ``defer=True``; never leaves the
+    delivery."""
+
+    def __init__(self, again: Callable[[], None], error: OSError, retry_in: float) -> None:
+        super().__init__(str(error))
+        self.again = again
+        self.error = error
+        self.retry_in = retry_in
+
+
 class Finisher:
     """Archives finished files and reports them; shared by every worker thread."""
 
-    def __init__(self, journal: Journal, outcomes: Outcomes, stop: threading.Event) -> None:
+    def __init__(
+        self, journal: Journal, outcomes: Outcomes, stop: threading.Event, *, defer: bool = False
+    ) -> None:
         self.journal = journal
         self.outcomes = outcomes
         self.stop = stop
+        #: True: a failed archiving raises :class:`ArchiveDeferred` instead of waiting.
+        self.defer = defer
         self._log = get_logger()
         #: Claim id -> archived name (None: vanished) of files archived whose move is not
         #: journaled yet: see :meth:`_archive`.
@@ -60,7 +78,11 @@ class Finisher:
         if changed_since_upload(job):
             self._changed_after_send(job)
             return
-        target = self._archive(job, lambda: move_to_sent(job.claim, job.inbox.archive_layout))
+        target = self._archive(
+            job,
+            lambda: move_to_sent(job.claim, job.inbox.archive_layout),
+            lambda: self.sent(job),
+        )
         record(self.journal, job, stage=Stage.ARCHIVED, archived_as=target)
         self._forget(job)
         entry = job.entry
@@ -146,7 +168,9 @@ class Finisher:
                 "sha256_sent": entry.sha256,
             }
         target = self._archive(
-            job, lambda: move_to_failed(job.claim, sidecar, job.inbox.archive_layout)
+            job,
+            lambda: move_to_failed(job.claim, sidecar, job.inbox.archive_layout),
+            lambda: self.failed(job, rejected),
         )
         record(self.journal, job, stage=Stage.ARCHIVED, archived_as=target)
         self._forget(job)
@@ -201,14 +225,15 @@ class Finisher:
             (claim.folder / SIDECAR_DRAFT).unlink(missing_ok=True)
         drop_claim_folder(claim)
 
-    def _archive(self, job: Job, step: Callable[[], Path]) -> str | None:
+    def _archive(self, job: Job, step: Callable[[], Path], again: Callable[[], None]) -> str | None:
         """Archive the claimed file; the archived name, or None when it vanished.
 
         Retried until it works: a full disk or a read-only ``sent/`` keeps the file
-        claimed, never drops it. A file someone deleted from its claim folder (or put
-        something else than a file in its place) is gone: that is its outcome, logged once
-        as ``file_vanished`` (with the message id when it was sent before it went), and
-        the claim is closed.
+        claimed, never drops it (``defer``: :class:`ArchiveDeferred` with ``again``, the
+        whole of this finishing step, for the caller to retry). A file someone deleted from
+        its claim folder (or put something else than a file in its place) is gone: that is
+        its outcome, logged once as ``file_vanished`` (with the message id when it was sent
+        before it went), and the claim is closed.
 
         Done once per claim: when the bookkeeping after it fails (the journal refuses to
         record it) and the file's outcome is tried again, the file is already in
@@ -239,6 +264,8 @@ class Finisher:
                     error=str(error),
                     retry_in_s=LOCAL_RETRY_SECONDS,
                 )
+                if self.defer:
+                    raise ArchiveDeferred(again, error, LOCAL_RETRY_SECONDS) from None
                 if self.stop.wait(LOCAL_RETRY_SECONDS):
                     raise Stopped from None
 

@@ -42,6 +42,9 @@ class Job:
     uploaded_as: Signature | None = None
     """The file's size and times when this run uploaded it: any change after that is
     caught before the send (it starts over) or before archiving (``changed_after_send``)."""
+    progressed: float = field(default_factory=time.monotonic)
+    """``time.monotonic()`` of its last progress: taken on, a stage done, an attempt
+    (:mod:`daemon.delivery.stalls`)."""
 
     @property
     def order(self) -> tuple[int, str]:
@@ -52,4 +55,6 @@ class Job:
 def record(journal: Journal, job: Job, **changes: Any) -> None:
     """Journal ``changes`` durably, and keep the in-memory entry in step."""
     journal.update(job.claim.claim_id, **changes)
+    if "stage" in changes or changes.get("attempts", job.entry.attempts) != job.entry.attempts:
+        job.progressed = time.monotonic()
     job.entry = dataclasses.replace(job.entry, **changes)

@@ -9,6 +9,13 @@ files from the head for as long as they are ready. At most ``workers`` files are
 (uploading, uploaded and waiting for their turn, or sending) at once. Because a lane's files
 are started in order, its head is always in flight before any later file, so a waiting file
 never blocks the head: no deadlock, and no worker ever sits waiting for its turn.
+
+A file that is sent (or failed) is done with the network: it no longer counts against
+``workers``, only against its own lane, while the one archiver thread moves it into
+``sent/`` (or ``failed/``). An archive that fails is tried again later, per file, from a
+heap of due times: an inbox whose ``sent/`` cannot be written holds up its own conversation,
+never another's. How long each file has gone without progress is :meth:`Pipeline.claim_ages`
+(:mod:`daemon.delivery.stalls`).
 """
 
 from __future__ import annotations
@@ -16,18 +23,21 @@ from __future__ import annotations
 import contextlib
 import heapq
 import itertools
+import math
 import queue
 import threading
 import time
 from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass, field
 
 from daemon.api.client import ApiClient
 from daemon.config import Config, InboxConfig
-from daemon.delivery.finish import Finisher
+from daemon.delivery.finish import ArchiveDeferred, Finisher
 from daemon.delivery.job import Job
 from daemon.delivery.lanes import Lane, Lanes
 from daemon.delivery.outcomes import Outcomes
 from daemon.delivery.retry import WATCH, ApiGate, Backoff, RunPolicy
+from daemon.delivery.stalls import ClaimAge
 from daemon.delivery.steps import Delivery, RunContext, api_client
 from daemon.errors import ApiMisconfigured, AuthRefused, FileRejected, Stopped
 from daemon.logs import get_logger
@@ -42,6 +52,22 @@ RETRY_BROKEN_SECONDS = 5.0
 #: Journal stages from which a file that keeps hitting an unforeseen error may be failed:
 #: nothing of it can have reached the conversation yet.
 _MAY_GIVE_UP = (Stage.CLAIMED, Stage.UPLOADED)
+#: After the stop timeout, requests still in flight are cut off; the workers then get this
+#: long to leave their files claimed for the next run, in seconds.
+ABORT_GRACE_SECONDS = 5.0
+#: Job states of files waiting for their turn: they progress when their conversation does.
+_WAITING_STATES = (JobState.QUEUED, JobState.READY)
+
+
+@dataclass(frozen=True, order=True)
+class _ToArchive:
+    """A file for the archiver: when to try, and the finishing step to run."""
+
+    due: float
+    seq: int
+    lane: Lane = field(compare=False)
+    job: Job = field(compare=False)
+    step: Callable[[], None] = field(compare=False)
 
 
 class Pipeline:
@@ -81,6 +107,17 @@ class Pipeline:
         self._idle = threading.Condition(lock)
         self._lanes = Lanes()
         self._in_flight = 0
+        #: Files done with the network that still wait in a lane (archiving): they hold
+        #: no slot of ``workers``.
+        self._network_done: set[Job] = set()
+        #: Per conversation, when a file of it last finished (``time.monotonic()``).
+        self._lane_progress: dict[str, float] = {}
+        #: The last time the API was seen holding every file (the gate closed).
+        self._held_at = -math.inf
+        #: Per claim id, why its archiving failed last.
+        self._archive_errors: dict[str, str] = {}
+        #: Every worker's API client, to cut requests off when a stop waits no longer.
+        self._clients: list[ApiClient] = []
         self._stopping = False
         self._threads: list[threading.Thread] = []
         self._local = threading.local()
@@ -91,9 +128,9 @@ class Pipeline:
         self._generation = 0
         # Sent files are moved to sent/ by one archiver thread, off the lane's critical
         # path: the next send of the conversation need not wait for the rename.
-        self._to_archive: queue.SimpleQueue[tuple[Lane, Job] | None] = queue.SimpleQueue()
+        self._to_archive: queue.SimpleQueue[_ToArchive | None] = queue.SimpleQueue()
         self._archiver = threading.Thread(target=self._archive, name="archiver", daemon=True)
-        self.finish = Finisher(journal, self.outcomes, self.stop_event)
+        self.finish = Finisher(journal, self.outcomes, self.stop_event, defer=True)
         context = RunContext(
             config=lambda: self.config,
             client=self._client,
@@ -113,14 +150,24 @@ class Pipeline:
         self._archiver.start()
 
     def stop(self, timeout: float) -> bool:
-        """Take no new file, let requests in flight finish; True when all workers ended."""
+        """Take no new file, let requests in flight finish for up to ``timeout`` seconds,
+        then cut off those still going (their files stay claimed, resumed by the next
+        start); True when all workers ended."""
         self._stop_all()
         deadline = time.monotonic() + timeout
         for thread in self._threads:
             thread.join(max(0.0, deadline - time.monotonic()))
+        if any(thread.is_alive() for thread in self._threads):
+            with self._cond:
+                clients = list(self._clients)
+            for client in clients:
+                client.abort()
+            deadline = time.monotonic() + ABORT_GRACE_SECONDS
+            for thread in self._threads:
+                thread.join(max(0.0, deadline - time.monotonic()))
         self._to_archive.put(None)  # after the workers: what they sent is archived too
         if self._archiver.is_alive():
-            self._archiver.join(max(0.0, deadline - time.monotonic()))
+            self._archiver.join(max(ABORT_GRACE_SECONDS, deadline - time.monotonic()))
         return not any(thread.is_alive() for thread in (*self._threads, self._archiver))
 
     def _stop_all(self) -> None:
@@ -158,6 +205,42 @@ class Pipeline:
                 key = str(job.inbox.path)
                 result[key] = result.get(key, 0) + 1
         return result
+
+    def claim_ages(self) -> dict[str, ClaimAge]:
+        """Per inbox path, its claimed file that has gone longest without progress (see
+        :mod:`daemon.delivery.stalls`); inboxes with no file claimed are left out."""
+        now = time.monotonic()
+        if not self.gate.is_open:
+            self._held_at = now  # the API holds every file: none of them is stuck
+        ages: dict[str, ClaimAge] = {}
+        with self._cond:
+            for lane in self._lanes:
+                jobs = [job for job in lane.jobs if job.state != JobState.DONE]
+                lane_progress = max(
+                    [self._lane_progress.get(lane.conversation_id, -math.inf)]
+                    + [job.progressed for job in jobs]
+                )
+                for job in jobs:
+                    since = max(job.progressed, self._held_at)
+                    if job.state in _WAITING_STATES:
+                        since = max(since, lane_progress)
+                    seconds = max(0.0, now - since)
+                    path = str(job.inbox.path)
+                    if path not in ages or seconds > ages[path].seconds:
+                        ages[path] = ClaimAge(
+                            job.inbox.name, path, job.entry.name, seconds, self._why(job)
+                        )
+        return ages
+
+    def _why(self, job: Job) -> str:
+        """Where ``job`` is, and the last error that held it (under the lock)."""
+        entry = job.entry
+        where = f"{job.state} (journal stage {entry.stage})"
+        error = self._archive_errors.get(entry.claim_id)
+        if error is not None:
+            return f"{where}: archiving failed: {error}"
+        error = job.last_error or entry.detail
+        return f"{where}: last error: {error}" if error else where
 
     # -- intake ----------------------------------------------------------------------
 
@@ -238,6 +321,7 @@ class Pipeline:
                 if picked is not None:
                     lane, job = picked
                     job.state = JobState.PREPARING
+                    job.progressed = now
                     lane.in_flight += 1
                     self._in_flight += 1
                     return picked
@@ -253,6 +337,9 @@ class Pipeline:
         """Run one step of a file; False when the file was parked instead."""
         try:
             step(job)
+        except ArchiveDeferred as deferred:
+            self._defer_archive(lane, job, deferred)  # the step is over: the archiver retries
+            return True
         except Stopped:
             self._park(lane, job)
         except (AuthRefused, ApiMisconfigured) as held:  # the policy stops the run
@@ -318,10 +405,25 @@ class Pipeline:
         """Stopping mid-file: the claim stays, journaled, for the next run."""
         with self._cond:
             job.state = JobState.PARKED
-            lane.in_flight -= 1
-            self._in_flight -= 1
+            self._leave(lane, job)
             self._cond.notify()
             self._idle.notify_all()
+
+    def _leave(self, lane: Lane, job: Job) -> None:
+        """``job`` is no longer in flight (under the lock)."""
+        lane.in_flight -= 1
+        if job in self._network_done:
+            self._network_done.discard(job)
+        else:
+            self._in_flight -= 1
+
+    def _done_with_network(self, job: Job) -> None:
+        """``job`` only waits for its archiving now: its slot of ``workers`` is free for
+        another file (under the lock)."""
+        if job not in self._network_done:
+            self._network_done.add(job)
+            self._in_flight -= 1
+            self._cond.notify()
 
     def _refuse(self, held: AuthRefused | ApiMisconfigured) -> None:
         """The API refused the credentials, or cannot be used as configured, and the policy
@@ -343,8 +445,9 @@ class Pipeline:
     def _finish(self, lane: Lane, job: Job) -> None:
         with self._cond:
             job.state = JobState.DONE
-            lane.in_flight -= 1
-            self._in_flight -= 1
+            self._leave(lane, job)
+            self._lane_progress[lane.conversation_id] = time.monotonic()
+            self._archive_errors.pop(job.claim.claim_id, None)
             lane.drop_done()
             self._cond.notify()
             self._idle.notify_all()
@@ -363,6 +466,7 @@ class Pipeline:
                         lane.driving = False
                         return
                     head.state = JobState.SENDING
+                    head.progressed = time.monotonic()
                 if self._guarded(lane, head, self._send) and head.state == JobState.FAILED:
                     self._finish(lane, head)
         except BaseException:
@@ -375,14 +479,54 @@ class Pipeline:
         with self._cond:
             job.state = JobState.ARCHIVING if sent else JobState.FAILED
             lane = self._lanes.of(job.inbox.conversation_id)
+            if sent:
+                self._done_with_network(job)
         if sent:
-            self._to_archive.put((lane, job))
+            self._to_archive.put(_ToArchive(0.0, next(self._seq), lane, job, self._sent_step(job)))
+
+    def _sent_step(self, job: Job) -> Callable[[], None]:
+        return lambda: self.finish.sent(job)
+
+    def _defer_archive(self, lane: Lane, job: Job, deferred: ArchiveDeferred) -> None:
+        """Archiving failed (``archive_failed`` said so): the archiver tries again later;
+        the file holds its lane, not a slot of ``workers``."""
+        with self._cond:
+            job.state = JobState.ARCHIVING
+            self._done_with_network(job)
+            self._archive_errors[job.claim.claim_id] = str(deferred.error)
+            due = time.monotonic() + deferred.retry_in
+            self._to_archive.put(_ToArchive(due, next(self._seq), lane, job, deferred.again))
 
     def _archive(self) -> None:
-        while (item := self._to_archive.get()) is not None:
-            lane, job = item
-            if self._guarded(lane, job, self.finish.sent):
-                self._finish(lane, job)
+        """Archive files as they come, each when it is due. One that cannot be archived
+        now goes back into the heap for a later try and holds up no other file: one
+        thread, never sleeping on one inbox."""
+        due: list[_ToArchive] = []
+        while True:
+            wait = max(0.0, due[0].due - time.monotonic()) if due else None
+            try:
+                item = self._to_archive.get(timeout=wait)
+            except queue.Empty:
+                pass
+            else:
+                if item is None:
+                    return  # stopping: files not yet due stay claimed for the next run
+                heapq.heappush(due, item)
+            while due and due[0].due <= time.monotonic():
+                self._archive_one(heapq.heappop(due))
+
+    def _archive_one(self, item: _ToArchive) -> None:
+        lane, job = item.lane, item.job
+        try:
+            item.step()
+        except ArchiveDeferred as deferred:
+            self._defer_archive(lane, job, deferred)
+        except Stopped:
+            self._park(lane, job)
+        except Exception as error:  # noqa: BLE001 - see _broken
+            self._broken(lane, job, error)
+        else:
+            self._finish(lane, job)
 
     # -- the steps of one file -------------------------------------------------------
 
@@ -391,7 +535,11 @@ class Pipeline:
         if getattr(local, "generation", None) != self._generation:
             if getattr(local, "client", None) is not None:
                 local.client.close()
+                with self._cond:
+                    self._clients.remove(local.client)
             local.client = api_client(self.config.api, on_request=self.outcomes.request)
             local.generation = self._generation
+            with self._cond:
+                self._clients.append(local.client)
         client: ApiClient = local.client
         return client

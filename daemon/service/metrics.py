@@ -2,8 +2,9 @@
 
 ``GET /metrics`` is the Prometheus text format from the daemon's own registry (never the
 process-global one, so that nothing else in the process can leak into it); ``GET /healthz``
-answers 200 while every observer is alive, the API accepts the credentials and ``api.url``
-reaches it as it should, 503 with a JSON ``reason`` otherwise.
+answers 200 while every observer is alive, the API accepts the credentials, ``api.url``
+reaches it as it should and no claimed file is stuck (no progress for longer than
+:func:`~daemon.delivery.stalls.stall_bound`), 503 with a JSON ``reason`` otherwise.
 
 Counters and histograms move as :class:`~daemon.delivery.outcomes.Outcomes` reports files and API
 requests. Everything that describes "now" (files waiting and in progress, the credentials,
@@ -14,6 +15,7 @@ stale.
 from __future__ import annotations
 
 import json
+import math
 import socket
 import sys
 import threading
@@ -40,6 +42,7 @@ from daemon import __version__
 from daemon.config import InboxConfig
 from daemon.delivery.outcomes import Outcomes
 from daemon.delivery.retry import ApiGate, Hold
+from daemon.delivery.stalls import ClaimAge
 from daemon.errors import ApiMisconfigured, WatchError
 from daemon.logs import get_logger
 from daemon.states import Reason
@@ -85,6 +88,11 @@ class Probes:
     api_misconfigured: Callable[[], str | None] = _never
     """Why ``api.url`` does not reach the API as it should (the URL, the status or error,
     the hint), or None."""
+    claim_ages: Callable[[], Mapping[str, ClaimAge]] = dict
+    """Per inbox path, its claimed file longest without progress (inboxes with none
+    claimed left out)."""
+    stall_bound: Callable[[], float] = lambda: math.inf
+    """Seconds without progress after which a claimed file is stuck."""
 
 
 def refusal(gate: ApiGate) -> str | None:
@@ -164,6 +172,21 @@ class _StateCollector(Collector):
         for cause, count in sorted(self._probes.polled_inboxes().items()):
             polled.add_metric([cause], count)
         yield polled
+        ages = self._probes.claim_ages()
+        oldest = GaugeMetricFamily(
+            "sendseven_oldest_claim_age_seconds",
+            "Seconds since the last progress of the inbox's claimed file that has gone "
+            "longest without any (0: none claimed).",
+            labels=["inbox"],
+        )
+        per_inbox: dict[str, float] = {}
+        for inbox in inboxes:
+            age = ages.get(str(inbox.path))
+            seconds = age.seconds if age is not None else 0.0
+            per_inbox[inbox.name] = max(per_inbox.get(inbox.name, 0.0), seconds)
+        for name, seconds in sorted(per_inbox.items()):
+            oldest.add_metric([name], seconds)
+        yield oldest
 
 
 class Metrics:
@@ -271,12 +294,29 @@ class Metrics:
             reasons.append(f"the API refuses the credentials ({refused})")
         if misconfigured is not None:
             reasons.append(f"{Hold.MISCONFIGURED}: {misconfigured}")
+        stuck: list[ClaimAge] = []
+        if refused is None and misconfigured is None:  # a hold: that is the reason
+            bound = self.probes.stall_bound()
+            stuck = sorted(
+                (age for age in self.probes.claim_ages().values() if age.seconds > bound),
+                key=lambda age: -age.seconds,
+            )
+            reasons.extend(
+                f"a claimed file made no progress for {age.seconds:.0f} s (bound {bound:g} s):"
+                f" inbox {age.inbox}, file {age.file}: {age.why}"
+                for age in stuck
+            )
         body: dict[str, Any] = {
             "status": "unhealthy" if reasons else "ok",
             "observer_alive": observer_alive,
             "credentials_accepted": refused is None,
             "api_ok": misconfigured is None,
         }
+        if stuck:
+            body["stuck_claims"] = [
+                {"inbox": a.inbox, "file": a.file, "seconds": round(a.seconds), "why": a.why}
+                for a in stuck
+            ]
         if reasons:
             body["reason"] = "; ".join(reasons)
         return not reasons, body

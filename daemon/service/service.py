@@ -25,6 +25,7 @@ from daemon.config.model import changed_keys, restart_keys
 from daemon.delivery.outcomes import Outcomes
 from daemon.delivery.pipeline import Pipeline
 from daemon.delivery.retry import ONCE, WATCH
+from daemon.delivery.stalls import stall_bound
 from daemon.errors import ConfigError, register_secret
 from daemon.logs import configure, get_logger
 from daemon.service.notify import Notifier, WatchdogPinger
@@ -159,6 +160,8 @@ class Service:
                 api_misconfigured=lambda: misconfiguration(self.pipeline.gate),
                 observer_alive=self.watcher.alive,
                 polled_inboxes=self.watcher.polled,
+                claim_ages=self.pipeline.claim_ages,
+                stall_bound=lambda: stall_bound(self.config.retry),
             )
             metrics = Metrics(self.outcomes, probes)
             self.metrics_server = MetricsServer(metrics, config.metrics.listen)

@@ -84,13 +84,14 @@ class Watcher:
                 on_watch_limit=self._watch_limit,
             )
             self._observer, self.kind = observer, observer.kind
-            # Started first, then scheduled: a folder inotify cannot watch (its limits)
-            # then fails alone, instead of failing the observer's start for every folder.
-            observer.start()
-            if self.spool is not None:
-                self._schedule(self.spool)
-            for inbox in self._inboxes.values():
-                self._schedule(inbox.path)
+            folders = [*([self.spool] if self.spool is not None else []), *self._inboxes]
+        # Started first, then scheduled: a folder inotify cannot watch (its limits) then
+        # fails alone, instead of failing the observer's start for every folder. Outside
+        # the lock: the observer's thread takes its own lock and then, to hand an event
+        # on, ours (on_event); holding ours while waiting for its lock would deadlock.
+        observer.start()
+        for folder in folders:
+            observer.schedule(folder)
 
     def _watch_limit(self, folder: Path, error: OSError) -> None:
         """inotify cannot watch ``folder`` (its limits): it is polled; said once."""
@@ -120,14 +121,6 @@ class Watcher:
                 if folder in inboxes:
                     counts[cause] = counts.get(cause, 0) + 1
         return counts
-
-    def _schedule(self, folder: Path) -> None:
-        if self._observer is not None:
-            self._observer.schedule(folder)
-
-    def _unschedule(self, folder: Path) -> None:
-        if self._observer is not None:
-            self._observer.unschedule(folder)
 
     def on_listing(self, folder: Path, listing: list[tuple[str, bool]]) -> None:
         """``folder``'s listing may hold new names (the folder poller)."""
@@ -165,11 +158,15 @@ class Watcher:
         with self._lock:
             if spool == self.spool:
                 return
-            if self.spool is not None and self.spool not in self._inboxes:
-                self._unschedule(self.spool)
-            self.spool = spool
-            if spool is not None and self._observer is not None:
-                self._schedule(spool)
+            old, self.spool = self.spool, spool
+            dropped = old is not None and old not in self._inboxes
+            observer = self._observer
+        # Never holding our lock while the observer takes its own (see start).
+        if observer is not None:
+            if dropped and old is not None:
+                observer.unschedule(old)
+            if spool is not None:
+                observer.schedule(spool)
 
     def add(self, inbox: InboxConfig) -> bool:
         """Watch ``inbox``, or take its new settings if its folder is watched already
@@ -178,32 +175,35 @@ class Watcher:
         with self._lock:
             known = inbox.path in self._inboxes
             self._inboxes[inbox.path] = inbox
-            if not known:
-                self._schedule(inbox.path)
-                return True
-            if inbox.path not in self._replaced:
-                return False
-            # An inotify watch follows the folder, not its path: it died with the old
-            # folder, and scheduling the path again would only find the dead watch.
+            replaced = known and inbox.path in self._replaced
             self._replaced.discard(inbox.path)
-            self._unschedule(inbox.path)
-            self._schedule(inbox.path)
-            return True
+            observer = self._observer
+        if known and not replaced:
+            return False
+        if observer is not None:
+            if replaced:
+                # An inotify watch follows the folder, not its path: it died with the old
+                # folder, and scheduling the path again would only find the dead watch.
+                observer.unschedule(inbox.path)
+            observer.schedule(inbox.path)
+        return True
 
     def remove(self, path: Path) -> None:
         with self._lock:
             self._replaced.discard(path)
-            if self._inboxes.pop(path, None) is not None:
-                self._unschedule(path)
+            known = self._inboxes.pop(path, None) is not None
+            observer = self._observer
+        if known and observer is not None:
+            observer.unschedule(path)
 
     def _dead_watches(self) -> set[Path]:
         """Inboxes whose watch no longer watches the folder at their path (a dead observer
         is :meth:`supervise`'s business)."""
         with self._lock:
-            observer = self._observer
-            if observer is None or not observer.is_alive():
-                return set()
-            return observer.dead_watches(set(self._inboxes))
+            observer, folders = self._observer, set(self._inboxes)
+        if observer is None or not observer.is_alive():
+            return set()
+        return observer.dead_watches(folders)
 
     def on_event(self, path: Path, *, is_dir: bool, event: FileEvent = FileEvent.APPEARED) -> None:
         """``path`` appeared, was created, written, or closed after writing (the inotify
