@@ -966,17 +966,21 @@ def _drain(
     count: int,
     conversations: int,
     rss_target: int,
+    latency: float | None = None,
+    judged: bool = True,
 ) -> float:
     """A backlog of ``count`` 16 KB JPEGs over ``conversations`` inboxes, present before
     ``run`` (watch mode) starts; runs until all are sent. Returns files/s."""
     folder = opts.work / name
     data = jpeg_bytes(16 * KB)
+    folder = folder / str(count)
+    latency = opts.latency if latency is None else latency
     log(f"[{name}] writing {count} files in {conversations} inboxes …")
     for c in range(conversations):
         names = [f"old_{i:06d}.jpg" for i in range(c, count, conversations)]
         fill_inbox(folder / "spool" / f"conv_{c:03d}", names, data)
     wait_settled(opts)
-    with fake_server(opts.latency) as server:
+    with fake_server(latency) as server:
         config = write_config(folder, server.url, workers=opts.workers, settle_seconds=opts.settle)
         log(f"[{name}] daemon run (watch mode) until the backlog is sent …")
         daemon = RunningDaemon(config, folder / "daemon.log")
@@ -991,20 +995,21 @@ def _drain(
     to_first = first - daemon.started_wall
     rate = count / drained
     where = f"{conversations} inboxes" if conversations > 1 else "one inbox"
+    at = f", {latency * 1000:g} ms" if latency != opts.latency else ""
     report.add(
         name,
-        f"{count} files (16 KB JPEG) in {where} at start: time to first send",
+        f"{count} files (16 KB JPEG) in {where}{at} at start: time to first send",
         fmt_s(to_first),
-        "< 2 s",
-        to_first < 2,
+        "< 2 s" if judged else "",
+        to_first < 2 if judged else None,
     )
-    report.add(name, "all sent after", f"{fmt_s(drained)} ({rate:.0f} files/s)")
+    report.add(name, f"{count} files: all sent after", f"{fmt_s(drained)} ({rate:.0f} files/s)")
     report.add(
         name,
-        "daemon peak RSS",
+        f"{count} files: daemon peak RSS",
         fmt_mb(result.max_rss),
-        f"< {rss_target // MB} MB",
-        result.max_rss < rss_target,
+        f"< {rss_target // MB} MB" if judged else "",
+        result.max_rss < rss_target if judged else None,
     )
     state = folder / "spool" / ".state"
     journal = sum(p.stat().st_size for p in state.glob("journal.sqlite3*"))
@@ -1018,9 +1023,9 @@ def _drain(
         check=False,
     )
     status_wall = time.monotonic() - status_started
-    report.add(name, "journal size (with its WAL)", fmt_mb(journal))
-    report.add(name, f"`status` wall (exit {status.returncode})", fmt_s(status_wall))
-    report.raw[name] = {
+    report.add(name, f"{count} files: journal size (with its WAL)", fmt_mb(journal))
+    report.add(name, f"{count} files: `status` wall (exit {status.returncode})", fmt_s(status_wall))
+    report.raw[f"{name}/{count}"] = {
         "rate": rate,
         "to_first": to_first,
         "daemon": asdict(result) | {"stdout": ""},
@@ -1041,13 +1046,19 @@ def scenario_backlog(report: Report, opts: Options) -> None:
     )
 
 
-def _scaled(report: Report, opts: Options, name: str, conversations: int) -> None:
-    """100,000 files; files/s judged against the 10,000-file backlog's figure (measured in
-    this run, first, if the backlog scenario did not run yet)."""
-    if "backlog" not in report.raw:
-        log(f"[{name}] the 10,000-file backlog first, for its files/s …")
-        scenario_backlog(report, opts)
-    reference = report.raw["backlog"]["rate"]
+def _scaled(report: Report, opts: Options, name: str, conversations: int, latency: float) -> None:
+    """``--backlog-files`` (100,000) files, and a tenth of them first in the same layout at
+    the same latency: the files/s of the big one is judged against the small one's."""
+    small = _drain(
+        report,
+        opts,
+        name,
+        count=opts.backlog_files // 10,
+        conversations=conversations,
+        rss_target=150 * MB,
+        latency=latency,
+        judged=False,
+    )
     rate = _drain(
         report,
         opts,
@@ -1055,11 +1066,12 @@ def _scaled(report: Report, opts: Options, name: str, conversations: int) -> Non
         count=opts.backlog_files,
         conversations=conversations,
         rss_target=150 * MB,
+        latency=latency,
     )
-    ratio = rate / reference
+    ratio = rate / small
     report.add(
         name,
-        f"files/s vs the backlog's {reference:.0f} files/s",
+        f"files/s vs {opts.backlog_files // 10} files ({small:.0f} files/s)",
         f"{ratio:.2f}x",
         ">= 0.8x",
         ratio >= 0.8,
@@ -1067,11 +1079,14 @@ def _scaled(report: Report, opts: Options, name: str, conversations: int) -> Non
 
 
 def scenario_backlog_100k(report: Report, opts: Options) -> None:
-    _scaled(report, opts, "backlog_100k", 100)
+    _scaled(report, opts, "backlog_100k", 100, opts.latency)
 
 
 def scenario_backlog_100k_one(report: Report, opts: Options) -> None:
-    _scaled(report, opts, "backlog_100k_one", 1)
+    # One conversation sends one file at a time: at 20 ms that is the wire's 50 files/s
+    # whatever the backlog, and 100,000 files would take most of an hour. At 0 ms the run
+    # is bound by the daemon's own cost per file, which is what this row is about.
+    _scaled(report, opts, "backlog_100k_one", 1, 0.0)
 
 
 def _time_archive(inbox: Path, names: Sequence[str], data: bytes) -> list[float]:
