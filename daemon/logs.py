@@ -69,6 +69,32 @@ def _redact_values(_: WrappedLogger, __: str, event_dict: EventDict) -> EventDic
     return {key: _redacted(value) for key, value in event_dict.items()}
 
 
+def _render_json(_: WrappedLogger, __: str, event_dict: EventDict) -> str:
+    """The line as JSON, leading fields first, every string redacted and printable.
+
+    Rendered once: nearly every line holds no secret and only valid UTF-8, and then the
+    line as first rendered is already what the careful path makes of it. That path (each
+    value through :func:`_redacted`, then rendered again) runs only when the line might
+    hold a secret (:func:`redact` would change it, or it has a backslash, which any JSON
+    escape of a secret would bring) or a name that is not UTF-8.
+    """
+    ordered = _leading_fields(_, __, event_dict)
+    line = json.dumps(ordered, ensure_ascii=False, default=str)
+    if "\\" not in line and redact(line) == line and _valid_utf8(line):
+        return line
+    return json.dumps(_redact_values(_, __, ordered), ensure_ascii=False, default=str)
+
+
+def _valid_utf8(text: str) -> bool:
+    if text.isascii():
+        return True
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
 def _ascii(message: str) -> str:
     """``message`` with every non-ASCII character as a JSON ``\\uXXXX`` escape."""
     return "".join(char if char.isascii() else json.dumps(char)[1:-1] for char in message)
@@ -128,9 +154,7 @@ def configure(level: str = "info", fmt: str = "json", stream: TextIO | None = No
             structlog.processors.ExceptionRenderer(
                 structlog.tracebacks.ExceptionDictTransformer(show_locals=False)
             ),
-            _redact_values,
-            _leading_fields,
-            structlog.processors.JSONRenderer(ensure_ascii=False, default=str),
+            _render_json,
         ]
     structlog.configure(
         processors=processors,

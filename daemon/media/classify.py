@@ -13,7 +13,7 @@ import os
 import stat
 from collections.abc import Mapping
 from dataclasses import dataclass
-from pathlib import Path, PurePath
+from pathlib import Path
 from typing import BinaryIO
 
 from daemon.media.reader import Bytes
@@ -76,16 +76,16 @@ def classify_file(path: Path) -> Classification:
     except OSError as error:
         return _unreadable(name, error, _size_of_regular(path))
     try:
-        mode = os.fstat(fd).st_mode
+        status = os.fstat(fd)
     except OSError as error:
         os.close(fd)
         return _unreadable(name, error)
-    if not stat.S_ISREG(mode):
+    if not stat.S_ISREG(status.st_mode):
         os.close(fd)
-        what = os.strerror(errno.EISDIR) if stat.S_ISDIR(mode) else "not a regular file"
+        what = os.strerror(errno.EISDIR) if stat.S_ISDIR(status.st_mode) else "not a regular file"
         return Classification(name, 0, None, None, Reason.UNREADABLE, what)
     with os.fdopen(fd, "rb", buffering=0) as fileobj:
-        return classify_fileobj(fileobj, name=name, size=os.fstat(fd).st_size)
+        return classify_fileobj(fileobj, name=name, size=status.st_size)
 
 
 def classify_fileobj(fileobj: BinaryIO, *, name: str, size: int) -> Classification:
@@ -117,7 +117,10 @@ def extension_mismatch(name: str, content_type: str | None) -> str | None:
     None when it fits, when the name has no extension, or when nothing is known about the
     extensions of ``content_type``.
     """
-    extension = PurePath(name).suffix.lower().lstrip(".")
+    # The suffix as PurePath(name).suffix has it, without building a path (hot path).
+    base = name.rpartition("/")[2]
+    dot = base.rfind(".")
+    extension = base[dot + 1 :].lower() if 0 < dot < len(base) - 1 else ""
     fitting = _EXTENSIONS.get(content_type or "")
     if not extension or fitting is None or extension in fitting:
         return None

@@ -117,21 +117,33 @@ def _candidates(name: str) -> Iterator[str]:
         n += 1
 
 
+def _taken(path: Path) -> bool:
+    """Something (a dangling symlink too) is at ``path``: one lstat."""
+    try:
+        os.lstat(path)
+    except FileNotFoundError:
+        return False
+    return True
+
+
 def _free(folder: Path, candidate: str, with_sidecar: bool) -> bool:
-    if (folder / candidate).exists() or (folder / candidate).is_symlink():
+    if _taken(folder / candidate):
         return False
     return not (with_sidecar and (folder / sidecar_name(candidate)).exists())
 
 
 def move_no_overwrite(source: Path, folder: Path, name: str, *, with_sidecar: bool = False) -> Path:
     """Move ``source`` into ``folder`` under ``name`` or the next free variant of it."""
-    folder.mkdir(exist_ok=True)
+    # One mkdir, no stat: a file named like the folder fails the link below instead.
+    with contextlib.suppress(FileExistsError):
+        folder.mkdir()
     earlier = _earlier_link(source, folder, name)
     if earlier is not None:  # a crash fell between link and unlink: finish that move
         os.unlink(source)
         return earlier
     for candidate in _candidates(name):
-        if not _free(folder, candidate, with_sidecar):
+        # link(2) refuses a taken name by itself; only a sidecar's name needs a look first.
+        if with_sidecar and not _free(folder, candidate, with_sidecar):
             continue
         target = folder / candidate
         try:
@@ -141,8 +153,10 @@ def move_no_overwrite(source: Path, folder: Path, name: str, *, with_sidecar: bo
         except OSError as exc:
             if exc.errno not in (errno.EPERM, errno.ENOTSUP, errno.EOPNOTSUPP, errno.EXDEV):
                 raise
-            # Filesystems without hard links (some SMB/FAT mounts): the check above is
-            # our only guard, and rename is still atomic for the file itself.
+            # Filesystems without hard links (some SMB/FAT mounts): the check is our only
+            # guard, and rename is still atomic for the file itself.
+            if not _free(folder, candidate, with_sidecar):
+                continue
             os.rename(source, target)
         else:
             os.unlink(source)

@@ -170,6 +170,25 @@ def _entry(row: tuple[Any, ...]) -> Entry:
     return Entry(*values)
 
 
+@dataclass(eq=False)
+class _Write:
+    """One statement waiting for its commit, and what came of it."""
+
+    sql: str
+    args: tuple[object, ...]
+    done: bool = False
+    rowcount: int = 0
+    error: BaseException | None = None
+
+
+def _run(db: sqlite3.Connection, write: _Write) -> None:
+    """``write`` committed on its own (autocommit), its outcome noted on it."""
+    try:
+        write.rowcount = db.execute(write.sql, write.args).rowcount
+    except sqlite3.Error as error:
+        write.error = error
+
+
 class Journal:
     """A thread-safe handle on ``<state_dir>/journal.sqlite3``.
 
@@ -180,6 +199,10 @@ class Journal:
     def __init__(self, state_dir: Path, *, read_only: bool = False) -> None:
         self.path = state_dir / JOURNAL_FILE
         self._lock = threading.Lock()
+        # Group commit (see _write): writes waiting for the commit in progress.
+        self._turn = threading.Condition(threading.Lock())
+        self._queue: list[_Write] = []
+        self._committing = False
         try:
             self._db = self._open(read_only)
             with self._lock:
@@ -226,11 +249,58 @@ class Journal:
             self._db.close()
 
     def _write(self, sql: str, args: tuple[object, ...]) -> int:
-        """One statement, committed (and synced) on its own: every write here is a single
-        statement, so sqlite's autocommit makes it atomic without BEGIN/COMMIT round trips.
-        Returns the number of rows changed."""
+        """One statement, committed and synced before this returns; the number of rows
+        it changed.
+
+        Group commit: writes that threads ask for while a commit is being synced wait for
+        it, and the next of them commits all of them in one transaction, with one sync.
+        Each caller still returns only once its own write is durable, so what it then
+        does (a request, a move) is covered as before; only the number of syncs drops.
+        """
+        write = _Write(sql, tuple(_stored(arg) for arg in args))
+        with self._turn:
+            self._queue.append(write)
+            while self._committing and not write.done:
+                self._turn.wait()
+            if not write.done:
+                # Nobody is committing: commit everything queued so far, this one included.
+                self._committing = True
+                batch, self._queue = self._queue, []
+        if not write.done:
+            try:
+                self._commit(batch)
+            except BaseException as error:  # noqa: BLE001 - handed to every caller it hit
+                for each in batch:
+                    each.error = each.error or error
+            finally:
+                with self._turn:
+                    for each in batch:
+                        each.done = True
+                    self._committing = False
+                    self._turn.notify_all()
+        if write.error is not None:
+            raise write.error
+        return write.rowcount
+
+    def _commit(self, batch: list[_Write]) -> None:
+        """Run ``batch`` in one transaction (one sync); when a statement fails, each one
+        on its own instead, so that a failure reaches only the caller it belongs to."""
         with self._lock:
-            return self._db.execute(sql, tuple(_stored(arg) for arg in args)).rowcount
+            if len(batch) == 1:
+                _run(self._db, batch[0])
+                return
+            try:
+                self._db.execute("BEGIN IMMEDIATE")
+                try:
+                    for write in batch:
+                        write.rowcount = self._db.execute(write.sql, write.args).rowcount
+                    self._db.execute("COMMIT")
+                except BaseException:
+                    self._db.execute("ROLLBACK")
+                    raise
+            except sqlite3.Error:
+                for write in batch:
+                    _run(self._db, write)
 
     def record_claim(
         self, claim_id: str, inbox: Path, conversation_id: str, name: str, arrived_ns: int

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import sqlite3
+import threading
 from pathlib import Path
 
 import pytest
 
 from daemon.errors import JournalUnusable
+from daemon.states import Stage
 from daemon.store.journal import _SCHEMA, Journal
 
 
@@ -100,3 +102,63 @@ def test_a_damaged_journal_names_its_file_and_what_to_do(tmp_path: Path) -> None
             Journal(tmp_path, read_only=read_only)
         assert str(tmp_path / "journal.sqlite3") in str(caught.value)
         assert "mv " in str(caught.value)
+
+
+def test_concurrent_writes_are_each_durable_when_they_return(tmp_path: Path) -> None:
+    """Writes from many threads at once (grouped into shared commits) are each on disk,
+    as a second connection sees it, by the time the call returns."""
+    journal = Journal(tmp_path)
+    inbox = tmp_path / "inbox"
+    seen_after_return: list[Stage | None] = []
+    lock = threading.Lock()
+
+    def work(n: int) -> None:
+        claim_id = f"sw-{n:04d}"
+        journal.record_claim(claim_id, inbox, "conv", f"f{n}.pdf", n)
+        journal.update(claim_id, stage=Stage.UPLOADED, attachment_id=f"att_{n}")
+        other = Journal(tmp_path)  # its own connection: only committed data shows
+        try:
+            entry = other.get(claim_id)
+        finally:
+            other.close()
+        with lock:
+            seen_after_return.append(entry.stage if entry else None)
+
+    threads = [threading.Thread(target=work, args=(n,)) for n in range(32)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    journal.close()
+    assert seen_after_return == [Stage.UPLOADED] * 32
+
+
+def test_a_failing_write_fails_only_its_caller(tmp_path: Path) -> None:
+    """A statement that fails inside a shared commit raises in its own caller only; the
+    writes grouped with it are kept."""
+    journal = Journal(tmp_path)
+    journal.record_claim("sw-ok", tmp_path, "conv", "a.pdf", 1)
+    errors: list[BaseException] = []
+    start = threading.Barrier(9)
+
+    def good(n: int) -> None:
+        start.wait()
+        journal.update("sw-ok", attempts=n)
+
+    def bad() -> None:
+        start.wait()
+        try:
+            journal._write("INSERT INTO claims (claim_id) VALUES (?)", ("sw-bad",))
+        except sqlite3.Error as error:
+            errors.append(error)
+
+    threads = [threading.Thread(target=good, args=(n,)) for n in range(8)]
+    threads.append(threading.Thread(target=bad))
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    entry = journal.get("sw-ok")
+    journal.close()
+    assert len(errors) == 1
+    assert entry is not None and entry.attempts in range(8)
