@@ -189,7 +189,7 @@ class Finisher:
 
     def recover(self, inbox: InboxConfig, claim: Claim, entry: Entry | None) -> None:
         """An empty claim folder: its file was archived by a run that died before it
-        journaled and logged the outcome (SPEC §6: every outcome is one log line). Say it
+        journaled and logged the outcome (the README: every outcome is one log line). Say it
         now, from the journal, with ``recovered: true``; then close the claim."""
         if entry is not None and entry.stage in (Stage.SENT, Stage.FAILED):
             target = (
@@ -283,7 +283,8 @@ class Finisher:
 def _outcome_fields(
     inbox: InboxConfig, entry: Entry, size: int | None, archived_as: str | None
 ) -> dict[str, Any]:
-    """What file_sent and file_failed both say (SPEC §6), besides their own fields."""
+    """What file_sent and file_failed both say (the README's Logs table), besides their own
+    fields."""
     return {
         "inbox": inbox.name,
         "conversation_id": inbox.conversation_id,

@@ -1,4 +1,4 @@
-"""Log hygiene (SPEC §6): every stdout line is one JSON object with the stable fields, even
+"""Log hygiene: every stdout line is one JSON object with the stable fields, even
 when something inside the daemon breaks; levels and the console format obey the config."""
 
 from __future__ import annotations
@@ -30,8 +30,9 @@ ISO_UTC = re.compile(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(\.\d+)?Z")
 LEVELS = {"debug", "info", "warning", "error"}
 ANSI = re.compile(r"\x1b\[[0-9;]*m")
 
-#: SPEC §6: each event and the fields it must carry (besides timestamp, level, event).
-SPEC_EVENTS: dict[str, set[str]] = {
+#: The stable events and the fields each must carry (besides timestamp, level, event), as
+#: the README's Logs table promises them.
+STABLE_EVENTS: dict[str, set[str]] = {
     "daemon_started": {"version", "inboxes", "observer"},
     "file_sent": {
         "inbox", "conversation_id", "file", "size", "sha256", "message_type", "content_type",
@@ -109,7 +110,7 @@ def test_a_whole_run_logs_every_spec_event_as_json_lines(
 
     assert daemon.stderr == ""
     lines = assert_well_formed(daemon.raw)
-    for name, fields in SPEC_EVENTS.items():
+    for name, fields in STABLE_EVENTS.items():
         found = events(lines, name)
         assert found, f"no {name} line"
         for line in found:
@@ -288,7 +289,7 @@ def test_every_event_the_daemon_logs_is_documented_with_an_example_line() -> Non
     for source in (root / "daemon").rglob("*.py"):
         if source.parent.name != "fake" and source.name != "demo.py":  # their own output
             logged |= set(call.findall(source.read_text(encoding="utf-8")))
-    assert logged >= set(SPEC_EVENTS)
+    assert logged >= set(STABLE_EVENTS)
     examples = {json.loads(line)["event"] for line in section.splitlines() if line.startswith('{"')}
     undocumented = {name for name in logged if f"`{name}`" not in section}
     assert not undocumented, f"not in the README's Logs table: {sorted(undocumented)}"
