@@ -13,8 +13,11 @@ stood still for ``settle_seconds``, or once it was held open without a write for
 folder poller, a scan, a file already open when the daemon started) keeps the quiet rule.
 
 Names that are hidden, match an ignore pattern, or are not regular files (symlinks, FIFOs,
-sockets, folders) are never taken. ``settle_seconds`` and ``ignore`` are either one setting
-for every inbox, or (the daemon: :meth:`Settler.per_inbox`) each inbox's own.
+sockets, folders) are never taken; nor is a file the inbox's ``include``, ``recursive`` and
+``max_depth`` leave (:func:`~daemon.watch.names.why_left`). Each of those but the ignored
+names is logged once per path (``file_ignored``). A name is the file's path relative to its
+inbox (``2026-11/scan.pdf`` in a subfolder). ``settle_seconds`` and ``ignore`` are either
+one setting for every inbox, or (the daemon: :meth:`Settler.per_inbox`) each inbox's own.
 """
 
 from __future__ import annotations
@@ -33,7 +36,7 @@ from typing import Protocol
 
 from daemon.config import InboxConfig
 from daemon.logs import get_logger
-from daemon.watch.names import Signature, is_ignored, signature
+from daemon.watch.names import Signature, Why, is_ignored, signature, why_left
 
 #: A look that comes this early is on time (a timer never fires to the microsecond), s.
 TOLERANCE_SECONDS = 0.005
@@ -306,7 +309,8 @@ class Settler:
         is now ignored is dropped."""
         now = self._clock.monotonic()
         for path, candidate in list(self._pending.items()):
-            if is_ignored(candidate.name, self._rule(candidate.inbox)[1]):
+            name = candidate.name
+            if is_ignored(name, self._rule(candidate.inbox)[1]) or why_left(candidate.inbox, name):
                 del self._pending[path]
                 continue
             # Held files too: the file that held them back may be the one dropped.
@@ -361,7 +365,13 @@ class Settler:
                 self._forget_warned(path)
                 continue
             if not stat.S_ISREG(st.st_mode):
-                self._warn_once(path, inbox, st)
+                if not stat.S_ISDIR(st.st_mode):
+                    kind = Why.SYMLINK if stat.S_ISLNK(st.st_mode) else Why.NOT_REGULAR
+                    self._warn_once(path, inbox, name, kind)
+                continue
+            why = why_left(inbox, name)
+            if why is not None:
+                self._warn_once(path, inbox, name, why)
                 continue
             self._forget_warned(path)
             fresh.append((path, name, st))
@@ -404,9 +414,8 @@ class Settler:
                 wait = max(wait, seconds - since_close)
         return wait
 
-    def _warn_once(self, path: Path, inbox: InboxConfig, st: os.stat_result) -> None:
-        if stat.S_ISDIR(st.st_mode):
-            return
+    def _warn_once(self, path: Path, inbox: InboxConfig, name: str, why: Why) -> None:
+        """Log ``file_ignored`` for ``path``, unless it was logged since it last changed."""
         with self._cond:
             known = path in self._warned
             self._warned[path] = None
@@ -414,8 +423,7 @@ class Settler:
             while len(self._warned) > self._warned_max:
                 self._warned.popitem(last=False)
         if not known:
-            kind = "symlink" if stat.S_ISLNK(st.st_mode) else "not a regular file"
-            self._log.warning("file_ignored", inbox=inbox.name, file=path.name, why=kind)
+            self._log.warning("file_ignored", inbox=inbox.name, file=name, why=str(why))
 
     def _forget_warned(self, path: Path) -> None:
         """``path`` is gone or a regular file: should it turn odd again, that is news."""
