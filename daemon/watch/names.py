@@ -81,16 +81,17 @@ def walk(
     walked whether or not the inbox is ``recursive`` (a file there is then said, not taken).
 
     ``on_folder`` hears of each subfolder walked (its path and relative name); a folder that
-    vanished while walked is skipped, one that cannot be read goes to ``on_error``."""
+    vanished while walked is skipped; the inbox, or a subfolder that cannot be read, goes to
+    ``on_error``."""
     stack: list[tuple[Path, str, int]] = [(inbox.path, "", 0)]
     while stack:
         folder, prefix, depth = stack.pop()
         try:
             with os.scandir(folder) as entries:
                 listing = list(entries)
-        except FileNotFoundError:
-            continue  # deleted while walked (the top: the caller's business)
         except OSError as error:
+            if depth and isinstance(error, FileNotFoundError):
+                continue  # a subfolder deleted while walked
             if on_error is not None:
                 on_error(folder, error)
             continue
