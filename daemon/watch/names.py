@@ -14,7 +14,9 @@ walked, and a symlink to a folder is never followed (it is a symlink, not a fold
 from __future__ import annotations
 
 import fnmatch
+import functools
 import os
+import re
 from collections.abc import Callable, Iterable, Iterator
 from enum import StrEnum
 from pathlib import Path
@@ -36,6 +38,62 @@ class Why(StrEnum):
     """In a subfolder of an inbox that is not ``recursive``."""
     TOO_DEEP = "too_deep"
     """In a subfolder deeper than ``max_depth``."""
+    ORPHAN_MARKER = "orphan_marker"
+    """A done marker whose file has not arrived (``ORPHAN_MARKER_GRACE_SECONDS`` after it
+    was written)."""
+
+
+#: A done marker without its file is said (``orphan_marker``) once it is this old, in
+#: seconds (by its mtime): the file may be written a moment after its marker.
+ORPHAN_MARKER_GRACE_SECONDS = 60.0
+#: A done marker is renamed to this prefix plus its name while its files are claimed, then
+#: deleted: a run killed in between finds it (hidden: never taken) and finishes the job.
+TAKEN_MARKER_PREFIX = ".sendseven-taken."
+_PLACEHOLDERS = re.compile(r"\{(name|stem)\}")
+
+
+def is_per_file(template: str) -> bool:
+    """A ``done_marker`` with ``{name}`` or ``{stem}`` marks one file; without, a batch."""
+    return _PLACEHOLDERS.search(template) is not None
+
+
+def _split(name: str) -> tuple[str, str]:
+    """(``2026-11/``, ``scan.pdf``): a relative name's folder prefix and last part."""
+    folder, slash, base = name.rpartition("/")
+    return folder + slash, base
+
+
+def stem_of(base: str) -> str:
+    stem, _, _ = base.rpartition(".")
+    return stem or base
+
+
+def marker_of(template: str, name: str) -> str:
+    """The relative name of the marker that lets the file ``name`` be taken."""
+    prefix, base = _split(name)
+    if not is_per_file(template):
+        return prefix + template
+    values = {"name": base, "stem": stem_of(base)}
+    return prefix + _PLACEHOLDERS.sub(lambda m: values[m.group(1)], template)
+
+
+@functools.lru_cache(maxsize=64)
+def marker_pattern(template: str) -> re.Pattern[str]:
+    """A regex that matches the last part of a marker's name (per file: the file's name
+    or stem in the group ``name``/``stem``; a placeholder used twice must match the same)."""
+    regex, seen = [], set()
+    for index, part in enumerate(_PLACEHOLDERS.split(template)):
+        if index % 2 == 0:
+            regex.append(re.escape(part))
+        else:
+            regex.append(f"(?P={part})" if part in seen else f"(?P<{part}>.+)")
+            seen.add(part)
+    return re.compile("".join(regex), re.DOTALL)
+
+
+def is_marker(template: str, name: str) -> bool:
+    """``name`` (relative) is a done marker of this ``done_marker`` template."""
+    return marker_pattern(template).fullmatch(_split(name)[1]) is not None
 
 
 #: (size, mtime_ns, ctime_ns, inode): any write, ``utime``, rename or replacement moves it.
@@ -122,11 +180,13 @@ def signature(st: os.stat_result) -> Signature:
 
 def count_files(inbox: InboxConfig) -> tuple[int, int]:
     """(waiting, ignored): files in the inbox and its subfolders that the daemon would take
-    (settled or not), and those it leaves and says so (``file_ignored``); (0, 0) if
-    unreadable. Names matching ``ignore`` are neither."""
+    (settled, or waiting for its done marker), and those it leaves and says so
+    (``file_ignored``); (0, 0) if unreadable. Names matching ``ignore`` and done markers
+    are neither."""
     waiting = ignored = 0
+    marker = inbox.done_marker
     for name, entry in walk(inbox):
-        if is_ignored(name, inbox.ignore):
+        if is_ignored(name, inbox.ignore) or (marker is not None and is_marker(marker, name)):
             continue
         try:
             regular = entry.is_file(follow_symlinks=False)

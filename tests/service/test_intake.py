@@ -5,6 +5,8 @@ what is not taken stays, is logged once (``file_ignored``) and counted by ``stat
 from __future__ import annotations
 
 import json
+import os
+import signal
 import time
 from pathlib import Path
 from typing import Any
@@ -16,6 +18,7 @@ from tests.helpers import (
     Daemon,
     copy_sample,
     events,
+    inject,
     log_lines,
     run_cli,
     write_config,
@@ -191,3 +194,138 @@ def test_five_thousand_subfolders_are_walked_in_reasonable_time(
     assert _status(config)["waiting"] == 0
     assert time.monotonic() - started < 5
     assert (inbox / "sent" / "f4999" / "last.pdf").is_file()
+
+
+def _markers(tmp_path: Path, api_url: str, marker: str) -> tuple[Path, Path]:
+    # A long settle: a file taken at once was taken by its marker, not by settling.
+    return _inbox_config(tmp_path, api_url, done_marker=marker, settle_seconds=30)
+
+
+def test_an_erp_export_with_done_markers_is_sent_at_once(api: FakeApi, tmp_path: Path) -> None:
+    """{name}.done: a.pdf with a.pdf.done is sent at once (settle_seconds is 30), the
+    marker deleted and never sent or archived; b.pdf without its marker waits (status)."""
+    config, inbox = _markers(tmp_path, api.url, "{name}.done")
+    copy_sample("document.pdf", inbox, "a.pdf")
+    (inbox / "a.pdf.done").touch()
+    copy_sample("document.pdf", inbox, "b.pdf")
+
+    started = time.monotonic()
+    result = run_cli("run", "-c", str(config), "--once")
+
+    assert result.returncode == 0, result.stderr
+    assert time.monotonic() - started < 20
+    assert [a.filename for a in api.attachments()] == ["a.pdf"]
+    assert _files(inbox / "sent") == ["a.pdf"]
+    assert not (inbox / "failed").exists()
+    assert sorted(p.name for p in inbox.iterdir() if p.is_file()) == ["b.pdf"]
+    assert _ignored(log_lines(result.stdout)) == []
+    row = _status(config)
+    assert (row["waiting"], row["ignored"]) == (1, 0)
+
+
+def test_a_stem_marker_written_while_the_daemon_runs(
+    api: FakeApi, tmp_path: Path, daemons: list[Daemon]
+) -> None:
+    """Watch mode, {stem}.ok: the export is written first, then its marker; it is sent
+    at once (long before settle_seconds) and the marker is gone."""
+    config, inbox = _markers(tmp_path, api.url, "{stem}.ok")
+    daemon = Daemon(config)
+    daemons.append(daemon)
+    daemon.wait_event("daemon_started")
+    copy_sample("document.pdf", inbox, "invoice-4711.pdf")
+    time.sleep(0.5)
+    assert api.attachments() == []
+    (inbox / "invoice-4711.ok").touch()
+
+    (sent,) = daemon.wait_event("file_sent", timeout=10)
+    assert daemon.stop() == 0
+    assert sent["file"] == "invoice-4711.pdf"
+    assert sorted(p.name for p in inbox.iterdir() if p.is_file()) == []
+
+
+def test_a_batch_marker_lets_every_file_of_its_folder_go(api: FakeApi, tmp_path: Path) -> None:
+    """READY: the three files of the folder are sent, then READY is deleted; a folder of a
+    recursive inbox without READY keeps its file."""
+    config, inbox = _inbox_config(
+        tmp_path, api.url, done_marker="READY", settle_seconds=30, recursive=True
+    )
+    for name in ("1.pdf", "2.pdf", "3.pdf"):
+        copy_sample("document.pdf", inbox / "batch-1", name)
+    (inbox / "batch-1" / "READY").touch()
+    copy_sample("document.pdf", inbox / "batch-2", "4.pdf")
+
+    result = run_cli("run", "-c", str(config), "--once")
+
+    assert result.returncode == 0, result.stderr
+    assert sorted(a.filename for a in api.attachments()) == ["1.pdf", "2.pdf", "3.pdf"]
+    assert list((inbox / "batch-1").iterdir()) == []
+    assert (inbox / "batch-2" / "4.pdf").is_file()
+    assert _files(inbox / "sent") == ["batch-1/1.pdf", "batch-1/2.pdf", "batch-1/3.pdf"]
+
+
+def test_an_orphan_marker_stays_and_is_said_once(api: FakeApi, tmp_path: Path) -> None:
+    """A marker whose file never came stays; once older than the grace period (60 s) it is
+    logged once as orphan_marker; a fresh one is not (its file may be on its way)."""
+    config, inbox = _markers(tmp_path, api.url, "{name}.done")
+    (inbox / "gone.pdf.done").touch()
+    os.utime(inbox / "gone.pdf.done", (time.time() - 120, time.time() - 120))
+    (inbox / "soon.pdf.done").touch()
+
+    result = run_cli("run", "-c", str(config), "--once")
+
+    assert result.returncode == 0, result.stderr
+    assert api.attachments() == []
+    assert (inbox / "gone.pdf.done").exists()
+    assert (inbox / "soon.pdf.done").exists()
+    assert _ignored(log_lines(result.stdout)) == [("gone.pdf.done", "orphan_marker")]
+
+
+def test_a_marker_for_a_symlink_takes_nothing(api: FakeApi, tmp_path: Path) -> None:
+    """a.pdf is a symlink with a.pdf.done next to it: nothing is sent, the link is logged
+    (why: symlink), the marker stays and its target is untouched."""
+    config, inbox = _markers(tmp_path, api.url, "{name}.done")
+    target = copy_sample("document.pdf", tmp_path / "elsewhere", "real.pdf")
+    (inbox / "a.pdf").symlink_to(target)
+    (inbox / "a.pdf.done").touch()
+
+    result = run_cli("run", "-c", str(config), "--once")
+
+    assert result.returncode == 0, result.stderr
+    assert api.attachments() == []
+    assert target.is_file()
+    assert (inbox / "a.pdf.done").exists()
+    assert _ignored(log_lines(result.stdout)) == [("a.pdf", "symlink")]
+
+
+def test_a_run_killed_between_claim_and_marker_deletion(api: FakeApi, tmp_path: Path) -> None:
+    """SIGKILL right after the claim (the marker renamed to its hidden taken name, perhaps
+    deleted already by the observer's thread): the next run sends the file once, and
+    deletes a taken marker left behind by a kill."""
+    config, inbox = _markers(tmp_path, api.url, "{name}.done")
+    copy_sample("document.pdf", inbox, "a.pdf")
+    (inbox / "a.pdf.done").touch()
+    env = inject(
+        tmp_path / "inject",
+        "import os, signal\n"
+        "import daemon.store.claims as claims\n"
+        "_claim = claims.Owner.claim\n"
+        "def claim(self, inbox, name):\n"
+        "    taken = _claim(self, inbox, name)\n"
+        "    os.kill(os.getpid(), signal.SIGKILL)\n"
+        "    return taken\n"
+        "claims.Owner.claim = claim\n",
+    )
+
+    killed = run_cli("run", "-c", str(config), "--once", env=env)
+    assert killed.returncode == -signal.SIGKILL
+    assert not (inbox / "a.pdf").exists()
+    assert not (inbox / "a.pdf.done").exists()
+    (inbox / ".sendseven-taken.z.pdf.done").touch()  # left by an earlier kill
+
+    again = run_cli("run", "-c", str(config), "--once")
+
+    assert again.returncode == 0, again.stderr
+    assert [a.filename for a in api.attachments()] == ["a.pdf"]
+    assert len(api.messages()) == 1
+    assert _files(inbox / "sent") == ["a.pdf"]
+    assert sorted(p.name for p in inbox.iterdir() if p.is_file()) == []
