@@ -26,7 +26,7 @@ from daemon.store.archive import FAILED_DIR, SENT_DIR
 from daemon.store.folders import count_archived, count_in_progress
 from daemon.store.journal import JOURNAL_FILE, Entry, Journal
 from daemon.watch.inboxes import all_inboxes
-from daemon.watch.names import count_waiting
+from daemon.watch.names import count_files
 
 
 @dataclass(frozen=True)
@@ -56,6 +56,9 @@ class InboxStatus:
     """The claimed file without progress for longest, when that is longer than the bound
     (``retry.max_delay`` x 2, at least 10 minutes): ``file``, ``stage``, ``idle_s``,
     ``since`` (ISO 8601 UTC), ``why`` (its last error, or what its stage waits for)."""
+    ignored: int = 0
+    """Files left where they are and logged as ``file_ignored`` (in a subfolder, too deep,
+    not included, a symlink...); names matching ``ignore`` are not counted."""
 
 
 def _iso(epoch: float) -> str:
@@ -156,17 +159,19 @@ def _one(
     last_error: dict[str, Any] | None,
     stuck: dict[str, Any] | None,
 ) -> InboxStatus:
+    waiting, ignored = count_files(inbox)
     return InboxStatus(
         inbox=inbox.name,
         path=str(inbox.path),
         conversation_id=inbox.conversation_id,
-        waiting=count_waiting(inbox.path, inbox.ignore),
+        waiting=waiting,
         in_progress=count_in_progress(inbox.path),
         sent=count_archived(inbox.path / SENT_DIR),
         failed=count_archived(inbox.path / FAILED_DIR),
         last_error=last_error,
         unreadable=_unreadable(inbox.path),
         stuck=stuck,
+        ignored=ignored,
     )
 
 
@@ -195,6 +200,8 @@ def print_status(config: Config, *, as_json: bool) -> int:
         )
         if r.unreadable:
             print(f"    cannot read the inbox: {r.unreadable}")
+        if r.ignored:
+            print(f"    ignored: {r.ignored} file(s) left in place (see file_ignored in the log)")
         if r.last_error:
             e = r.last_error
             print(

@@ -16,12 +16,13 @@ from datetime import datetime
 #: The placeholders a caption template may use.
 TEMPLATE_FIELDS = (
     "filename", "stem", "ext", "message_type", "content_type", "size", "inbox", "date", "time",
+    "subfolder",
 )  # fmt: skip
 
 _SAMPLE_VALUES: dict[str, object] = {
     "filename": "scan.pdf", "stem": "scan", "ext": "pdf", "message_type": "document",
     "content_type": "application/pdf", "size": 12345, "inbox": "front-desk",
-    "date": "2024-01-31", "time": "09:30:00",
+    "date": "2024-01-31", "time": "09:30:00", "subfolder": "2026-11",
 }  # fmt: skip
 
 
@@ -52,9 +53,12 @@ def render_caption(
     size: int | None,
     inbox: str,
 ) -> str | None:
-    """The message text for a file from its inbox's caption template (None: no text)."""
+    """The message text for a file from its inbox's caption template (None: no text).
+    ``name`` is relative to the inbox: ``{filename}`` is its last part, ``{subfolder}`` the
+    folder before it ("" at the top)."""
     if not template:
         return None
+    subfolder, _, name = name.rpartition("/")
     stem, dot, ext = name.rpartition(".")
     if not stem:
         stem, ext = name, ""
@@ -71,6 +75,7 @@ def render_caption(
             "inbox": inbox,
             "date": now.strftime("%Y-%m-%d"),
             "time": now.strftime("%H:%M:%S"),
+            "subfolder": subfolder,
         },
     )
 

@@ -261,7 +261,9 @@ def _upload_as(
 ) -> Attachment:
     """One upload under ``policy`` (a function: the lambda closes over no loop variable)."""
     return policy.call(
-        lambda: context.client().upload(file.path, file.name, content_type), attempts
+        # A file from a subfolder goes out under its own name, not its relative path.
+        lambda: context.client().upload(file.path, file.name.rpartition("/")[2], content_type),
+        attempts,
     )
 
 

@@ -154,7 +154,7 @@ class Service:
 
             probes = Probes(
                 inboxes=lambda: self.watcher.inboxes,
-                waiting=lambda inbox: count_waiting(inbox.path, inbox.ignore),
+                waiting=count_waiting,
                 in_progress=self.pipeline.counts,
                 auth_refused=lambda: refusal(self.pipeline.gate),
                 api_misconfigured=lambda: misconfiguration(self.pipeline.gate),

@@ -4,7 +4,9 @@ Archive moves never overwrite: ``link(2)`` + ``unlink(2)`` fails with ``EEXIST``
 replacing a file, and the next free name (``scan (1).pdf``) is tried — within the folder the
 file goes to. That folder is ``sent/``/``failed/`` itself, or with a dated layout its
 ``YYYY/MM/DD/`` or ``YYYY/MM/`` subfolder for the UTC day the file is archived
-(:func:`archive_folder`). Directories are fsynced after the renames that matter, so that a
+(:func:`archive_folder`); a file from a subfolder of a recursive inbox keeps its relative
+folder below that (``sent/2026-11/scan.pdf``, ``sent/2026/11/26/2026-11/scan.pdf``).
+Directories are fsynced after the renames that matter, so that a
 power cut cannot undo an archive.
 """
 
@@ -47,6 +49,13 @@ def archive_folder(top: Path, layout: ArchiveLayout, when: datetime) -> Path:
     if layout is ArchiveLayout.MONTHLY:
         return top / f"{day:%Y}" / f"{day:%m}"
     return top
+
+
+def _kept_path(folder: Path, name: str) -> tuple[Path, str]:
+    """The folder and the name a file called ``name`` (relative to its inbox) is archived
+    under in the archive folder ``folder``: its relative folder is kept."""
+    below, _, base = name.rpartition("/")
+    return (folder / below if below else folder), base
 
 
 def _make_folder(folder: Path) -> None:
@@ -199,9 +208,10 @@ def move_to_sent(claim: Claim, layout: ArchiveLayout = ArchiveLayout.FLAT) -> Pa
     claim folder stays until the outcome is journaled and logged (then
     :func:`drop_claim_folder`): a run that dies in between leaves it empty, and the next
     run reports the outcome."""
-    folder = archive_folder(claim.inbox / SENT_DIR, layout, datetime.now(UTC))
+    top = archive_folder(claim.inbox / SENT_DIR, layout, datetime.now(UTC))
+    folder, name = _kept_path(top, claim.name)
     _make_folder(folder)
-    return move_no_overwrite(claim.path, folder, claim.name)
+    return move_no_overwrite(claim.path, folder, name)
 
 
 def sidecar_text(body: Mapping[str, object]) -> str:
@@ -227,13 +237,14 @@ def move_to_failed(
     names the folder, so that the next run knows where to look. The claim folder stays,
     as in :func:`move_to_sent`."""
     now = time.time()
-    folder = archive_folder(claim.inbox / FAILED_DIR, layout, datetime.fromtimestamp(now, UTC))
+    top = archive_folder(claim.inbox / FAILED_DIR, layout, datetime.fromtimestamp(now, UTC))
+    folder, name = _kept_path(top, claim.name)
     draft = claim.folder / SIDECAR_DRAFT
     body = {**sidecar, "file": claim.name}
     draft.write_text(sidecar_text(body), encoding="utf-8")
     os.utime(draft, (now, now))
     _make_folder(folder)
-    target = move_no_overwrite(claim.path, folder, claim.name, with_sidecar=True)
+    target = move_no_overwrite(claim.path, folder, name, with_sidecar=True)
     os.replace(draft, folder / sidecar_name(target.name))
     fsync_dir(folder)
     return target

@@ -9,6 +9,9 @@ A claimed file waits in ``<inbox>/.sendseven-watch/<owner>/<claim_id>/<name>``:
   and so that two files of the same name can be in progress at once.
 - Claiming is one ``rename(2)`` from the inbox: atomic, so of two daemons racing for a file
   exactly one wins and the other sees ``ENOENT``.
+- A file from a subfolder of a recursive inbox keeps its relative path inside the claim
+  folder (``<claim_id>/2026-11/scan.pdf``): the claim's ``name`` is ``2026-11/scan.pdf``,
+  and survives a crash with the file itself. The dropper's subfolder stays where it is.
 
 Directories are fsynced after the renames that matter, so that a power cut cannot undo a
 claim.
@@ -54,7 +57,8 @@ class Claim:
     claim_id: str
     """Unique id of this claim; also the file's ``Idempotency-Key``."""
     name: str
-    """The original file name."""
+    """The original file name; for a file from a subfolder, its path relative to the inbox
+    (``2026-11/scan.pdf``)."""
     owner_dir: Path
     """The owner folder the claim lives in now."""
 
@@ -128,15 +132,16 @@ class Owner:
         """Take ``inbox/name`` by atomic rename; ``None`` when someone else was faster."""
         claim = Claim(inbox, new_claim_id(), name, self.folder(inbox))
         claim.folder.mkdir()
+        claim.path.parent.mkdir(parents=True, exist_ok=True)
         try:
             os.rename(inbox / name, claim.path)
         except FileNotFoundError:
-            claim.folder.rmdir()
+            drop_claim_folder(claim)
             return None
         except OSError:
-            claim.folder.rmdir()
+            drop_claim_folder(claim)
             raise
-        fsync_dir(inbox)
+        fsync_dir((inbox / name).parent)
         fsync_dir(claim.folder)
         return claim
 
@@ -211,7 +216,7 @@ def _claims_in(inbox: Path, owner_dir: Path) -> Iterator[Claim]:
     for folder in folders:
         if folder.is_symlink() or not folder.is_dir():
             continue
-        names = [p.name for p in folder.iterdir() if not p.name.startswith(".")]
+        names = claimed_names(folder)
         if len(names) == 1:
             yield Claim(inbox, folder.name, names[0], owner_dir)
         elif not names:
@@ -219,7 +224,27 @@ def _claims_in(inbox: Path, owner_dir: Path) -> Iterator[Claim]:
             yield Claim(inbox, folder.name, "", owner_dir)
 
 
+def claimed_names(folder: Path) -> list[str]:
+    """The non-hidden files in a claim folder; a file from a subfolder by its relative
+    path (the claim folder's own subfolders, never a symlink, are looked into)."""
+    names: list[str] = []
+    for entry in folder.iterdir():
+        if entry.name.startswith("."):
+            continue
+        if entry.is_dir() and not entry.is_symlink():
+            # Its file by its relative path; nothing when the file already went.
+            names.extend(f"{entry.name}/{name}" for name in claimed_names(entry))
+            continue
+        names.append(entry.name)
+    return names
+
+
 def drop_claim_folder(claim: Claim) -> None:
-    """Remove the (empty) claim folder once the file is archived."""
+    """Remove the (empty) claim folder once the file is archived, with the subfolders that
+    kept a file's relative path."""
+    for root, folders, _ in os.walk(claim.folder, topdown=False):
+        for folder in folders:
+            with contextlib.suppress(OSError):  # only an empty one (a symlink is refused)
+                Path(root, folder).rmdir()
     with contextlib.suppress(OSError):
         claim.folder.rmdir()

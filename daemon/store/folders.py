@@ -16,7 +16,7 @@ from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 
 from daemon.store.archive import SIDECAR_HASH_DIGITS, SIDECAR_SUFFIX, sidecar_name
-from daemon.store.claims import WORK_DIR
+from daemon.store.claims import WORK_DIR, claimed_names
 
 #: The end of a shortened sidecar name (see :func:`~daemon.store.archive.sidecar_name`).
 _SHORTENED_TAIL = re.compile(rf"~[0-9a-f]{{{SIDECAR_HASH_DIGITS}}}{re.escape(SIDECAR_SUFFIX)}$")
@@ -134,7 +134,18 @@ def count_in_progress(inbox: Path) -> int:
         return 0
     for owner in owners:
         try:
-            total += sum(1 for claim in owner.iterdir() if regular_files(claim))
+            total += sum(1 for claim in owner.iterdir() if _holds_a_file(claim))
         except OSError:
             continue
     return total
+
+
+def _holds_a_file(claim: Path) -> bool:
+    """A claim folder still holds its file (directly, or in the subfolders that keep the
+    path of a file from a subfolder of a recursive inbox)."""
+    if regular_files(claim):
+        return True
+    try:
+        return bool(claimed_names(claim))
+    except OSError:
+        return False

@@ -13,12 +13,16 @@ stood still for ``settle_seconds``, or once it was held open without a write for
 folder poller, a scan, a file already open when the daemon started) keeps the quiet rule.
 
 Names that are hidden, match an ignore pattern, or are not regular files (symlinks, FIFOs,
-sockets, folders) are never taken. ``settle_seconds`` and ``ignore`` are either one setting
-for every inbox, or (the daemon: :meth:`Settler.per_inbox`) each inbox's own.
+sockets, folders) are never taken; nor is a file the inbox's ``include``, ``recursive`` and
+``max_depth`` leave (:func:`~daemon.watch.names.why_left`). Each of those but the ignored
+names is logged once per path (``file_ignored``). A name is the file's path relative to its
+inbox (``2026-11/scan.pdf`` in a subfolder). ``settle_seconds`` and ``ignore`` are either
+one setting for every inbox, or (the daemon: :meth:`Settler.per_inbox`) each inbox's own.
 """
 
 from __future__ import annotations
 
+import contextlib
 import heapq
 import os
 import stat
@@ -33,7 +37,20 @@ from typing import Protocol
 
 from daemon.config import InboxConfig
 from daemon.logs import get_logger
-from daemon.watch.names import Signature, is_ignored, signature
+from daemon.watch.names import (
+    ORPHAN_MARKER_GRACE_SECONDS,
+    TAKEN_MARKER_PREFIX,
+    Signature,
+    Why,
+    is_ignored,
+    is_marker,
+    is_per_file,
+    marker_of,
+    marker_pattern,
+    signature,
+    stem_of,
+    why_left,
+)
 
 #: A look that comes this early is on time (a timer never fires to the microsecond), s.
 TOLERANCE_SECONDS = 0.005
@@ -306,7 +323,8 @@ class Settler:
         is now ignored is dropped."""
         now = self._clock.monotonic()
         for path, candidate in list(self._pending.items()):
-            if is_ignored(candidate.name, self._rule(candidate.inbox)[1]):
+            name = candidate.name
+            if is_ignored(name, self._rule(candidate.inbox)[1]) or why_left(candidate.inbox, name):
                 del self._pending[path]
                 continue
             # Held files too: the file that held them back may be the one dropped.
@@ -348,7 +366,10 @@ class Settler:
         with self._cond:
             seconds, ignore = self._rule(inbox)
         fresh: list[tuple[Path, str, os.stat_result]] = []
+        template = inbox.done_marker
         for name in names:
+            if template is not None and self._by_marker(inbox, name, template, ignore):
+                continue
             if is_ignored(name, ignore):
                 continue
             path = inbox.path / name
@@ -361,7 +382,13 @@ class Settler:
                 self._forget_warned(path)
                 continue
             if not stat.S_ISREG(st.st_mode):
-                self._warn_once(path, inbox, st)
+                if not stat.S_ISDIR(st.st_mode):
+                    kind = Why.SYMLINK if stat.S_ISLNK(st.st_mode) else Why.NOT_REGULAR
+                    self._warn_once(path, inbox, name, kind)
+                continue
+            why = why_left(inbox, name)
+            if why is not None:
+                self._warn_once(path, inbox, name, why)
                 continue
             self._forget_warned(path)
             fresh.append((path, name, st))
@@ -381,6 +408,102 @@ class Settler:
                 self._pending[path] = candidate
                 heapq.heappush(self._due, (candidate.due, path))
             self._cond.notify_all()
+
+    def _by_marker(
+        self, inbox: InboxConfig, name: str, template: str, ignore: tuple[str, ...]
+    ) -> bool:
+        """With ``done_marker``: True when ``name`` is a marker (handled here: its files are
+        taken at once) or a file still waiting for its marker; False for a file whose
+        marker is there (it is taken with its marker) or a name the usual rules judge."""
+        folder, _, base = name.rpartition("/")
+        prefix = f"{folder}/" if folder else ""
+        if base.startswith(TAKEN_MARKER_PREFIX):
+            self._take_marked(inbox, prefix + base[len(TAKEN_MARKER_PREFIX) :], template, ignore)
+            return True
+        if is_marker(template, name):
+            self._take_marked(inbox, name, template, ignore)
+            return True
+        if is_ignored(name, ignore) or why_left(inbox, name) is not None:
+            return False  # the usual rules (and their file_ignored) apply
+        marker = marker_of(template, name)
+        mprefix, _, mbase = marker.rpartition("/")
+        taken = inbox.path / mprefix / f"{TAKEN_MARKER_PREFIX}{mbase}"
+        if (inbox.path / marker).exists() or taken.exists():
+            self._take_marked(inbox, marker, template, ignore)
+        return True  # taken with its marker, or waiting for it
+
+    def _marked(
+        self, inbox: InboxConfig, marker: str, template: str, ignore: tuple[str, ...]
+    ) -> list[tuple[str, os.stat_result]]:
+        """The regular files ``marker`` lets go (per file: its file; a batch: every file in
+        its folder), each with its stat; the others are said as usual (a symlink...)."""
+        candidates = _marked_names(inbox, marker, template)
+        files: list[tuple[str, os.stat_result]] = []
+        for name in sorted(candidates):
+            if is_ignored(name, ignore):
+                continue
+            path = inbox.path / name
+            try:
+                st = path.lstat()
+            except OSError:
+                continue
+            if stat.S_ISDIR(st.st_mode):
+                continue
+            if not stat.S_ISREG(st.st_mode):
+                why = Why.SYMLINK if stat.S_ISLNK(st.st_mode) else Why.NOT_REGULAR
+                self._warn_once(path, inbox, name, why)
+                continue
+            left = why_left(inbox, name)
+            if left is not None:
+                self._warn_once(path, inbox, name, left)
+                continue
+            files.append((name, st))
+        return files
+
+    def _take_marked(
+        self, inbox: InboxConfig, marker: str, template: str, ignore: tuple[str, ...]
+    ) -> None:
+        """Hand over at once (no settle wait) the files ``marker`` lets go, then delete it.
+
+        The marker is first renamed to a hidden name (:data:`TAKEN_MARKER_PREFIX`): a run
+        killed before it is deleted finds that name, takes what is still there (a claimed
+        file is not: it is resumed from its claim, and sent once) and deletes it.
+        """
+        folder, _, base = marker.rpartition("/")
+        marker_path = inbox.path / marker
+        taken = inbox.path / folder / f"{TAKEN_MARKER_PREFIX}{base}"
+        files = self._marked(inbox, marker, template, ignore)
+        if not files:
+            if taken.exists():  # a leftover of a run killed after its claims
+                with contextlib.suppress(OSError):
+                    taken.unlink()
+                return
+            self._orphan(inbox, marker, marker_path)
+            return
+        self._forget_warned(marker_path)
+        if not taken.exists():
+            try:
+                marker_path.rename(taken)
+            except FileNotFoundError:
+                return  # another daemon (or our own scan) is taking these files
+        batch = [Settled(inbox, name, st.st_mtime_ns) for name, st in files]
+        batch.sort(key=lambda item: (item.mtime_ns, item.name))
+        with self._cond:
+            for item in batch:
+                self._pending.pop(inbox.path / item.name, None)
+        self._on_settled(batch)
+        if all(not os.path.lexists(inbox.path / item.name) for item in batch):
+            with contextlib.suppress(OSError):
+                taken.unlink()
+
+    def _orphan(self, inbox: InboxConfig, marker: str, path: Path) -> None:
+        """A marker without its file: said once when it is older than the grace period."""
+        try:
+            age = self._clock.time() - path.lstat().st_mtime
+        except OSError:
+            return
+        if age >= ORPHAN_MARKER_GRACE_SECONDS:
+            self._warn_once(path, inbox, marker, Why.ORPHAN_MARKER)
 
     def _wait(
         self, candidate: _Candidate, st: os.stat_result, now: float, wall: float, seconds: float
@@ -404,9 +527,8 @@ class Settler:
                 wait = max(wait, seconds - since_close)
         return wait
 
-    def _warn_once(self, path: Path, inbox: InboxConfig, st: os.stat_result) -> None:
-        if stat.S_ISDIR(st.st_mode):
-            return
+    def _warn_once(self, path: Path, inbox: InboxConfig, name: str, why: Why) -> None:
+        """Log ``file_ignored`` for ``path``, unless it was logged since it last changed."""
         with self._cond:
             known = path in self._warned
             self._warned[path] = None
@@ -414,8 +536,7 @@ class Settler:
             while len(self._warned) > self._warned_max:
                 self._warned.popitem(last=False)
         if not known:
-            kind = "symlink" if stat.S_ISLNK(st.st_mode) else "not a regular file"
-            self._log.warning("file_ignored", inbox=inbox.name, file=path.name, why=kind)
+            self._log.warning("file_ignored", inbox=inbox.name, file=name, why=str(why))
 
     def _forget_warned(self, path: Path) -> None:
         """``path`` is gone or a regular file: should it turn odd again, that is news."""
@@ -520,3 +641,28 @@ class Settler:
                 max_write_pause=self._max_write_pause,
             )
         return candidate.inbox.path
+
+
+def _marked_names(inbox: InboxConfig, marker: str, template: str) -> list[str]:
+    """The names (relative to the inbox) that ``marker`` stands for: per file, its file
+    (``{name}``) or the files of its stem (``{stem}``); a batch marker, every name in its
+    folder. Markers are never among them."""
+    folder, _, base = marker.rpartition("/")
+    prefix = f"{folder}/" if folder else ""
+    stem: str | None = None
+    if is_per_file(template):
+        match = marker_pattern(template).fullmatch(base)
+        if match is None:
+            return []
+        if match.groupdict().get("name") is not None:
+            return [prefix + match["name"]]
+        stem = match["stem"]
+    try:
+        listing = [entry.name for entry in (inbox.path / folder).iterdir()]
+    except OSError:
+        return []
+    return [
+        prefix + name
+        for name in listing
+        if not is_marker(template, name) and (stem is None or stem_of(name) == stem)
+    ]

@@ -8,6 +8,11 @@ against a usual limit of 128), so a hundred inboxes cost a hundred watches, not 
 instances. Observers only hand paths on, inside try/except: they run on the observer's one
 thread, and an exception there would kill it.
 
+A ``recursive`` inbox's subfolders (down to its ``max_depth``) get a watch of their own, each
+found by the scans and by the event of its creation; a file there is offered by its path
+relative to the inbox (``2026-11/scan.pdf``). A subfolder's watch is dropped when a scan no
+longer finds it; the folder itself is the dropper's and never deleted.
+
 Events get lost (inotify queue overflow, network shares that send none), so every inbox is
 also scanned at start and every ``rescan_interval``; and the observer is supervised and
 rebuilt when it dies (the polling emitter stops itself on an OSError, e.g. a share that went
@@ -25,6 +30,7 @@ from pathlib import Path
 from daemon.config import InboxConfig
 from daemon.logs import get_logger
 from daemon.watch.mounts import network_filesystem
+from daemon.watch.names import walk
 from daemon.watch.observers import (
     NETWORK_FILESYSTEM,
     POLL_INTERVAL_SECONDS,
@@ -65,6 +71,8 @@ class Watcher:
         self._inboxes: dict[Path, InboxConfig] = {i.path: i for i in inboxes}
         #: Inboxes whose folder was made anew since it was watched (see :meth:`add`).
         self._replaced: set[Path] = set()
+        #: Watched subfolders of recursive inboxes: (the inbox's folder, the relative name).
+        self._subfolders: dict[Path, tuple[Path, str]] = {}
         self._observer: Observer | None = None
         #: ``inotify`` or ``polling`` once started.
         self.kind = ""
@@ -84,7 +92,11 @@ class Watcher:
                 on_watch_limit=self._watch_limit,
             )
             self._observer, self.kind = observer, observer.kind
-            folders = [*([self.spool] if self.spool is not None else []), *self._inboxes]
+            folders = [
+                *([self.spool] if self.spool is not None else []),
+                *self._inboxes,
+                *self._subfolders,
+            ]
         # Started first, then scheduled: a folder inotify cannot watch (its limits) then
         # fails alone, instead of failing the observer's start for every folder. Outside
         # the lock: the observer's thread takes its own lock and then, to hand an event
@@ -122,12 +134,28 @@ class Watcher:
                     counts[cause] = counts.get(cause, 0) + 1
         return counts
 
-    def on_listing(self, folder: Path, listing: list[tuple[str, bool]]) -> None:
-        """``folder``'s listing may hold new names (the folder poller)."""
+    def _place(self, folder: Path) -> tuple[InboxConfig, str] | None:
+        """The inbox ``folder`` is watched for, and the prefix of its files' names there
+        ("" for the inbox itself, ``2026-11/`` for a subfolder)."""
         with self._lock:
             inbox = self._inboxes.get(folder)
-        if inbox is not None:
-            self._on_candidates(inbox, [name for name, is_dir in listing if not is_dir])
+            if inbox is not None:
+                return inbox, ""
+            sub = self._subfolders.get(folder)
+            if sub is None:
+                return None
+            inbox = self._inboxes.get(sub[0])
+        return None if inbox is None else (inbox, sub[1] + "/")
+
+    def on_listing(self, folder: Path, listing: list[tuple[str, bool]]) -> None:
+        """``folder``'s listing may hold new names (the folder poller)."""
+        place = self._place(folder)
+        if place is not None:
+            inbox, prefix = place
+            self._on_candidates(inbox, [prefix + name for name, is_dir in listing if not is_dir])
+            for name, is_dir in listing:
+                if is_dir and (folder / name) not in self._subfolders:
+                    self._new_subfolder(inbox, folder / name, prefix + name)
         if self.spool is not None and folder == self.spool:
             for name, is_dir in listing:
                 if is_dir and not name.startswith("."):
@@ -192,9 +220,67 @@ class Watcher:
         with self._lock:
             self._replaced.discard(path)
             known = self._inboxes.pop(path, None) is not None
+            subfolders = [f for f, (top, _) in self._subfolders.items() if top == path]
+            for folder in subfolders:
+                del self._subfolders[folder]
             observer = self._observer
         if known and observer is not None:
             observer.unschedule(path)
+            for folder in subfolders:
+                observer.unschedule(folder)
+
+    def _new_subfolder(self, inbox: InboxConfig, folder: Path, name: str) -> None:
+        """``folder`` (``name`` relative to ``inbox``) appeared: watch it (a recursive inbox,
+        within ``max_depth``) and offer what it holds already (a tree moved in whole, or
+        files written before the watch was in place); its own subfolders too."""
+        if not inbox.recursive or name.startswith(".") or name in ("sent", "failed"):
+            return
+        if name.count("/") + 1 > inbox.max_depth or folder.is_symlink():
+            return
+        self._watch_subfolders(inbox, {folder: name})
+        names: list[str] = []
+        found: dict[Path, str] = {}
+        try:
+            with os.scandir(folder) as entries:
+                for entry in entries:
+                    if entry.is_dir(follow_symlinks=False):
+                        found[Path(entry.path)] = f"{name}/{entry.name}"
+                    else:
+                        names.append(f"{name}/{entry.name}")
+        except OSError:
+            return  # gone again, or unreadable: the next scan says so
+        self._on_candidates(inbox, names)
+        for path, relative in found.items():
+            self._new_subfolder(inbox, path, relative)
+
+    def _watch_subfolders(self, inbox: InboxConfig, folders: dict[Path, str]) -> None:
+        """Watch those of ``folders`` (subfolders of ``inbox``) not watched yet."""
+        with self._lock:
+            new = {f: n for f, n in folders.items() if f not in self._subfolders}
+            for folder, name in new.items():
+                self._subfolders[folder] = (inbox.path, name)
+            observer = self._observer
+        if observer is None:
+            return
+        for folder in new:
+            try:
+                observer.schedule(folder)
+            except OSError:  # deleted meanwhile: the next scan forgets it
+                with self._lock:
+                    self._subfolders.pop(folder, None)
+
+    def _forget_subfolders(self, inbox: Path, present: set[Path]) -> None:
+        """Stop watching the subfolders of ``inbox`` that a scan no longer found."""
+        with self._lock:
+            gone = [
+                f for f, (top, _) in self._subfolders.items() if top == inbox and f not in present
+            ]
+            for folder in gone:
+                del self._subfolders[folder]
+            observer = self._observer
+        if observer is not None:
+            for folder in gone:
+                observer.unschedule(folder)
 
     def _dead_watches(self) -> set[Path]:
         """Inboxes whose watch no longer watches the folder at their path (a dead observer
@@ -209,13 +295,16 @@ class Watcher:
         """``path`` appeared, was created, written, or closed after writing (the inotify
         observer)."""
         parent = path.parent
-        with self._lock:
-            inbox = self._inboxes.get(parent)
-        if inbox is not None and not is_dir:
+        place = self._place(parent)
+        if place is not None and not is_dir:
+            inbox, prefix = place
             if self._on_seen is not None and event is not FileEvent.APPEARED:
-                self._on_seen(inbox, path.name, event)
+                self._on_seen(inbox, prefix + path.name, event)
             else:
-                self._on_candidates(inbox, [path.name])
+                self._on_candidates(inbox, [prefix + path.name])
+        elif place is not None:
+            inbox, prefix = place
+            self._new_subfolder(inbox, path, prefix + path.name)
         elif is_dir and self.spool is not None and parent == self.spool:
             with self._lock:
                 if path in self._inboxes:
@@ -245,14 +334,28 @@ class Watcher:
                 self.log.error("scan_failed", folder=str(self.spool), error=str(error))
         offered = 0
         for inbox in self.inboxes:
-            try:
-                entries = list(os.scandir(inbox.path))
-            except OSError as error:
-                self.log.error("scan_failed", folder=str(inbox.path), error=str(error))
-                continue
-            self._on_candidates(inbox, [entry.name for entry in entries])
-            offered += len(entries)
+            names, folders = self._walk(inbox)
+            self._on_candidates(inbox, names)
+            offered += len(names)
+            if inbox.recursive:
+                self._watch_subfolders(inbox, folders)
+            self._forget_subfolders(inbox.path, set(folders) if inbox.recursive else set())
         return offered
+
+    def _walk(self, inbox: InboxConfig) -> tuple[list[str], dict[Path, str]]:
+        """The names in ``inbox`` and its subfolders (see :func:`walk`), and the subfolders
+        whose files it takes (``recursive``, within ``max_depth``)."""
+        folders: dict[Path, str] = {}
+
+        def found(folder: Path, name: str) -> None:
+            if name.count("/") + 1 <= inbox.max_depth:
+                folders[folder] = name
+
+        def failed(folder: Path, error: OSError) -> None:
+            self.log.error("scan_failed", folder=str(folder), error=str(error))
+
+        names = [name for name, _ in walk(inbox, on_folder=found, on_error=failed)]
+        return names, folders
 
 
 def _inotify_limit(setting: str) -> int | None:

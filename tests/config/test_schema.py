@@ -116,7 +116,7 @@ def test_problems_in_every_section_are_all_reported(tmp_path: Path) -> None:
         "api.tenant: unknown key (did you mean tenant_id?)",
         "api.connect_timeout: must be > 0, got -1",
         "inboxes[0].text: unknown placeholder {nope}; known: filename, stem, ext, "
-        "message_type, content_type, size, inbox, date, time",
+        "message_type, content_type, size, inbox, date, time, subfolder",
         "inboxes[1].conversation_id: required (a non-empty string)",
         "observer: 'fsevents' is not one of auto, inotify, polling",
         "ignore[0]: expected a non-empty string (a file name pattern)",
