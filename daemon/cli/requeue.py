@@ -10,7 +10,7 @@ before the move hands it to the file's next claim (:mod:`daemon.store.requeued`)
 from __future__ import annotations
 
 import json
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import Any
 
 from daemon.config import Config
@@ -18,7 +18,7 @@ from daemon.errors import ConfigError
 from daemon.logs import get_logger
 from daemon.states import Reason
 from daemon.store.archive import FAILED_DIR, move_no_overwrite, sidecar_name
-from daemon.store.folders import archived_files, remove_emptied
+from daemon.store.folders import archived_files, mirrored_depth, remove_emptied
 from daemon.store.requeued import leave_key
 from daemon.watch.inboxes import all_inboxes
 
@@ -48,7 +48,7 @@ def requeue(config: Config, *, inbox: str | None, reason: str | None) -> int:
     for box in boxes:
         failed = box.path / FAILED_DIR
         emptied: list[Path] = []
-        for folder, name in list(archived_files(failed)):
+        for folder, name in list(archived_files(failed, mirrored=mirrored_depth(box))):
             sidecar_path = folder / sidecar_name(name)
             sidecar = _read_sidecar(sidecar_path)
             if reason is not None and sidecar.get("reason") != reason:
@@ -58,7 +58,7 @@ def requeue(config: Config, *, inbox: str | None, reason: str | None) -> int:
             # Before the move: the daemon may claim the file the moment it is back.
             marker = leave_key(box.path, folder / name, key) if isinstance(key, str) else None
             try:
-                target = move_no_overwrite(folder / name, box.path, Path(str(original)).name)
+                target = move_no_overwrite(folder / name, *_back_where(box.path, str(original)))
             except BaseException:
                 if marker is not None:
                     marker.unlink(missing_ok=True)
@@ -76,3 +76,17 @@ def requeue(config: Config, *, inbox: str | None, reason: str | None) -> int:
         remove_emptied(failed, emptied)
     log.info("requeue_done", files=moved)
     return 0
+
+
+def _back_where(inbox: Path, original: str) -> tuple[Path, str]:
+    """The folder and name a failed file goes back to: where it was dropped, its subfolder
+    made again if it is gone (a file of a recursive inbox, ``2026-11/scan.pdf``), else the
+    inbox itself. Only a plain relative path is trusted from the sidecar."""
+    relative = PurePosixPath(original)
+    parts = relative.parts
+    if len(parts) > 1 and not relative.is_absolute() and ".." not in parts:
+        folder = inbox.joinpath(*parts[:-1])
+        if not any(part.startswith(".") for part in parts[:-1]):
+            folder.mkdir(parents=True, exist_ok=True)
+            return folder, parts[-1]
+    return inbox, relative.name or original

@@ -23,7 +23,7 @@ from daemon.delivery.stalls import stall_bound
 from daemon.errors import ConfigError, JournalUnusable, os_error_text
 from daemon.states import Stage
 from daemon.store.archive import FAILED_DIR, SENT_DIR
-from daemon.store.folders import count_archived, count_in_progress
+from daemon.store.folders import count_archived, count_in_progress, mirrored_depth
 from daemon.store.journal import JOURNAL_FILE, Entry, Journal
 from daemon.watch.inboxes import all_inboxes
 from daemon.watch.names import count_files
@@ -166,8 +166,8 @@ def _one(
         conversation_id=inbox.conversation_id,
         waiting=waiting,
         in_progress=count_in_progress(inbox.path),
-        sent=count_archived(inbox.path / SENT_DIR),
-        failed=count_archived(inbox.path / FAILED_DIR),
+        sent=count_archived(inbox.path / SENT_DIR, mirrored=mirrored_depth(inbox)),
+        failed=count_archived(inbox.path / FAILED_DIR, mirrored=mirrored_depth(inbox)),
         last_error=last_error,
         unreadable=_unreadable(inbox.path),
         stuck=stuck,

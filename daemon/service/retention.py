@@ -21,7 +21,7 @@ from pathlib import Path
 from daemon.config import InboxConfig
 from daemon.logs import get_logger
 from daemon.store.archive import SENT_DIR
-from daemon.store.folders import archive_folders, remove_emptied
+from daemon.store.folders import archive_folders, mirrored_depth, remove_emptied
 
 SECONDS_PER_DAY = 86400.0
 #: How often a running daemon prunes, in seconds (and once at start).
@@ -53,7 +53,8 @@ def _prune_folder(top: Path, cutoff: float, inbox: InboxConfig) -> int:
 
     count = 0
     emptied: list[Path] = []
-    for folder, names in archive_folders(top, on_error=unreadable):
+    mirrored = mirrored_depth(inbox)
+    for folder, names in archive_folders(top, on_error=unreadable, mirrored=mirrored):
         for name in names:
             path = folder / name
             try:

@@ -15,6 +15,7 @@ import re
 from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 
+from daemon.config import InboxConfig
 from daemon.store.archive import SIDECAR_HASH_DIGITS, SIDECAR_SUFFIX, sidecar_name
 from daemon.store.claims import WORK_DIR, claimed_names
 
@@ -57,17 +58,24 @@ def regular_files(folder: Path) -> list[str]:
 
 
 def archive_folders(
-    top: Path, on_error: Callable[[Path, OSError], None] | None = None
+    top: Path,
+    on_error: Callable[[Path, OSError], None] | None = None,
+    *,
+    mirrored: int = 0,
 ) -> Iterator[tuple[Path, list[str]]]:
     """Each folder of the archive tree ``top`` (``sent/`` or ``failed/``) with the names of
     the non-hidden regular files directly in it, the top first, then the dated folders in
-    order. A folder that cannot be read is passed to ``on_error`` (a missing top is not an
-    error: nothing was archived yet) and skipped; symlinks are never followed."""
-    stack: list[tuple[Path, int]] = [(top, 0)]
+    order. ``mirrored``: how deep a recursive inbox's own subfolders are mirrored below
+    them (its ``max_depth``; 0 for an inbox that takes no subfolders, whose archive has no
+    other folders the daemon made). A folder that cannot be read is passed to ``on_error``
+    (a missing top is not an error: nothing was archived yet) and skipped; symlinks are
+    never followed."""
+    # (folder, depth among the dated folders or None below them, depth among mirrored)
+    stack: list[tuple[Path, int | None, int]] = [(top, 0, 0)]
     while stack:
-        folder, depth = stack.pop()
+        folder, dated, mirror = stack.pop()
         files: list[str] = []
-        below: list[str] = []
+        below: list[tuple[str, int | None, int]] = []
         try:
             with os.scandir(folder) as entries:
                 for entry in entries:
@@ -76,36 +84,52 @@ def archive_folders(
                     with contextlib.suppress(OSError):  # gone meanwhile
                         if entry.is_file(follow_symlinks=False):
                             files.append(entry.name)
-                        elif (
-                            depth < len(_DATED_NAMES)
-                            and _DATED_NAMES[depth].fullmatch(entry.name)
-                            and entry.is_dir(follow_symlinks=False)
-                        ):
-                            below.append(entry.name)
+                        elif entry.is_dir(follow_symlinks=False):
+                            below.extend(_descend(entry.name, dated, mirror, mirrored))
         except OSError as error:
             if on_error is not None and not (
                 folder == top and isinstance(error, FileNotFoundError)
             ):
                 on_error(folder, error)
             continue
-        # Files directly in a year folder are not the daemon's: only YYYY/MM and YYYY/MM/DD.
-        if depth != 1:
+        # Files directly in a year folder are not the daemon's: only YYYY/MM and YYYY/MM/DD
+        # (unless the inbox mirrors its own subfolders, which may be named like a year).
+        if dated != 1 or mirrored:
             yield folder, sorted(files)
-        stack.extend((folder / name, depth + 1) for name in sorted(below, reverse=True))
+        stack.extend(
+            (folder / name, d, m) for name, d, m in sorted(below, key=lambda b: b[0], reverse=True)
+        )
 
 
-def archived_files(top: Path) -> Iterator[tuple[Path, str]]:
-    """(folder, name) of every archived file in the tree ``top``, sidecars left out."""
-    for folder, names in archive_folders(top):
+def _descend(
+    name: str, dated: int | None, mirror: int, mirrored: int
+) -> list[tuple[str, int | None, int]]:
+    """Whether (and as what) the archive walk goes into the subfolder ``name``."""
+    if dated is not None and dated < len(_DATED_NAMES) and _DATED_NAMES[dated].fullmatch(name):
+        return [(name, dated + 1, mirror)]
+    if mirror < mirrored:
+        return [(name, None, mirror + 1)]
+    return []
+
+
+def mirrored_depth(inbox: InboxConfig) -> int:
+    """How deep ``inbox`` mirrors its own subfolders in ``sent/`` and ``failed/``."""
+    return inbox.max_depth if inbox.recursive else 0
+
+
+def archived_files(top: Path, *, mirrored: int = 0) -> Iterator[tuple[Path, str]]:
+    """(folder, name) of every archived file in the tree ``top``, sidecars left out
+    (``mirrored``: see :func:`archive_folders`)."""
+    for folder, names in archive_folders(top, mirrored=mirrored):
         present = set(names)
         for name in names:
             if not is_sidecar(name, present):
                 yield folder, name
 
 
-def count_archived(folder: Path) -> int:
+def count_archived(folder: Path, *, mirrored: int = 0) -> int:
     """Files in ``sent/`` or ``failed/`` in every layout, sidecars not counted."""
-    return sum(1 for _ in archived_files(folder))
+    return sum(1 for _ in archived_files(folder, mirrored=mirrored))
 
 
 def remove_emptied(top: Path, folders: Iterable[Path]) -> int:

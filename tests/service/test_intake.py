@@ -104,6 +104,27 @@ def test_a_scanner_filing_by_month_is_taken_with_its_subfolder_kept(
     assert not list((inbox / ".sendseven-watch").rglob("*.pdf"))
 
 
+def test_status_and_requeue_see_a_recursive_inboxs_archived_subfolders(
+    api: FakeApi, tmp_path: Path
+) -> None:
+    """Files archived under their subfolder (sent/2026-11/scan.pdf, failed/2026-11/logo.bmp)
+    are counted by status; requeue puts a failed one back into its subfolder."""
+    config, inbox = _inbox_config(tmp_path, api.url, recursive=True)
+    copy_sample("document.pdf", inbox / "2026-11", "scan.pdf")
+    copy_sample("image.bmp", inbox / "2026-11", "logo.bmp")
+    assert run_cli("run", "-c", str(config), "--once").returncode == 0
+
+    row = _status(config)
+    assert (row["sent"], row["failed"]) == (1, 1)
+
+    result = run_cli("requeue", "-c", str(config), "--reason", "unsupported_type")
+    assert result.returncode == 0, result.stderr
+    [requeued] = events(log_lines(result.stdout), "file_requeued")
+    assert requeued["file"] == "2026-11/logo.bmp"
+    assert (inbox / "2026-11" / "logo.bmp").is_file()
+    assert not (inbox / "failed" / "2026-11").exists()
+
+
 def test_without_recursive_a_file_in_a_subfolder_stays_and_is_said_once(
     api: FakeApi, tmp_path: Path
 ) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import time
 from collections.abc import Iterator
@@ -196,3 +197,25 @@ def test_the_daemon_prunes_at_start_and_logs_it(
     assert daemon.stop() == 0
     assert (inbox.path / "sent" / "new.pdf").exists()  # the next prune is an hour away
     assert len(events(daemon.lines, "sent_pruned")) == 1
+
+
+def test_a_recursive_inbox_has_its_mirrored_subfolders_pruned_too(tmp_path: Path) -> None:
+    """A recursive inbox archives sent/2026-11/scan.pdf (its dropper's subfolder kept):
+    retention prunes it and the folder it emptied, down to max_depth and no deeper; an
+    inbox that takes no subfolders leaves such folders alone."""
+    inbox = dataclasses.replace(inbox_at(tmp_path), recursive=True, max_depth=2)
+    sent = inbox.path / "sent"
+    for name in ("2026-11/scan.pdf", "by-client/acme/a.pdf", "a/b/c/too-deep.pdf"):
+        (sent / name).parent.mkdir(parents=True, exist_ok=True)
+        (sent / name).write_bytes(b"x")
+    later = time.time() + 31 * SECONDS_PER_DAY
+    flat = inbox_at(tmp_path, "conv_2")
+    (flat.path / "sent" / "2026-11").mkdir()
+    (flat.path / "sent" / "2026-11" / "mine.pdf").write_bytes(b"x")
+
+    assert prune_sent([inbox, flat], days=30, now=later) == 2
+
+    left = sorted(p.relative_to(sent).as_posix() for p in sent.rglob("*") if p.is_file())
+    assert left == ["a/b/c/too-deep.pdf"]
+    assert not (sent / "2026-11").exists()
+    assert (flat.path / "sent" / "2026-11" / "mine.pdf").exists()
