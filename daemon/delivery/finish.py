@@ -1,12 +1,13 @@
 """The last step of a file: archive it into ``sent/`` or ``failed/``, journal it, say so.
 
-Each outcome is one log line (``file_sent``, ``file_failed``), logged after the file is
-archived and the journal says so, and only then is the claim folder dropped: a run killed
-in between leaves an empty claim folder, and :meth:`Finisher.recover` in the next run logs
-the outcome from the journal. Archiving is retried until it works (a full disk, a read-only
-``sent/``): a file is never dropped. The daemon's finisher does not wait for that itself
-(``defer``): it raises :class:`ArchiveDeferred`, and the pipeline's archiver tries again
-later, so that one inbox that cannot archive holds up nobody else.
+Each outcome is reported once (:class:`~daemon.delivery.outcomes.Outcomes`: the metrics,
+and the ``file_sent``/``file_failed`` log line), after the file is archived and the journal
+says so, and only then is the claim folder dropped: a run killed in between leaves an empty
+claim folder, and :meth:`Finisher.recover` in the next run reports the outcome from the
+journal. Archiving is retried until it works (a full disk, a read-only ``sent/``): a file
+is never dropped. The daemon's finisher does not wait for that itself (``defer``): it
+raises :class:`ArchiveDeferred`, and the pipeline's archiver tries again later, so that one
+inbox that cannot archive holds up nobody else.
 """
 
 from __future__ import annotations
@@ -18,11 +19,10 @@ import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
 
 from daemon.config import InboxConfig
 from daemon.delivery.job import Job, record
-from daemon.delivery.outcomes import Outcomes
+from daemon.delivery.outcomes import FailedFile, Outcomes, SentFile
 from daemon.errors import FileRejected, Stopped
 from daemon.logs import get_logger
 from daemon.media.table import LIMITS
@@ -89,14 +89,14 @@ class Finisher:
         if target is None:
             drop_claim_folder(job.claim)
             return  # file_vanished said it, with the message id: one line per outcome
-        self.outcomes.sent(job.inbox, entry)
-        self._log.info(
-            "file_sent",
-            **_outcome_fields(job.inbox, entry, entry.size, target),
-            sha256=entry.sha256,
-            attachment_id=entry.attachment_id,
-            message_id=entry.message_id,
-            duration_ms=round((time.monotonic() - job.started) * 1000),
+        self.outcomes.sent(
+            SentFile(
+                inbox=job.inbox,
+                entry=entry,
+                size=entry.size,
+                archived_as=target,
+                duration_ms=round((time.monotonic() - job.started) * 1000),
+            )
         )
         drop_claim_folder(job.claim)  # last: a crash before it is reported by recover()
 
@@ -177,13 +177,16 @@ class Finisher:
         if target is None:
             drop_claim_folder(job.claim)
             return  # file_vanished said it: one line per outcome
-        self.outcomes.failed(job.inbox, rejected.reason, entry.message_type)
-        self._log.warning(
-            "file_failed",
-            **_outcome_fields(job.inbox, entry, size, target),
-            reason=rejected.reason,
-            status=rejected.status,
-            detail=rejected.detail,
+        self.outcomes.failed(
+            FailedFile(
+                inbox=job.inbox,
+                entry=entry,
+                size=size,
+                archived_as=target,
+                reason=rejected.reason,
+                status=rejected.status,
+                detail=rejected.detail,
+            )
         )
         drop_claim_folder(job.claim)  # last: a crash before it is reported by recover()
 
@@ -199,25 +202,29 @@ class Finisher:
             )
             archived_as = archived_name(claim, target) if target is not None else None
             self.journal.update(claim.claim_id, stage=Stage.ARCHIVED, archived_as=archived_as)
-            fields = _outcome_fields(inbox, entry, entry.size, archived_as) | {"recovered": True}
             if entry.stage == Stage.SENT:
-                self.outcomes.sent(inbox, entry)
-                self._log.info(
-                    "file_sent",
-                    **fields,
-                    sha256=entry.sha256,
-                    attachment_id=entry.attachment_id,
-                    message_id=entry.message_id,
-                    duration_ms=None,
+                self.outcomes.sent(
+                    SentFile(
+                        inbox=inbox,
+                        entry=entry,
+                        size=entry.size,
+                        archived_as=archived_as,
+                        recovered=True,
+                        duration_ms=None,
+                    )
                 )
             else:
-                self.outcomes.failed(inbox, entry.reason or Reason.REJECTED, entry.message_type)
-                self._log.warning(
-                    "file_failed",
-                    **fields,
-                    reason=entry.reason,
-                    status=entry.status,
-                    detail=entry.detail,
+                self.outcomes.failed(
+                    FailedFile(
+                        inbox=inbox,
+                        entry=entry,
+                        size=entry.size,
+                        archived_as=archived_as,
+                        recovered=True,
+                        reason=entry.reason or Reason.REJECTED,
+                        status=entry.status,
+                        detail=entry.detail,
+                    )
                 )
         elif entry is not None and entry.stage != Stage.ARCHIVED:
             self.journal.update(claim.claim_id, stage=Stage.ARCHIVED)
@@ -278,23 +285,6 @@ class Finisher:
         """The archive move is journaled: nothing to remember of it any more."""
         with self._mutex:
             self._archived.pop(job.claim.claim_id, None)
-
-
-def _outcome_fields(
-    inbox: InboxConfig, entry: Entry, size: int | None, archived_as: str | None
-) -> dict[str, Any]:
-    """What file_sent and file_failed both say (the README's Logs table), besides their own
-    fields."""
-    return {
-        "inbox": inbox.name,
-        "conversation_id": inbox.conversation_id,
-        "file": entry.name,
-        "size": size,
-        "message_type": entry.message_type,
-        "content_type": entry.content_type,
-        "attempts": entry.attempts,
-        "archived_as": archived_as,
-    }
 
 
 def changed_since_upload(job: Job) -> bool:

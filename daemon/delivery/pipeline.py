@@ -35,7 +35,7 @@ from daemon.config import Config, InboxConfig
 from daemon.delivery.finish import ArchiveDeferred, Finisher
 from daemon.delivery.job import Job
 from daemon.delivery.lanes import Lane, Lanes
-from daemon.delivery.outcomes import Outcomes
+from daemon.delivery.outcomes import LogOutcomes, Outcomes
 from daemon.delivery.retry import WATCH, ApiGate, Backoff, RunPolicy
 from daemon.delivery.stalls import ClaimAge
 from daemon.delivery.steps import Delivery, RunContext, api_client
@@ -88,7 +88,7 @@ class Pipeline:
         self.journal = journal
         self.owner = owner
         self.policy = policy
-        self.outcomes = outcomes or Outcomes()
+        self.outcomes = outcomes or Outcomes(LogOutcomes())
         self.stop_event = threading.Event()
         self.gate = ApiGate()
         #: Why the policy stopped the run (``--once``): refused credentials (exit 3) ...

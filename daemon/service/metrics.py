@@ -40,13 +40,11 @@ from prometheus_client.registry import Collector
 
 from daemon import __version__
 from daemon.config import InboxConfig
-from daemon.delivery.outcomes import Outcomes
+from daemon.delivery.outcomes import FailedFile, Outcomes, SentFile
 from daemon.delivery.retry import ApiGate, Hold
 from daemon.delivery.stalls import ClaimAge
 from daemon.errors import ApiMisconfigured, WatchError
 from daemon.logs import get_logger
-from daemon.states import Reason
-from daemon.store.journal import Entry
 
 #: Seconds a scraper may take to send its request before its connection is dropped.
 REQUEST_TIMEOUT_SECONDS = 10.0
@@ -258,15 +256,17 @@ class Metrics:
     def queued(self, inbox: InboxConfig) -> None:
         self.files_queued.labels(inbox.name).inc()
 
-    def sent(self, inbox: InboxConfig, entry: Entry) -> None:
+    def sent(self, outcome: SentFile) -> None:
+        inbox, entry = outcome.inbox, outcome.entry
         self.files_sent.labels(inbox.name, entry.message_type or UNKNOWN).inc()
         self.bytes_uploaded.labels(inbox.name).inc(entry.size or 0)
         now = time.time()
         self.last_sent.set(now)
         self.latency_seconds.observe(max(0.0, now - entry.arrived_ns / 1e9))
 
-    def failed(self, inbox: InboxConfig, reason: Reason, message_type: str | None) -> None:
-        self.files_failed.labels(inbox.name, message_type or UNKNOWN, reason).inc()
+    def failed(self, outcome: FailedFile) -> None:
+        message_type = outcome.entry.message_type or UNKNOWN
+        self.files_failed.labels(outcome.inbox.name, message_type, outcome.reason).inc()
 
     def retried(self, inbox: InboxConfig) -> None:
         self.retries.labels(inbox.name).inc()

@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING
 from daemon import __version__
 from daemon.config import Config, InboxConfig, load_config
 from daemon.config.model import changed_keys, restart_keys
-from daemon.delivery.outcomes import Outcomes
+from daemon.delivery.outcomes import LogOutcomes, Outcomes
 from daemon.delivery.pipeline import Pipeline
 from daemon.delivery.retry import ONCE, WATCH
 from daemon.delivery.stalls import stall_bound
@@ -165,6 +165,8 @@ class Service:
             )
             metrics = Metrics(self.outcomes, probes)
             self.metrics_server = MetricsServer(metrics, config.metrics.listen)
+        # Last: whoever reads a file_sent line finds the file counted already.
+        self.outcomes.subscribe(LogOutcomes())
 
     # -- the parts talk through these ------------------------------------------------
 

@@ -13,7 +13,7 @@ import requests
 from prometheus_client.parser import text_string_to_metric_families
 
 from daemon.config import InboxConfig
-from daemon.delivery.outcomes import Outcomes
+from daemon.delivery.outcomes import FailedFile, Outcomes, SentFile
 from daemon.fake.api import FakeApi
 from daemon.fake.rules import Faults
 from daemon.service.metrics import Metrics, MetricsServer, Probes
@@ -255,12 +255,12 @@ def test_unknown_paths_are_404_and_other_requests_leave_the_daemon_running(
     assert not events(daemon.lines, "metrics_request_failed")
 
 
-def _entry(name: str, size: int, arrived_ns: int) -> Entry:
+def _entry(name: str, size: int, arrived_ns: int, message_type: str = "image") -> Entry:
     now = time.time()
     return Entry(
         claim_id=f"sw-{name}", inbox="/x", conversation_id="conv_1", name=name, stage="archived",
         arrived_ns=arrived_ns, claimed_at=now, updated_at=now, size=size,
-        message_type="image", content_type="image/png",
+        message_type=message_type, content_type="image/png",
     )  # fmt: skip
 
 
@@ -284,8 +284,17 @@ def test_scrape_time_gauges_and_an_unhealthy_observer_in_process(tmp_path: Path)
     server.start()
     try:
         base = f"http://127.0.0.1:{server.address[1]}"
-        outcomes.sent(inboxes[2], _entry("p.png", 2048, time.time_ns() - 5_000_000_000))
-        outcomes.failed(inboxes[2], Reason.TOO_LARGE, message_type="video")
+        sent = _entry("p.png", 2048, time.time_ns() - 5_000_000_000)
+        outcomes.sent(
+            SentFile(inbox=inboxes[2], entry=sent, size=2048, archived_as="p.png", duration_ms=5)
+        )
+        too_large = _entry("v.mp4", 10**10, time.time_ns(), message_type="video")
+        outcomes.failed(
+            FailedFile(
+                inbox=inboxes[2], entry=too_large, size=10**10, archived_as="v.mp4",
+                reason=Reason.TOO_LARGE, status=None, detail="too large",
+            )
+        )  # fmt: skip
         samples = scrape(base)
         # Two inboxes named "front" (different folders) are one series, summed.
         assert value(samples, "sendseven_files_waiting", inbox="front") == 4
