@@ -47,10 +47,44 @@ CREATE TABLE IF NOT EXISTS claims (
     detail          TEXT,
     status          INTEGER,
     archived_as     TEXT,
-    idempotency_key TEXT
+    idempotency_key TEXT,
+    send_anyway     INTEGER
 );
 CREATE INDEX IF NOT EXISTS claims_inbox_stage ON claims (inbox, stage);
+CREATE TABLE IF NOT EXISTS sent_hashes (
+    claim_id        TEXT PRIMARY KEY,
+    conversation_id TEXT NOT NULL,
+    sha256          TEXT NOT NULL,
+    message_id      TEXT,
+    name            TEXT NOT NULL,
+    sent_at         REAL NOT NULL
+);
+CREATE INDEX IF NOT EXISTS sent_hashes_by_bytes ON sent_hashes (conversation_id, sha256);
+CREATE INDEX IF NOT EXISTS sent_hashes_by_age ON sent_hashes (sent_at);
 """
+
+#: The memory of sent bytes (duplicates): written by sqlite itself in the very transaction
+#: that journals a claim ``sent``, so no crash can fall between the two.
+_REMEMBER_SENT = """
+CREATE TRIGGER IF NOT EXISTS remember_sent AFTER UPDATE OF stage ON claims
+WHEN NEW.stage = 'sent' AND NEW.sha256 IS NOT NULL
+BEGIN
+    INSERT OR REPLACE INTO sent_hashes
+        (claim_id, conversation_id, sha256, message_id, name, sent_at)
+    VALUES (NEW.claim_id, NEW.conversation_id, NEW.sha256, NEW.message_id, NEW.name,
+            NEW.updated_at);
+END;
+"""
+
+
+@dataclass(frozen=True)
+class SentBefore:
+    """Identical bytes sent earlier to the same conversation."""
+
+    message_id: str | None
+    name: str
+    sent_at: float
+    """Wall-clock time (epoch seconds)."""
 
 
 @dataclass(frozen=True)
@@ -100,11 +134,14 @@ class Entry:
     idempotency_key: str | None = None
     """The send's Idempotency-Key when it is not the claim id: the key of an earlier
     claim whose send may have reached the API (a requeued ``unconfirmed`` file)."""
+    send_anyway: bool | None = None
+    """Requeued by hand: never skipped as a duplicate."""
 
 
 _COLUMNS = tuple(f.name for f in fields(Entry))
 _STAGE = _COLUMNS.index("stage")
 _REASON = _COLUMNS.index("reason")
+_SEND_ANYWAY = _COLUMNS.index("send_anyway")
 
 
 def _stored(value: object) -> object:
@@ -149,10 +186,10 @@ def _open_read_only(path: Path) -> sqlite3.Connection:
 def _add_missing_columns(db: sqlite3.Connection) -> None:
     """Bring a journal of an older version up to date (columns are only ever added)."""
     present = {row[1] for row in db.execute("PRAGMA table_info(claims)")}
-    for column in ("idempotency_key",):
+    for column, kind in (("idempotency_key", "TEXT"), ("send_anyway", "INTEGER")):
         if column not in present:
             try:
-                db.execute(f"ALTER TABLE claims ADD COLUMN {column} TEXT")
+                db.execute(f"ALTER TABLE claims ADD COLUMN {column} {kind}")
             except sqlite3.OperationalError as error:  # another daemon added it meanwhile
                 if "duplicate column" not in str(error):
                     raise
@@ -165,6 +202,8 @@ def _entry(row: tuple[Any, ...]) -> Entry:
         for value in row
     ]
     values[_STAGE] = Stage(values[_STAGE])
+    if values[_SEND_ANYWAY] is not None:
+        values[_SEND_ANYWAY] = bool(values[_SEND_ANYWAY])
     if values[_REASON] is not None:
         values[_REASON] = Reason(values[_REASON])
     return Entry(*values)
@@ -227,6 +266,7 @@ class Journal:
             db.execute("PRAGMA synchronous=FULL")
             db.executescript(_SCHEMA)
             _add_missing_columns(db)
+            db.executescript(_REMEMBER_SENT)
         except sqlite3.Error:
             db.close()
             raise
@@ -364,3 +404,26 @@ class Journal:
         return self._write(
             "DELETE FROM claims WHERE stage = ? AND updated_at < ?", (Stage.ARCHIVED, cutoff)
         )
+
+    def sent_before(
+        self, conversation_id: str, sha256: str, window_s: float, *, claim_id: str = ""
+    ) -> SentBefore | None:
+        """The latest claim but ``claim_id`` whose identical bytes were sent to
+        ``conversation_id`` within the last ``window_s`` seconds."""
+        cutoff = time.time() - window_s
+        with self._lock:
+            row = self._db.execute(
+                "SELECT message_id, name, sent_at FROM sent_hashes WHERE conversation_id = ?"
+                " AND sha256 = ? AND sent_at >= ? AND claim_id != ?"
+                " ORDER BY sent_at DESC LIMIT 1",
+                (_stored(conversation_id), sha256, cutoff, claim_id),
+            ).fetchone()
+        if row is None:
+            return None
+        name = row[1].decode("utf-8", "surrogateescape") if isinstance(row[1], bytes) else row[1]
+        return SentBefore(row[0], name, row[2])
+
+    def prune_sent_hashes(self, older_than_s: float) -> int:
+        """Forget sent bytes older than ``older_than_s`` (the longest ``duplicate_window``)."""
+        cutoff = time.time() - older_than_s
+        return self._write("DELETE FROM sent_hashes WHERE sent_at < ?", (cutoff,))
