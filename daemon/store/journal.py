@@ -168,13 +168,16 @@ def _unusable(path: Path, error: sqlite3.Error) -> JournalUnusable:
     return JournalUnusable(str(path), str(error), hint)
 
 
-def _open_read_only(path: Path) -> sqlite3.Connection:
+def _open_read_only(path: Path, *, untouched: bool = False) -> sqlite3.Connection:
     """``path`` opened for reading only. A WAL journal needs its ``-shm`` file, which a
     reader cannot create in a read-only folder: then (no daemon can be writing there
-    either) the file is read as it is."""
+    either) the file is read as it is. ``untouched``: create no ``-shm``/``-wal`` file
+    either; without a ``-wal`` file (no daemon has it open) every commit is in the file."""
     uri = path.resolve().as_uri()
     if not path.exists():
         raise sqlite3.OperationalError(f"no journal at {path}")
+    if untouched and not path.with_name(path.name + "-wal").exists():
+        return sqlite3.connect(f"{uri}?mode=ro&immutable=1", uri=True, check_same_thread=False)
     try:
         db = sqlite3.connect(f"{uri}?mode=ro", uri=True, check_same_thread=False)
         db.execute("SELECT count(*) FROM sqlite_master").fetchone()
@@ -232,18 +235,22 @@ class Journal:
     """A thread-safe handle on ``<state_dir>/journal.sqlite3``.
 
     ``read_only``: only look (``status``, ``check-config``): the file must exist, nothing is
-    created or changed, and a read-only ``state_dir`` is fine.
+    created or changed, and a read-only ``state_dir`` is fine. ``untouched`` (with
+    ``read_only``): not even sqlite's ``-shm``/``-wal`` files are created (``run --dry-run``).
     """
 
-    def __init__(self, state_dir: Path, *, read_only: bool = False) -> None:
+    def __init__(
+        self, state_dir: Path, *, read_only: bool = False, untouched: bool = False
+    ) -> None:
         self.path = state_dir / JOURNAL_FILE
+        self.read_only = read_only
         self._lock = threading.Lock()
         # Group commit (see _write): writes waiting for the commit in progress.
         self._turn = threading.Condition(threading.Lock())
         self._queue: list[_Write] = []
         self._committing = False
         try:
-            self._db = self._open(read_only)
+            self._db = self._open(read_only, untouched)
             with self._lock:
                 present = {row[1] for row in self._db.execute("PRAGMA table_info(claims)")}
             if not present:
@@ -254,9 +261,9 @@ class Journal:
         # A journal written by an older version lacks the newer columns: read them as NULL.
         self._select = ", ".join(c if c in present else f"NULL AS {c}" for c in _COLUMNS)
 
-    def _open(self, read_only: bool) -> sqlite3.Connection:
+    def _open(self, read_only: bool, untouched: bool = False) -> sqlite3.Connection:
         if read_only:
-            return _open_read_only(self.path)
+            return _open_read_only(self.path, untouched=untouched)
         self.path.parent.mkdir(parents=True, exist_ok=True)
         # One connection shared under a lock: writes are tiny and sqlite serialises them
         # anyway; ``timeout`` covers a second daemon holding the write lock for a moment.
@@ -411,13 +418,18 @@ class Journal:
         """The latest claim but ``claim_id`` whose identical bytes were sent to
         ``conversation_id`` within the last ``window_s`` seconds."""
         cutoff = time.time() - window_s
-        with self._lock:
-            row = self._db.execute(
-                "SELECT message_id, name, sent_at FROM sent_hashes WHERE conversation_id = ?"
-                " AND sha256 = ? AND sent_at >= ? AND claim_id != ?"
-                " ORDER BY sent_at DESC LIMIT 1",
-                (_stored(conversation_id), sha256, cutoff, claim_id),
-            ).fetchone()
+        try:
+            with self._lock:
+                row = self._db.execute(
+                    "SELECT message_id, name, sent_at FROM sent_hashes WHERE conversation_id = ?"
+                    " AND sha256 = ? AND sent_at >= ? AND claim_id != ?"
+                    " ORDER BY sent_at DESC LIMIT 1",
+                    (_stored(conversation_id), sha256, cutoff, claim_id),
+                ).fetchone()
+        except sqlite3.OperationalError:
+            if not self.read_only:
+                raise
+            return None  # a journal of an older version, read as it is: it remembers none
         if row is None:
             return None
         name = row[1].decode("utf-8", "surrogateescape") if isinstance(row[1], bytes) else row[1]
