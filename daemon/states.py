@@ -77,6 +77,13 @@ class Reason(StrEnum):
     CHANGED_AFTER_SEND = "changed_after_send"
     """The file changed after it was sent: the message may carry a partial file (the
     sidecar's ``message_id`` and ``size_sent``); ``requeue`` sends the complete file."""
+    DUPLICATE = "duplicate"
+    """The same bytes were sent to the same conversation within ``duplicate_window`` (the
+    sidecar's ``duplicate_of`` names the earlier message, file and time); ``requeue``
+    sends it anyway."""
+    NO_ROUTE = "no_route"
+    """``route`` named no conversation for the file (its ``conversation_id`` group
+    captured nothing) and its inbox has none of its own."""
 
 
 class ExitCode(IntEnum):

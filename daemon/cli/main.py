@@ -56,6 +56,12 @@ def build_parser() -> argparse.ArgumentParser:
     run = sub.add_parser("run", help="watch and process until SIGTERM/SIGINT")
     _common(run, config=True)
     run.add_argument("--once", action="store_true", help="process what is there, then exit")
+    run.add_argument(
+        "--dry-run",
+        action="store_true",
+        help="print what would happen to every file present now (one JSON line each);"
+        " claim, move and request nothing",
+    )
 
     check = sub.add_parser("check-config", help="validate the configuration and the folders")
     _common(check, config=True)
@@ -139,6 +145,10 @@ def _dispatch(args: argparse.Namespace) -> int:  # noqa: PLR0911 - one branch pe
     if command == "check-config":
         return check_config(config, probe=args.probe)
     if command == "run":
+        if args.dry_run:
+            from daemon.cli.dryrun import dry_run  # noqa: PLC0415
+
+            return dry_run(config)
         return Service(source, config, once=args.once).run()
     if command == "send":
         from daemon.delivery.oneshot import send_files  # noqa: PLC0415

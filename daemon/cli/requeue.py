@@ -4,7 +4,8 @@ Each goes back under its original name (the next free variant when it is taken),
 sidecar is dropped; a running daemon then takes it like any new file. Failed files are
 found in every archive layout (and a mix of them); a dated folder emptied is removed. A file
 failed as ``unconfirmed`` (its message may exist) keeps its Idempotency-Key: a marker left
-before the move hands it to the file's next claim (:mod:`daemon.store.requeued`).
+before the move hands it to the file's next claim (:mod:`daemon.store.requeued`); so does a
+file failed as ``duplicate``, which is then sent anyway.
 """
 
 from __future__ import annotations
@@ -55,8 +56,14 @@ def requeue(config: Config, *, inbox: str | None, reason: str | None) -> int:
                 continue
             original = sidecar.get("file") if isinstance(sidecar.get("file"), str) else name
             key = sidecar.get("idempotency_key")
+            key = key if isinstance(key, str) else None
+            anyway = sidecar.get("reason") == Reason.DUPLICATE  # requeued to be sent anyway
             # Before the move: the daemon may claim the file the moment it is back.
-            marker = leave_key(box.path, folder / name, key) if isinstance(key, str) else None
+            marker = (
+                leave_key(box.path, folder / name, key, send_anyway=anyway)
+                if key is not None or anyway
+                else None
+            )
             try:
                 target = move_no_overwrite(folder / name, *_back_where(box.path, str(original)))
             except BaseException:

@@ -26,21 +26,26 @@ _SAMPLE_VALUES: dict[str, object] = {
 }  # fmt: skip
 
 
-def render_text(template: str, values: Mapping[str, object]) -> str:
+def render_text(
+    template: str, values: Mapping[str, object], extra: Mapping[str, str] | None = None
+) -> str:
     """Fill a caption template with ``values``; a missing value renders empty.
 
-    Only :data:`TEMPLATE_FIELDS` are looked up. A template that configuration loading would
-    refuse raises ValueError; a value whose type does not suit its format spec is rendered
-    with ``str()`` instead, so that a caption never stops a file from being sent.
+    Only :data:`TEMPLATE_FIELDS` and the names in ``extra`` (a route's named groups) are
+    looked up. A template that configuration loading would refuse raises ValueError; a
+    value whose type does not suit its format spec is rendered with ``str()`` instead, so
+    that a caption never stops a file from being sent.
     """
-    problem = template_problem(template)
+    extra = extra or {}
+    problem = template_problem(template, tuple(extra))
     if problem is not None:
         raise ValueError(problem)
     parts: list[str] = []
     for literal, name, spec, conversion in string.Formatter().parse(template):
         parts.append(literal)
         if name is not None:
-            parts.append(_format_value(values.get(name, ""), spec or "", conversion))
+            value = extra[name] if name in extra else values.get(name, "")
+            parts.append(_format_value(value, spec or "", conversion))
     return "".join(parts)
 
 
@@ -52,10 +57,12 @@ def render_caption(
     content_type: str | None,
     size: int | None,
     inbox: str,
+    fields: Mapping[str, str] | None = None,
 ) -> str | None:
     """The message text for a file from its inbox's caption template (None: no text).
     ``name`` is relative to the inbox: ``{filename}`` is its last part, ``{subfolder}`` the
-    folder before it ("" at the top)."""
+    folder before it ("" at the top); ``fields``: more placeholders (the named groups of its
+    inbox's ``route``)."""
     if not template:
         return None
     subfolder, _, name = name.rpartition("/")
@@ -77,17 +84,22 @@ def render_caption(
             "time": now.strftime("%H:%M:%S"),
             "subfolder": subfolder,
         },
+        extra=fields,
     )
 
 
-def template_problem(template: str) -> str | None:
-    """Why ``template`` is not a valid caption template, or None."""
+def template_problem(template: str, extra: tuple[str, ...] = ()) -> str | None:
+    """Why ``template`` is not a valid caption template, or None; ``extra``: more
+    placeholder names it may use (the named groups of a ``route``)."""
     try:
         pieces = list(string.Formatter().parse(template))
     except ValueError as error:
         return f"malformed braces ({error}); write {{{{ and }}}} for literal braces"
     for _, name, spec, conversion in pieces:
-        problem = None if name is None else _placeholder_problem(name, spec or "", conversion)
+        if name is not None and name in extra:
+            problem = _extra_problem(name, spec or "", conversion)
+        else:
+            problem = None if name is None else _placeholder_problem(name, spec or "", conversion)
         if problem is not None:
             return problem
     return None
@@ -105,6 +117,15 @@ def _placeholder_problem(name: str, spec: str, conversion: str | None) -> str | 
     # Formatting a value of the right type catches bad specs, nested fields, bad conversions.
     try:
         format(_convert(_SAMPLE_VALUES[name], conversion), spec)
+    except (ValueError, TypeError) as error:
+        return f"{{{name}}}: invalid format ({error})"
+    return None
+
+
+def _extra_problem(name: str, spec: str, conversion: str | None) -> str | None:
+    """A route group's placeholder (a string) with a bad spec or conversion."""
+    try:
+        format(_convert("sample", conversion), spec)
     except (ValueError, TypeError) as error:
         return f"{{{name}}}: invalid format ({error})"
     return None

@@ -127,9 +127,9 @@ def _build(
     base = source.parent
     # The api first: its token is then redacted from every error that follows.
     api = _api(Section(data.get("api"), "api", ApiConfig, problems), base, env)
-    text = _template(top, "text")
-    spool = top.path("spool", base)
     intake = IntakeSettings(**_intake(top))
+    text = _template(top, "text", _route_groups(intake.route))
+    spool = top.path("spool", base)
     # Each valid inbox with its key: ``inboxes[2].path`` stays that after a bad inboxes[1].
     keyed = _inboxes(data.get("inboxes"), base, spool, problems, text=text, defaults=intake)
     inboxes = tuple(inbox for _, inbox in keyed)
@@ -298,11 +298,18 @@ def _inboxes(
             problems.add(
                 ConfigError(section.key("conversation_id"), "required (a non-empty string)")
             )
-        own_text = _template(section, "text")
+        intake = _intake(section)
+        groups = _route_groups(intake["route"])
+        own_text = _template(section, "text", groups)
         # An explicit empty text means "no caption here" even when a default exists.
         no_caption = own_text is None and isinstance(section.data.get("text"), str)
         caption = None if no_caption else own_text or text
-        intake = _intake(section)
+        if caption is not None and own_text is None:
+            problem = template_problem(caption, groups)  # the top-level text, for this route
+            if problem is not None:
+                problems.add(
+                    ConfigError(section.key("route"), f"with the top-level text: {problem}")
+                )
         if path is not None and conversation_id is not None and not problems.has(section.prefix):
             inbox = InboxConfig(
                 path, conversation_id, caption, path.name, from_spool=False, **intake
@@ -412,9 +419,16 @@ def _route(section: Section) -> str | None:
     return route
 
 
-def _template(section: Section, name: str) -> str | None:
+def _route_groups(route: str | None) -> tuple[str, ...]:
+    """The named groups of ``route`` a caption may use (all but ``conversation_id``)."""
+    if route is None:
+        return ()
+    return tuple(name for name in re.compile(route).groupindex if name != ROUTE_GROUP)
+
+
+def _template(section: Section, name: str, groups: tuple[str, ...] = ()) -> str | None:
     template = section.string(name)
-    problem = None if template is None else template_problem(template)
+    problem = None if template is None else template_problem(template, groups)
     if problem is not None:
         section.problems.add(ConfigError(section.key(name), problem))
         return None

@@ -18,6 +18,7 @@ import stat
 import threading
 import time
 from collections.abc import Callable
+from datetime import UTC, datetime
 from pathlib import Path
 
 from daemon.config import InboxConfig
@@ -36,11 +37,29 @@ from daemon.store.archive import (
     utc_now,
 )
 from daemon.store.claims import Claim, drop_claim_folder
-from daemon.store.journal import Entry, Journal
+from daemon.store.journal import Entry, Journal, SentBefore
 from daemon.watch.names import signature
 
 #: Seconds between attempts at a local step that failed (full disk, read-only ``sent/``).
 LOCAL_RETRY_SECONDS = 5.0
+
+
+class DuplicateFile(FileRejected):
+    """Identical bytes went to the same conversation within ``duplicate_window``."""
+
+    def __init__(self, earlier: SentBefore) -> None:
+        self.earlier = earlier
+        super().__init__(
+            Reason.DUPLICATE,
+            f"the same bytes were sent to this conversation at {utc_iso(earlier.sent_at)}"
+            f" as {earlier.name!r} (message {earlier.message_id}); requeue sends it anyway",
+        )
+
+
+def utc_iso(epoch: float) -> str:
+    """``epoch`` as ISO 8601 UTC with a ``Z``."""
+    when = datetime.fromtimestamp(epoch, UTC)
+    return when.isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
 class ArchiveDeferred(Exception):
@@ -106,7 +125,7 @@ class Finisher:
         self._log.error(
             "changed_after_send",
             inbox=job.inbox.name,
-            conversation_id=job.inbox.conversation_id,
+            conversation_id=entry.conversation_id,
             file=entry.name,
             message_id=entry.message_id,
             size_sent=entry.size,
@@ -146,23 +165,30 @@ class Finisher:
             "detail": rejected.detail,
             "status": rejected.status,
             "file": entry.name,
-            "conversation_id": job.inbox.conversation_id,
+            "conversation_id": entry.conversation_id,
             "message_type": entry.message_type,
             "content_type": entry.content_type,
             "size": size,
-            "sha256": entry.sha256 or _sha256_of(job.claim.path, size),
+            "sha256": entry.sha256 or sha256_of(job.claim.path, size),
             "attempts": entry.attempts,
             "failed_at": utc_now(),
         }
         if rejected.reason == Reason.UNCONFIRMED:
             sidecar["idempotency_key"] = entry.idempotency_key or job.claim.claim_id
             sidecar["attachment_id"] = entry.attachment_id
+        if isinstance(rejected, DuplicateFile):
+            earlier = rejected.earlier
+            sidecar["duplicate_of"] = {
+                "message_id": earlier.message_id,
+                "file": earlier.name,
+                "sent_at": utc_iso(earlier.sent_at),
+            }
         if rejected.reason == Reason.CHANGED_AFTER_SEND:
             # What went out, apart from the file as it is now (size, sha256).
             size_now = _size_of(job.claim.path)
             sidecar |= {
                 "size": size_now,
-                "sha256": _sha256_of(job.claim.path, size_now),
+                "sha256": sha256_of(job.claim.path, size_now),
                 "message_id": entry.message_id,
                 "size_sent": entry.size,
                 "sha256_sent": entry.sha256,
@@ -256,7 +282,7 @@ class Finisher:
                 self._log.error(
                     "file_vanished",
                     inbox=job.inbox.name,
-                    conversation_id=job.inbox.conversation_id,
+                    conversation_id=entry.conversation_id,
                     file=entry.name,
                     message_id=entry.message_id,
                 )
@@ -299,7 +325,7 @@ def changed_since_upload(job: Job) -> bool:
     return job.entry.size is not None and now[0] != job.entry.size
 
 
-def _sha256_of(path: Path, size: int | None) -> str | None:
+def sha256_of(path: Path, size: int | None) -> str | None:
     """The file's sha256 for its sidecar; None for a file larger than any the API takes
     (rejected by its size, it is read no further than its type needed: a sparse 100 GB
     file must not cost minutes of reading)."""

@@ -42,6 +42,8 @@ class Job:
     uploaded_as: Signature | None = None
     """The file's size and times when this run uploaded it: any change after that is
     caught before the send (it starts over) or before archiving (``changed_after_send``)."""
+    route_fields: dict[str, str] = field(default_factory=dict)
+    """The caption placeholders its inbox's ``route`` took from its name."""
     progressed: float = field(default_factory=time.monotonic)
     """``time.monotonic()`` of its last progress: taken on, a stage done, an attempt
     (:mod:`daemon.delivery.stalls`)."""

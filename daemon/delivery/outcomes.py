@@ -162,7 +162,7 @@ def _common_fields(outcome: FileOutcome) -> dict[str, Any]:
     entry = outcome.entry
     fields: dict[str, Any] = {
         "inbox": outcome.inbox.name,
-        "conversation_id": outcome.inbox.conversation_id,
+        "conversation_id": outcome.entry.conversation_id,  # routed by name, maybe
         "file": entry.name,
         "size": outcome.size,
         "message_type": entry.message_type,

@@ -21,6 +21,7 @@ never another's. How long each file has gone without progress is :meth:`Pipeline
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import heapq
 import itertools
 import math
@@ -37,6 +38,7 @@ from daemon.delivery.job import Job
 from daemon.delivery.lanes import Lane, Lanes
 from daemon.delivery.outcomes import LogOutcomes, Outcomes
 from daemon.delivery.retry import WATCH, ApiGate, Backoff, RunPolicy
+from daemon.delivery.routing import Route, Router
 from daemon.delivery.stalls import ClaimAge
 from daemon.delivery.steps import Delivery, RunContext, api_client
 from daemon.errors import ApiMisconfigured, AuthRefused, FileRejected, Stopped
@@ -44,7 +46,7 @@ from daemon.logs import get_logger
 from daemon.states import JobState, Reason, Stage
 from daemon.store.archive import move_no_overwrite
 from daemon.store.claims import Claim, Owner, drop_claim_folder
-from daemon.store.journal import Journal
+from daemon.store.journal import Entry, Journal
 
 #: Seconds before a file whose step hit an unforeseen error is first tried again; the
 #: wait doubles from there up to ``retry.max_delay``.
@@ -139,6 +141,8 @@ class Pipeline:
             policy=policy,
         )
         self.delivery = Delivery(context, journal, self.outcomes, self.finish)
+        #: Matches names against ``route`` (in a helper process, bounded).
+        self.router = Router()
 
     # -- lifecycle -------------------------------------------------------------------
 
@@ -168,6 +172,7 @@ class Pipeline:
         self._to_archive.put(None)  # after the workers: what they sent is archived too
         if self._archiver.is_alive():
             self._archiver.join(max(ABORT_GRACE_SECONDS, deadline - time.monotonic()))
+        self.router.close()
         return not any(thread.is_alive() for thread in (*self._threads, self._archiver))
 
     def _stop_all(self) -> None:
@@ -252,9 +257,8 @@ class Pipeline:
         if claim is None:
             return False
         try:
-            entry = self.journal.record_claim(
-                claim.claim_id, inbox.path, inbox.conversation_id, name, arrived_ns
-            )
+            route = self.router.route(inbox.route, name)
+            entry = self._record_claim(claim, inbox, name, arrived_ns, route)
         except Exception:
             # The journal refused (full disk, a locked or foreign database): the file goes
             # back to its inbox for a later scan, rather than wait unjournaled in its claim
@@ -263,8 +267,22 @@ class Pipeline:
                 move_no_overwrite(claim.path, inbox.path, name)
                 drop_claim_folder(claim)
             raise
-        self._enqueue(Job(claim, inbox, entry))
+        self._enqueue(Job(claim, inbox, entry, route_fields=route.fields))
         return True
+
+    def _record_claim(
+        self, claim: Claim, inbox: InboxConfig, name: str, arrived_ns: int, route: Route
+    ) -> Entry:
+        """Journal a new claim for its routed conversation (the lane it waits in); one that
+        cannot be routed is journaled ``no_route`` for its delivery to fail."""
+        conversation = route.conversation_id or inbox.conversation_id
+        entry = self.journal.record_claim(
+            claim.claim_id, inbox.path, conversation, name, arrived_ns
+        )
+        if route.problem is not None and entry.stage == Stage.CLAIMED and entry.reason is None:
+            self.journal.update(claim.claim_id, reason=Reason.NO_ROUTE, detail=route.problem)
+            entry = dataclasses.replace(entry, reason=Reason.NO_ROUTE, detail=route.problem)
+        return entry
 
     def resume(self, inbox: InboxConfig, adopted: Iterable[Claim] | None = None) -> int:
         """Queue this inbox's unfinished claims: ours, and those of dead daemons; or only
@@ -280,14 +298,13 @@ class Pipeline:
             if not claim.name:  # already archived; only the bookkeeping was cut short
                 self.finish.recover(inbox, claim, entry)
                 continue
+            route = self.router.route(inbox.route, claim.name)
             if entry is None or entry.name != claim.name:
                 # Claimed but not journaled (crash in between, or another state_dir):
                 # nothing was sent for it, and its claim id stays its Idempotency-Key.
                 arrived = claim.path.lstat().st_mtime_ns
-                entry = self.journal.record_claim(
-                    claim.claim_id, inbox.path, inbox.conversation_id, claim.name, arrived
-                )
-            jobs.append(Job(claim, inbox, entry))
+                entry = self._record_claim(claim, inbox, claim.name, arrived, route)
+            jobs.append(Job(claim, inbox, entry, route_fields=route.fields))
         for job in sorted(jobs, key=lambda job: job.order):  # appends: no re-sorting
             self._enqueue(job)
         return len(jobs)
@@ -299,7 +316,7 @@ class Pipeline:
 
     def _enqueue(self, job: Job) -> None:
         with self._cond:
-            self._lanes.of(job.inbox.conversation_id).insert(job)
+            self._lanes.of(job.entry.conversation_id).insert(job)
             self.outcomes.queued(job.inbox)
             self._cond.notify()
 
@@ -399,7 +416,7 @@ class Pipeline:
         with self._cond:
             job.state = JobState.READY if ready else JobState.FAILED
         if not ready:
-            self._finish(self._lanes.of(job.inbox.conversation_id), job)
+            self._finish(self._lanes.of(job.entry.conversation_id), job)
 
     def _park(self, lane: Lane, job: Job) -> None:
         """Stopping mid-file: the claim stays, journaled, for the next run."""
@@ -478,7 +495,7 @@ class Pipeline:
         sent = self.delivery.send(job)
         with self._cond:
             job.state = JobState.ARCHIVING if sent else JobState.FAILED
-            lane = self._lanes.of(job.inbox.conversation_id)
+            lane = self._lanes.of(job.entry.conversation_id)
             if sent:
                 self._done_with_network(job)
         if sent:

@@ -31,7 +31,7 @@ from __future__ import annotations
 
 import dataclasses
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
@@ -40,7 +40,8 @@ from daemon.api.client import ApiClient
 from daemon.api.replies import Attachment, Message
 from daemon.config import ApiConfig, Config
 from daemon.config.caption import render_caption
-from daemon.delivery.finish import Finisher, changed_since_upload
+from daemon.config.model import Duplicates
+from daemon.delivery.finish import DuplicateFile, Finisher, changed_since_upload, sha256_of
 from daemon.delivery.job import Job, record
 from daemon.delivery.outcomes import Outcomes
 from daemon.delivery.retry import (
@@ -153,6 +154,8 @@ class OutgoingFile:
     """Where the steps write down what they learned."""
     events: RetryEvents
     """Who hears what the retry policy does to it."""
+    fields: Mapping[str, str] = dataclasses.field(default_factory=dict)
+    """More caption placeholders: the named groups its inbox's ``route`` matched."""
 
 
 @dataclass(frozen=True)
@@ -215,6 +218,16 @@ def _signature_of(path: Path) -> Signature | None:
         return signature(path.lstat())
     except OSError:
         return None
+
+
+def _sha256_now(path: Path) -> str | None:
+    """The sha256 of the file at ``path`` as it is now, for the duplicate check before its
+    upload (None: unreadable, or larger than any the API takes)."""
+    try:
+        size = path.lstat().st_size
+    except OSError:
+        return None
+    return sha256_of(path, size)
 
 
 def file_changed(file: OutgoingFile, stage: Stage) -> None:
@@ -285,6 +298,7 @@ def send(
         content_type=uploaded.content_type,
         size=uploaded.size,
         inbox=file.inbox,
+        fields=file.fields,
     )
     client = context.client
     message = context.retry_policy(file.events).call(
@@ -386,12 +400,13 @@ class Delivery:
             path=job.claim.path,
             name=job.entry.name,
             label=job.entry.name,
-            conversation_id=job.inbox.conversation_id,
+            conversation_id=job.entry.conversation_id,
             caption=job.inbox.text,
             inbox=job.inbox.name,
             idempotency_key=job.entry.idempotency_key or job.claim.claim_id,
             recorder=journaled,
             events=journaled,
+            fields=job.route_fields,
         )
         return file, journaled
 
@@ -402,19 +417,30 @@ class Delivery:
             return True
         if stage == Stage.ARCHIVED:
             return False  # its outcome was said; what someone left in its claim folder stays
-        if stage == Stage.FAILED:
-            entry = job.entry  # failed before a crash: archive it as it was failed
+        entry = job.entry
+        if stage == Stage.FAILED or entry.reason == Reason.NO_ROUTE:
+            # Failed before a crash: archived as it was failed; or not routed when claimed.
             self.finish.failed(
                 job, FileRejected(entry.reason or Reason.REJECTED, entry.detail or "", entry.status)
             )
             return False
-        if job.entry.idempotency_key is None and (
-            requeued := requeued_key(job.claim.inbox, job.claim.path)
+        if (
+            job.entry.idempotency_key is None
+            and not job.entry.send_anyway
+            and (requeued := requeued_key(job.claim.inbox, job.claim.path))
         ):
-            record(self.journal, job, idempotency_key=requeued.key)  # journaled, then forgotten
+            # Journaled, then forgotten.
+            record(
+                self.journal,
+                job,
+                idempotency_key=requeued.key,
+                send_anyway=requeued.send_anyway or None,
+            )
             requeued.forget()
         file, journaled = self._outgoing(job)
         attempts = Attempts(job.entry.attempts, job.entry.first_failure)
+        if self._duplicate(job, _sha256_now(job.claim.path)):
+            return False
         try:
             job.uploaded_as = upload(self.context, file, attempts).signature
         except FileRejected as rejected:
@@ -426,6 +452,23 @@ class Delivery:
             raise
         return True
 
+    def _duplicate(self, job: Job, sha256: str | None) -> bool:
+        """Fail ``job`` as ``duplicate`` when its bytes (``sha256``) were sent to its
+        conversation within ``duplicate_window``; a requeued file is sent anyway."""
+        inbox = job.inbox
+        if inbox.duplicates != Duplicates.SKIP or job.entry.send_anyway or sha256 is None:
+            return False
+        earlier = self.journal.sent_before(
+            job.entry.conversation_id,
+            sha256,
+            inbox.duplicate_window,
+            claim_id=job.claim.claim_id,
+        )
+        if earlier is None:
+            return False
+        self.finish.failed(job, DuplicateFile(earlier))
+        return True
+
     def send(self, job: Job) -> bool:
         """Send (unless already sent). False: the file failed for good (and is archived)."""
         entry = job.entry
@@ -434,6 +477,8 @@ class Delivery:
         if not (entry.attachment_id and entry.message_type):
             raise RuntimeError(f"claim {entry.claim_id} is {entry.stage} without an upload")
         uploaded = Uploaded(entry.message_type, entry.content_type, entry.size, entry.attachment_id)
+        if entry.stage == Stage.UPLOADED and self._duplicate(job, entry.sha256):
+            return False  # its twin, prepared alongside it, went out first
         file, journaled = self._outgoing(job)
         attempts = Attempts(entry.attempts, entry.first_failure)
         try:

@@ -334,6 +334,10 @@ class Service:
         if now - self._journal_pruned_at < JOURNAL_PRUNE_EVERY_SECONDS:
             return
         self._journal_pruned_at = now
+        window = max(
+            [self.config.duplicate_window] + [box.duplicate_window for box in self.watcher.inboxes]
+        )
+        self.journal.prune_sent_hashes(window)
         pruned = self.journal.prune_archived(JOURNAL_KEEP_SECONDS)
         if pruned:
             self.log.info("journal_pruned", claims=pruned)

@@ -47,10 +47,44 @@ CREATE TABLE IF NOT EXISTS claims (
     detail          TEXT,
     status          INTEGER,
     archived_as     TEXT,
-    idempotency_key TEXT
+    idempotency_key TEXT,
+    send_anyway     INTEGER
 );
 CREATE INDEX IF NOT EXISTS claims_inbox_stage ON claims (inbox, stage);
+CREATE TABLE IF NOT EXISTS sent_hashes (
+    claim_id        TEXT PRIMARY KEY,
+    conversation_id TEXT NOT NULL,
+    sha256          TEXT NOT NULL,
+    message_id      TEXT,
+    name            TEXT NOT NULL,
+    sent_at         REAL NOT NULL
+);
+CREATE INDEX IF NOT EXISTS sent_hashes_by_bytes ON sent_hashes (conversation_id, sha256);
+CREATE INDEX IF NOT EXISTS sent_hashes_by_age ON sent_hashes (sent_at);
 """
+
+#: The memory of sent bytes (duplicates): written by sqlite itself in the very transaction
+#: that journals a claim ``sent``, so no crash can fall between the two.
+_REMEMBER_SENT = """
+CREATE TRIGGER IF NOT EXISTS remember_sent AFTER UPDATE OF stage ON claims
+WHEN NEW.stage = 'sent' AND NEW.sha256 IS NOT NULL
+BEGIN
+    INSERT OR REPLACE INTO sent_hashes
+        (claim_id, conversation_id, sha256, message_id, name, sent_at)
+    VALUES (NEW.claim_id, NEW.conversation_id, NEW.sha256, NEW.message_id, NEW.name,
+            NEW.updated_at);
+END;
+"""
+
+
+@dataclass(frozen=True)
+class SentBefore:
+    """Identical bytes sent earlier to the same conversation."""
+
+    message_id: str | None
+    name: str
+    sent_at: float
+    """Wall-clock time (epoch seconds)."""
 
 
 @dataclass(frozen=True)
@@ -100,11 +134,14 @@ class Entry:
     idempotency_key: str | None = None
     """The send's Idempotency-Key when it is not the claim id: the key of an earlier
     claim whose send may have reached the API (a requeued ``unconfirmed`` file)."""
+    send_anyway: bool | None = None
+    """Requeued by hand: never skipped as a duplicate."""
 
 
 _COLUMNS = tuple(f.name for f in fields(Entry))
 _STAGE = _COLUMNS.index("stage")
 _REASON = _COLUMNS.index("reason")
+_SEND_ANYWAY = _COLUMNS.index("send_anyway")
 
 
 def _stored(value: object) -> object:
@@ -131,13 +168,16 @@ def _unusable(path: Path, error: sqlite3.Error) -> JournalUnusable:
     return JournalUnusable(str(path), str(error), hint)
 
 
-def _open_read_only(path: Path) -> sqlite3.Connection:
+def _open_read_only(path: Path, *, untouched: bool = False) -> sqlite3.Connection:
     """``path`` opened for reading only. A WAL journal needs its ``-shm`` file, which a
     reader cannot create in a read-only folder: then (no daemon can be writing there
-    either) the file is read as it is."""
+    either) the file is read as it is. ``untouched``: create no ``-shm``/``-wal`` file
+    either; without a ``-wal`` file (no daemon has it open) every commit is in the file."""
     uri = path.resolve().as_uri()
     if not path.exists():
         raise sqlite3.OperationalError(f"no journal at {path}")
+    if untouched and not path.with_name(path.name + "-wal").exists():
+        return sqlite3.connect(f"{uri}?mode=ro&immutable=1", uri=True, check_same_thread=False)
     try:
         db = sqlite3.connect(f"{uri}?mode=ro", uri=True, check_same_thread=False)
         db.execute("SELECT count(*) FROM sqlite_master").fetchone()
@@ -149,10 +189,10 @@ def _open_read_only(path: Path) -> sqlite3.Connection:
 def _add_missing_columns(db: sqlite3.Connection) -> None:
     """Bring a journal of an older version up to date (columns are only ever added)."""
     present = {row[1] for row in db.execute("PRAGMA table_info(claims)")}
-    for column in ("idempotency_key",):
+    for column, kind in (("idempotency_key", "TEXT"), ("send_anyway", "INTEGER")):
         if column not in present:
             try:
-                db.execute(f"ALTER TABLE claims ADD COLUMN {column} TEXT")
+                db.execute(f"ALTER TABLE claims ADD COLUMN {column} {kind}")
             except sqlite3.OperationalError as error:  # another daemon added it meanwhile
                 if "duplicate column" not in str(error):
                     raise
@@ -165,6 +205,8 @@ def _entry(row: tuple[Any, ...]) -> Entry:
         for value in row
     ]
     values[_STAGE] = Stage(values[_STAGE])
+    if values[_SEND_ANYWAY] is not None:
+        values[_SEND_ANYWAY] = bool(values[_SEND_ANYWAY])
     if values[_REASON] is not None:
         values[_REASON] = Reason(values[_REASON])
     return Entry(*values)
@@ -193,18 +235,22 @@ class Journal:
     """A thread-safe handle on ``<state_dir>/journal.sqlite3``.
 
     ``read_only``: only look (``status``, ``check-config``): the file must exist, nothing is
-    created or changed, and a read-only ``state_dir`` is fine.
+    created or changed, and a read-only ``state_dir`` is fine. ``untouched`` (with
+    ``read_only``): not even sqlite's ``-shm``/``-wal`` files are created (``run --dry-run``).
     """
 
-    def __init__(self, state_dir: Path, *, read_only: bool = False) -> None:
+    def __init__(
+        self, state_dir: Path, *, read_only: bool = False, untouched: bool = False
+    ) -> None:
         self.path = state_dir / JOURNAL_FILE
+        self.read_only = read_only
         self._lock = threading.Lock()
         # Group commit (see _write): writes waiting for the commit in progress.
         self._turn = threading.Condition(threading.Lock())
         self._queue: list[_Write] = []
         self._committing = False
         try:
-            self._db = self._open(read_only)
+            self._db = self._open(read_only, untouched)
             with self._lock:
                 present = {row[1] for row in self._db.execute("PRAGMA table_info(claims)")}
             if not present:
@@ -215,9 +261,9 @@ class Journal:
         # A journal written by an older version lacks the newer columns: read them as NULL.
         self._select = ", ".join(c if c in present else f"NULL AS {c}" for c in _COLUMNS)
 
-    def _open(self, read_only: bool) -> sqlite3.Connection:
+    def _open(self, read_only: bool, untouched: bool = False) -> sqlite3.Connection:
         if read_only:
-            return _open_read_only(self.path)
+            return _open_read_only(self.path, untouched=untouched)
         self.path.parent.mkdir(parents=True, exist_ok=True)
         # One connection shared under a lock: writes are tiny and sqlite serialises them
         # anyway; ``timeout`` covers a second daemon holding the write lock for a moment.
@@ -227,6 +273,7 @@ class Journal:
             db.execute("PRAGMA synchronous=FULL")
             db.executescript(_SCHEMA)
             _add_missing_columns(db)
+            db.executescript(_REMEMBER_SENT)
         except sqlite3.Error:
             db.close()
             raise
@@ -364,3 +411,31 @@ class Journal:
         return self._write(
             "DELETE FROM claims WHERE stage = ? AND updated_at < ?", (Stage.ARCHIVED, cutoff)
         )
+
+    def sent_before(
+        self, conversation_id: str, sha256: str, window_s: float, *, claim_id: str = ""
+    ) -> SentBefore | None:
+        """The latest claim but ``claim_id`` whose identical bytes were sent to
+        ``conversation_id`` within the last ``window_s`` seconds."""
+        cutoff = time.time() - window_s
+        try:
+            with self._lock:
+                row = self._db.execute(
+                    "SELECT message_id, name, sent_at FROM sent_hashes WHERE conversation_id = ?"
+                    " AND sha256 = ? AND sent_at >= ? AND claim_id != ?"
+                    " ORDER BY sent_at DESC LIMIT 1",
+                    (_stored(conversation_id), sha256, cutoff, claim_id),
+                ).fetchone()
+        except sqlite3.OperationalError:
+            if not self.read_only:
+                raise
+            return None  # a journal of an older version, read as it is: it remembers none
+        if row is None:
+            return None
+        name = row[1].decode("utf-8", "surrogateescape") if isinstance(row[1], bytes) else row[1]
+        return SentBefore(row[0], name, row[2])
+
+    def prune_sent_hashes(self, older_than_s: float) -> int:
+        """Forget sent bytes older than ``older_than_s`` (the longest ``duplicate_window``)."""
+        cutoff = time.time() - older_than_s
+        return self._write("DELETE FROM sent_hashes WHERE sent_at < ?", (cutoff,))

@@ -6,6 +6,9 @@ folder: ``<inbox>/.sendseven-watch/requeued-<dev>-<inode>.json``. The claim of t
 file (same inode, size and mtime: the moves in between are renames, which keep them) takes
 the key over into its journal entry, then drops the marker. Identical bytes dropped again
 later are another file (another inode, or another mtime) and get a key of their own.
+
+A file failed as ``duplicate`` is requeued to be sent anyway: its marker says so
+(``send_anyway``), and its claim journals that it is never skipped as a duplicate.
 """
 
 from __future__ import annotations
@@ -23,10 +26,12 @@ from daemon.store.claims import WORK_DIR
 class RequeuedKey:
     """The key a claimed file keeps, and the marker that said so."""
 
-    key: str
-    """The Idempotency-Key of the earlier claim."""
+    key: str | None
+    """The Idempotency-Key of the earlier claim (None: the file gets its own)."""
     marker: Path
     """The marker file (dropped once the key is journaled)."""
+    send_anyway: bool = False
+    """Sent even when identical bytes went to its conversation just before."""
 
     def forget(self) -> None:
         with contextlib.suppress(OSError):
@@ -37,12 +42,18 @@ def _marker(inbox: Path, st: os.stat_result) -> Path:
     return inbox / WORK_DIR / f"requeued-{st.st_dev}-{st.st_ino}.json"
 
 
-def leave_key(inbox: Path, file: Path, key: str) -> Path:
-    """Say that ``file`` (about to be moved back into ``inbox``) keeps ``key``."""
+def leave_key(inbox: Path, file: Path, key: str | None, *, send_anyway: bool = False) -> Path:
+    """Say that ``file`` (about to be moved back into ``inbox``) keeps ``key``, and whether
+    it is sent even as a duplicate."""
     st = file.lstat()
     marker = _marker(inbox, st)
     marker.parent.mkdir(exist_ok=True)
-    body = {"idempotency_key": key, "size": st.st_size, "mtime_ns": st.st_mtime_ns}
+    body = {
+        "idempotency_key": key,
+        "send_anyway": send_anyway,
+        "size": st.st_size,
+        "mtime_ns": st.st_mtime_ns,
+    }
     draft = marker.with_name(f".{marker.name}.tmp")
     draft.write_text(json.dumps(body) + "\n", encoding="utf-8")
     os.replace(draft, marker)  # whole or not at all
@@ -57,10 +68,13 @@ def requeued_key(inbox: Path, file: Path) -> RequeuedKey | None:
         body = json.loads(marker.read_text(encoding="utf-8"))
     except (OSError, ValueError):
         return None
-    if not isinstance(body, dict) or not isinstance(body.get("idempotency_key"), str):
+    if not isinstance(body, dict):
+        return None
+    key = body.get("idempotency_key")
+    if not isinstance(key, str) and not (key is None and body.get("send_anyway") is True):
         return None
     if (body.get("size"), body.get("mtime_ns")) != (st.st_size, st.st_mtime_ns):
         # Another file on a reused inode, or the requeued one written to since: its
         # content is not what was sent under that key.
         return None
-    return RequeuedKey(body["idempotency_key"], marker)
+    return RequeuedKey(key, marker, body.get("send_anyway") is True)

@@ -18,7 +18,7 @@ EXPECTED: dict[str, dict[str, str | None]] = json.loads((DATA / "expected.json")
 
 def test_the_whole_corpus_ends_in_sent_or_failed(api: FakeApi, tmp_path: Path) -> None:
     """Every sample is sent with its real type, or failed with the right reason."""
-    config = write_config(tmp_path, api.url)
+    config = write_config(tmp_path, api.url, duplicates="send")
     inbox = tmp_path / "spool" / "conv_corpus"
     inbox.mkdir()
     for name in EXPECTED:
@@ -202,7 +202,7 @@ def test_order_within_a_conversation_is_arrival_order(api: FakeApi, tmp_path: Pa
     """Files of one conversation are sent oldest mtime first, then by name."""
     import os
 
-    config = write_config(tmp_path, api.url, workers=4)
+    config = write_config(tmp_path, api.url, workers=4, duplicates="send")
     inbox = tmp_path / "spool" / "conv_1"
     names = [f"{n:03d}.pdf" for n in range(30)]
     for n, name in enumerate(names):  # the higher the name, the older the file

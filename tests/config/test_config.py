@@ -686,10 +686,12 @@ def test_example_config_loads(tmp_path: Path) -> None:
     assert config.api.token == BEARER
     assert config.spool == Path("/var/spool/sendseven-watch")
     assert [(i.path, i.conversation_id) for i in config.inboxes] == [
-        (Path("/srv/scans/front-desk"), "conv_123")
+        (Path("/srv/scans/front-desk"), "conv_123"),
+        (Path("/srv/erp/out"), "conv_erp"),
     ]
     assert config.ignore == DEFAULT_IGNORE
-    (front_desk,) = config.inboxes
+    (front_desk, erp) = config.inboxes
+    assert erp.route is not None and "(?P<conversation_id>" in erp.route
     assert (front_desk.settle_seconds, front_desk.archive_layout) == (10.0, "daily")
     assert (config.settle_seconds, config.archive_layout) == (2.0, "flat")
 

@@ -69,7 +69,7 @@ def test_symlinks_fifos_sockets_and_folders_are_never_taken(api: FakeApi, tmp_pa
 
 def test_odd_names_are_sent_and_archived_as_they_are(api: FakeApi, tmp_path: Path) -> None:
     """Spaces, unicode, a newline and a 255-byte name survive the whole trip."""
-    config = write_config(tmp_path, api.url)
+    config = write_config(tmp_path, api.url, duplicates="send")
     inbox = tmp_path / "spool" / "conv_1"
     inbox.mkdir()
     names = [
@@ -318,7 +318,7 @@ def test_two_hard_links_in_an_inbox_are_two_files_each_archived_under_its_name(
     api: FakeApi, tmp_path: Path
 ) -> None:
     """h1.pdf and h2.pdf, one inode: both sent, each in sent/ and logged under its own name."""
-    config = write_config(tmp_path, api.url, workers=1)
+    config = write_config(tmp_path, api.url, workers=1, duplicates="send")
     inbox = tmp_path / "spool" / "conv_1"
     inbox.mkdir()
     (inbox / "h1.pdf").write_bytes(b"%PDF-1.4 linked twice")

@@ -627,7 +627,10 @@ def test_an_unconfirmed_send_is_requeued_under_its_own_key(api: FakeApi, tmp_pat
     bytes dropped later are another file with another key."""
     api.faults = Faults(lose_reply_rate=1.0)
     config = write_config(
-        tmp_path, api.url, retry={"initial_delay": 0.05, "max_delay": 0.1, "give_up_after": 1}
+        tmp_path,
+        api.url,
+        retry={"initial_delay": 0.05, "max_delay": 0.1, "give_up_after": 1},
+        duplicates="send",  # identical bytes dropped again below: a new file, sent
     )
     inbox = tmp_path / "spool" / "conv_1"
     _drop_pdfs(inbox, 1)

@@ -124,7 +124,7 @@ def test_sigterm_during_a_batch_loses_nothing(
 ) -> None:
     """SIGTERM mid-batch exits 0; the next run finishes the rest; each file is sent once."""
     api.faults = Faults(latency_s=0.2)
-    config = write_config(tmp_path, api.url, workers=2)
+    config = write_config(tmp_path, api.url, workers=2, duplicates="send")
     inbox = tmp_path / "spool" / "conv_1"
     names = [f"doc-{n:02d}.pdf" for n in range(12)]
     for name in names:
@@ -266,7 +266,7 @@ def test_sighup_applies_a_new_caption_to_a_watched_inbox(
     api: FakeApi, tmp_path: Path, daemons: list[Daemon]
 ) -> None:
     """A reload that changes the caption of an inbox already watched takes effect."""
-    config = write_config(tmp_path, api.url, text="before {filename}")
+    config = write_config(tmp_path, api.url, text="before {filename}", duplicates="send")
     inbox = tmp_path / "spool" / "conv_1"
     inbox.mkdir(parents=True)
     daemon = Daemon(config)

@@ -67,7 +67,7 @@ def test_a_file_met_by_emfile_is_retried_and_sent(
     api: FakeApi, tmp_path: Path, daemons: list[Daemon]
 ) -> None:
     """A file whose open hits EMFILE gets file_error and is sent once descriptors are back."""
-    config = write_config(tmp_path, api.url)
+    config = write_config(tmp_path, api.url, duplicates="send")
     inbox = tmp_path / "spool" / "conv_1"
     inbox.mkdir()
     signals = tmp_path / "signals"

@@ -46,6 +46,7 @@ def _two_droppers(tmp_path: Path, api_url: str, **scanner: Any) -> Path:
     return write_config(
         tmp_path,
         api_url,
+        duplicates="send",  # the same sample in several inboxes on purpose
         text="Top: {filename}",
         inboxes=[
             {
