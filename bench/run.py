@@ -59,6 +59,7 @@ SCENARIOS = (
     "inboxes",
     "idle_inotify",
     "idle_polling",
+    "idle_recursive",
 )
 #: Scenarios too big for the default run (each takes many minutes or a million files):
 #: ``--heavy`` adds them, ``--only`` names them.
@@ -1213,20 +1214,35 @@ def started_line(log_text: str) -> dict[str, Any]:
 
 
 def _idle(
-    report: Report, opts: Options, name: str, *, observer: str, files_per_inbox: int, target: float
+    report: Report,
+    opts: Options,
+    name: str,
+    *,
+    observer: str,
+    files_per_inbox: int,
+    target: float,
+    inboxes: int = 100,
+    subfolders: int = 0,
+    **config_keys: Any,
 ) -> None:
-    inboxes = 100
     folder = opts.work / name
     spool = folder / "spool"
-    log(f"[{name}] {inboxes} inboxes x {files_per_inbox} files …")
+    log(f"[{name}] {inboxes} inboxes x {files_per_inbox} files, {subfolders} subfolders each …")
     for c in range(inboxes):
         inbox = spool / f"conv_{c:03d}"
         inbox.mkdir(parents=True)
         for i in range(files_per_inbox):
             (inbox / f"download_{i:04d}.pdf.part").touch()
+        for i in range(subfolders):
+            (inbox / f"{2000 + i // 12:04d}-{1 + i % 12:02d}").mkdir()
     with fake_server(opts.latency) as server:
         config = write_config(
-            folder, server.url, workers=opts.workers, settle_seconds=opts.settle, observer=observer
+            folder,
+            server.url,
+            workers=opts.workers,
+            settle_seconds=opts.settle,
+            observer=observer,
+            **config_keys,
         )
         daemon = RunningDaemon(config, folder / "daemon.log")
         try:
@@ -1245,8 +1261,10 @@ def _idle(
         raise RuntimeError(f"the idle daemon sent {sent} messages")
     share = (cpu1 - cpu0) / (t1 - t0) * 100
     files = inboxes * files_per_inbox
-    what = f"CPU over {opts.idle_seconds:g} s, {inboxes} inboxes" + (
-        f" x {files_per_inbox} files" if files else ""
+    what = (
+        f"CPU over {opts.idle_seconds:g} s, {inboxes} inboxes"
+        + (f" x {files_per_inbox} files" if files else "")
+        + (f" x {subfolders} subfolders (recursive)" if subfolders else "")
     )
     report.add(name, what, f"{share:.2f}%", f"< {target:g}%", share < target)
     report.add(name, "daemon peak RSS", fmt_mb(max(rss, result.max_rss)))
@@ -1267,6 +1285,22 @@ def scenario_idle_polling(report: Report, opts: Options) -> None:
     )
 
 
+def scenario_idle_recursive(report: Report, opts: Options) -> None:
+    """A scanner's tree: one recursive inbox with 1,000 subfolders, every one watched."""
+    _idle(
+        report,
+        opts,
+        "idle_recursive",
+        observer="inotify",
+        files_per_inbox=0,
+        target=1.0,
+        inboxes=1,
+        subfolders=opts.scale(1000, 100),
+        recursive=True,
+        max_depth=2,
+    )
+
+
 RUNNERS: dict[str, Callable[[Report, Options], None]] = {
     "cpu": scenario_cpu,
     "throughput": scenario_throughput,
@@ -1277,6 +1311,7 @@ RUNNERS: dict[str, Callable[[Report, Options], None]] = {
     "inboxes": scenario_inboxes,
     "idle_inotify": scenario_idle_inotify,
     "idle_polling": scenario_idle_polling,
+    "idle_recursive": scenario_idle_recursive,
     "backlog_100k": scenario_backlog_100k,
     "backlog_100k_one": scenario_backlog_100k_one,
     "sent_full": scenario_sent_full,
@@ -1361,7 +1396,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         wanted = {
             n
             for name in args.only
-            for n in (("idle_inotify", "idle_polling") if name == "idle" else (name,))
+            for n in (
+                ("idle_inotify", "idle_polling", "idle_recursive") if name == "idle" else (name,)
+            )
         }
         selected = [name for name in everything if name in wanted]
     if args.quick:

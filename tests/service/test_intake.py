@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import os
 import signal
+import subprocess
 import time
 from pathlib import Path
 from typing import Any
@@ -15,6 +16,8 @@ import pytest
 
 from daemon.fake.api import FakeApi
 from tests.helpers import (
+    COMMAND,
+    DATA,
     Daemon,
     copy_sample,
     events,
@@ -124,6 +127,31 @@ def test_status_and_requeue_see_a_recursive_inboxs_archived_subfolders(
     assert requeued["file"] == "2026-11/logo.bmp"
     assert (inbox / "2026-11" / "logo.bmp").is_file()
     assert not (inbox / "failed" / "2026-11").exists()
+
+
+def test_subfolders_with_odd_names_are_taken_and_logged_as_valid_json(
+    api: FakeApi, tmp_path: Path
+) -> None:
+    """A subfolder whose name is not UTF-8 (Latin-1 ``caf\\xe9``) and a file name with a
+    newline in a subfolder: each file sent once, archived under its own bytes, and every
+    log line is one line of valid UTF-8 JSON."""
+    config, inbox = _inbox_config(tmp_path, api.url, recursive=True)
+    latin = Path(os.fsdecode(os.fsencode(inbox) + b"/caf\xe9"))
+    latin.mkdir()
+    (latin / "scan.pdf").write_bytes((DATA / "document.pdf").read_bytes())
+    copy_sample("image.png", inbox / "2026-11", "two\nlines.png")
+
+    result = subprocess.run(
+        [COMMAND, "run", "-c", str(config), "--once"], capture_output=True, check=False
+    )
+
+    assert result.returncode == 0, result.stderr
+    lines = [json.loads(raw.decode("utf-8")) for raw in result.stdout.splitlines()]
+    assert len(events(lines, "file_sent")) == 2
+    # The multipart filename escapes the newline, as browsers do (%0A).
+    assert sorted(a.filename for a in api.attachments()) == ["scan.pdf", "two%0Alines.png"]
+    assert (inbox / "sent" / latin.name / "scan.pdf").is_file()
+    assert (inbox / "sent" / "2026-11" / "two\nlines.png").is_file()
 
 
 def test_without_recursive_a_file_in_a_subfolder_stays_and_is_said_once(
