@@ -3,9 +3,13 @@ changes while it is walked."""
 
 from __future__ import annotations
 
+import os
 import shutil
 import time
 from pathlib import Path
+from typing import Any
+
+import pytest
 
 from daemon.config import InboxConfig
 from daemon.watch.names import Why, count_files, walk, why_left
@@ -70,3 +74,41 @@ def test_five_thousand_subfolders_are_counted_quickly(tmp_path: Path) -> None:
     started = time.monotonic()
     assert count_files(inbox) == (5000, 0)
     assert time.monotonic() - started < 2.0
+
+
+def test_a_fifo_in_a_subfolder_is_found_and_counted_as_left(tmp_path: Path) -> None:
+    """A FIFO in a subfolder is found by the walk (so it is said once, not taken) and
+    counted by status as ignored, beside the file that would be taken."""
+    inbox = _inbox(tmp_path / "in", recursive=True)
+    _touch(inbox.path / "2026-11" / "scan.pdf")
+    os.mkfifo(inbox.path / "2026-11" / "pipe")
+
+    found = {name: entry.is_file(follow_symlinks=False) for name, entry in walk(inbox)}
+
+    assert found == {"2026-11/scan.pdf": True, "2026-11/pipe": False}
+    assert count_files(inbox) == (1, 1)
+
+
+def test_a_subfolder_that_cannot_be_read_is_reported_and_the_rest_walked(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A subfolder the daemon may not list (EACCES: root reads everything, so the refusal
+    is injected) goes to on_error; the other folders are still walked."""
+    inbox = _inbox(tmp_path / "in", recursive=True)
+    _touch(inbox.path / "locked" / "a.pdf")
+    _touch(inbox.path / "open" / "b.pdf")
+    real_scandir = os.scandir
+
+    def scandir(path: Any) -> Any:
+        if Path(path).name == "locked":
+            raise PermissionError(13, "Permission denied", str(path))
+        return real_scandir(path)
+
+    monkeypatch.setattr(os, "scandir", scandir)
+    errors: list[Path] = []
+
+    names = [name for name, _ in walk(inbox, on_error=lambda folder, _: errors.append(folder))]
+
+    assert "open/b.pdf" in names
+    assert "locked/a.pdf" not in names
+    assert errors == [inbox.path / "locked"]
