@@ -205,7 +205,9 @@ class Pipeline:
         result: dict[str, int] = {}
         with self._cond:
             for job in self._lanes.jobs():
-                if job.state == JobState.DONE:  # archived, waiting behind an older file to leave
+                if job.state == JobState.DONE or job.entry.stage == Stage.ARCHIVED:
+                    # Archived: already in sent/ or failed/ (and said so, or about to be),
+                    # whether or not its worker has yet let go of it.
                     continue
                 key = str(job.inbox.path)
                 result[key] = result.get(key, 0) + 1

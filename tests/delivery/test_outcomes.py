@@ -207,3 +207,41 @@ def test_the_pipeline_reports_to_the_log_by_default(api: FakeApi, tmp_path: Path
     assert failed["log_level"] == "warning"
     assert failed["reason"] == Reason.UNSUPPORTED_TYPE
     assert (inbox_path / "failed" / "logo.bmp").exists()
+
+
+def test_a_file_is_no_longer_counted_in_progress_when_its_outcome_is_heard(
+    api: FakeApi, tmp_path: Path
+) -> None:
+    """What a listener hears is already so: a file said sent or failed is no longer in
+    progress (files_in_progress, read at that moment, must not count it)."""
+    config = load_config(write_config(tmp_path, api.url))
+    inbox_path = tmp_path / "spool" / "conv_1"
+    inbox_path.mkdir()
+    shutil.copyfile(DATA / "image.bmp", inbox_path / "logo.bmp")  # refused: failed/
+    (inbox_path / "scan.pdf").write_bytes(b"%PDF-1.4 counted")  # sent/
+    journal = Journal(config.state_dir)
+    owner = Owner()
+    outcomes = Outcomes()
+    pipeline = Pipeline(config, journal, owner, policy=ONCE, outcomes=outcomes)
+    seen: list[tuple[str, dict[str, int]]] = []
+
+    class CountsWhenHeard(Heard):
+        def sent(self, outcome: SentFile) -> None:
+            seen.append((outcome.entry.name, pipeline.counts()))
+
+        def failed(self, outcome: FailedFile) -> None:
+            seen.append((outcome.entry.name, pipeline.counts()))
+
+    outcomes.subscribe(CountsWhenHeard())
+    [inbox] = all_inboxes(config)
+    pipeline.start()
+    try:
+        assert pipeline.take(inbox, "logo.bmp", 1)
+        assert pipeline.wait_idle(timeout=20)
+        assert pipeline.take(inbox, "scan.pdf", 2)
+        assert pipeline.wait_idle(timeout=20)
+    finally:
+        pipeline.stop(10)
+        owner.release()
+        journal.close()
+    assert seen == [("logo.bmp", {}), ("scan.pdf", {})]
