@@ -223,6 +223,7 @@ class ApiClient:
                 raise ServerBusy("reply is not JSON", status=status, endpoint=endpoint) from None
         finally:
             request.finish()
+            WATCHDOG.forget(request)
             deadlines.set_current(None)
             with self._lock:
                 self._in_flight = None

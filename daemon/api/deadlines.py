@@ -24,8 +24,7 @@ runs one request at a time: each worker has its own client).
 from __future__ import annotations
 
 import contextlib
-import heapq
-import itertools
+import math
 import socket
 import threading
 import time
@@ -101,34 +100,48 @@ def _shut_down(sock: Any) -> None:
 
 
 class Watchdog:
-    """One thread that cuts requests past their deadline; started on first use."""
+    """One thread that cuts requests past their deadline; started on first use.
+
+    It holds the requests in flight (at most one per worker thread) and sleeps until the
+    earliest deadline among them. A request is added and removed without waking it: the
+    thread is woken only when a new request is due before the moment it means to look next
+    (or when it sleeps with nothing to watch). Budgets are tens of seconds and requests
+    take milliseconds, so it wakes about once a budget, not once a request.
+    """
 
     def __init__(self) -> None:
         self._cond = threading.Condition()
-        self._due: list[tuple[float, int, InFlight]] = []
-        self._seq = itertools.count()
+        self._in_flight: set[InFlight] = set()
+        self._wake_at = math.inf
         self._thread: threading.Thread | None = None
 
     def watch(self, request: InFlight) -> None:
         with self._cond:
-            heapq.heappush(self._due, (request.deadline, next(self._seq), request))
+            self._in_flight.add(request)
             if self._thread is None:
                 self._thread = threading.Thread(target=self._run, name="api-deadlines")
                 self._thread.daemon = True  # it holds nothing: a process may exit any time
                 self._thread.start()
-            elif self._due[0][2] is request:
+            elif request.deadline < self._wake_at:
                 self._cond.notify()
+
+    def forget(self, request: InFlight) -> None:
+        """``request`` is over: no longer watched."""
+        with self._cond:
+            self._in_flight.discard(request)
 
     def _run(self) -> None:
         while True:
             with self._cond:
-                while not self._due or self._due[0][0] > time.monotonic():
-                    self._cond.wait(self._due[0][0] - time.monotonic() if self._due else None)
-                    # Finished requests leave the heap as they come to its top.
-                    while self._due and self._due[0][2].done:
-                        heapq.heappop(self._due)
-                _, _, request = heapq.heappop(self._due)
-            request.cut(Cut.DEADLINE)
+                now = time.monotonic()
+                due = [r for r in self._in_flight if r.deadline <= now]
+                self._in_flight.difference_update(due)
+                self._wake_at = min((r.deadline for r in self._in_flight), default=math.inf)
+                if not due:
+                    self._cond.wait(None if self._wake_at == math.inf else self._wake_at - now)
+                    continue
+            for request in due:
+                request.cut(Cut.DEADLINE)
 
 
 WATCHDOG = Watchdog()

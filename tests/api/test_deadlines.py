@@ -1,100 +1,47 @@
-"""Every request has a wall-clock deadline that covers the reply: a trickling server
-(one byte a second, so no per-read timeout ever trips) cannot hold a worker."""
+"""The deadline watchdog: it cuts a request in flight at its deadline, also one due before
+the moment it meant to look next, and never one that finished."""
 
 from __future__ import annotations
 
-import threading
 import time
-from pathlib import Path
+from collections.abc import Callable
 
-import pytest
-
-from daemon.api.client import ApiClient
-from daemon.errors import Stopped, TransportError, UploadDeadline
-from tests.api.trickle import Mode, TrickleServer
-from tests.helpers import TENANT, TOKEN
-
-#: connect_timeout + read_timeout: the budget of a request without a body.
-BUDGET_SECONDS = 2.0
-#: Well past the budget: a client still waiting then has no deadline.
-HANG_SECONDS = 15.0
+from daemon.api.deadlines import Cut, InFlight, Watchdog
 
 
-def _call(client: ApiClient, endpoint: str, path: Path) -> object:
-    if endpoint == "attachments":
-        return client.upload(path, "scan.pdf", "application/pdf")
-    return client.send("conv_1", "document", ["att_1"], None, "key-1")
+def _wait_for(check: Callable[[], bool], timeout: float = 5.0) -> bool:
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
+        if check():
+            return True
+        time.sleep(0.01)
+    return False
 
 
-def _outcome(client: ApiClient, endpoint: str, path: Path) -> tuple[BaseException | None, float]:
-    """Run one request on a thread; (what it raised, seconds), or fail after HANG_SECONDS."""
-    raised: list[BaseException] = []
-
-    def run() -> None:
-        try:
-            _call(client, endpoint, path)
-        except BaseException as error:  # noqa: BLE001 - handed to the test
-            raised.append(error)
-
+def test_a_request_due_sooner_than_the_one_watched_is_cut_at_its_own_deadline() -> None:
+    """The thread sleeps until the earliest deadline it knows; a request added later with
+    an earlier deadline wakes it, and is cut then, not when the other one is due."""
+    watchdog = Watchdog()
+    later = InFlight(time.monotonic() + 60)
+    watchdog.watch(later)  # the thread now sleeps for about a minute
+    time.sleep(0.1)
+    sooner = InFlight(time.monotonic() + 0.2)
     started = time.monotonic()
-    thread = threading.Thread(target=run, daemon=True)
-    thread.start()
-    thread.join(HANG_SECONDS)
-    if thread.is_alive():
-        pytest.fail(f"the request still waited after {HANG_SECONDS} s")
-    return (raised[0] if raised else None), time.monotonic() - started
+    watchdog.watch(sooner)
+    assert _wait_for(lambda: sooner.cut_by is not None)
+    assert sooner.cut_by == Cut.DEADLINE
+    assert time.monotonic() - started < 2.0
+    assert later.cut_by is None
 
 
-@pytest.mark.parametrize("mode", ["headers", "body"])
-@pytest.mark.parametrize("endpoint", ["attachments", "messages"])
-def test_a_trickling_reply_is_cut_off_at_the_deadline(
-    tmp_path: Path, endpoint: str, mode: Mode
-) -> None:
-    """Headers or body at one byte a second: a TransportError just after the budget."""
-    path = tmp_path / "scan.pdf"
-    path.write_bytes(b"%PDF-1.4\n" + b"x" * 1000)
-    with TrickleServer(**{endpoint: mode}, every=0.5) as server:  # type: ignore[arg-type]
-        client = ApiClient(server.url, TOKEN, TENANT, connect_timeout=1, read_timeout=1)
-        try:
-            error, took = _outcome(client, endpoint, path)
-        finally:
-            client.close()
-    assert isinstance(error, TransportError), error
-    assert isinstance(error, UploadDeadline) == (endpoint == "attachments")
-    assert "deadline" in str(error)
-    assert BUDGET_SECONDS - 0.1 <= took < BUDGET_SECONDS + 3
-
-
-def test_a_deadline_does_not_cut_the_next_request_on_the_same_connection(
-    tmp_path: Path,
-) -> None:
-    """A request that finished in time is never cut later, nor is the one after it."""
-    path = tmp_path / "scan.pdf"
-    path.write_bytes(b"%PDF-1.4\n" + b"x" * 1000)
-    with TrickleServer() as server:
-        client = ApiClient(server.url, TOKEN, TENANT, connect_timeout=0.3, read_timeout=0.3)
-        try:
-            for _ in range(3):
-                client.upload(path, "scan.pdf", "application/pdf")
-                time.sleep(0.4)  # past the first request's deadline
-                client.send("conv_1", "document", ["att_1"], None, "key-1")
-        finally:
-            client.close()
-    assert server.requests == ["attachments", "messages"] * 3
-
-
-def test_abort_cuts_a_request_in_flight_short(tmp_path: Path) -> None:
-    """A stop that waits no longer: the request raises Stopped at once, not at its deadline."""
-    path = tmp_path / "scan.pdf"
-    path.write_bytes(b"%PDF-1.4\n")
-    with TrickleServer(messages="body", every=0.2) as server:
-        client = ApiClient(server.url, TOKEN, TENANT, connect_timeout=1, read_timeout=600)
-        timer = threading.Timer(1.0, client.abort)
-        timer.start()
-        try:
-            error, took = _outcome(client, "messages", path)
-        finally:
-            timer.join()
-            client.close()
-    assert isinstance(error, Stopped), error
-    assert took < 5
+def test_a_request_that_finished_is_never_cut() -> None:
+    """finish() and forget() before the deadline: nothing is cut when it passes."""
+    watchdog = Watchdog()
+    done = InFlight(time.monotonic() + 0.2)
+    watchdog.watch(done)
+    done.finish()
+    watchdog.forget(done)
+    still = InFlight(time.monotonic() + 0.4)
+    watchdog.watch(still)
+    assert _wait_for(lambda: still.cut_by is not None)
+    assert done.cut_by is None
