@@ -439,7 +439,7 @@ class Delivery:
             requeued.forget()
         file, journaled = self._outgoing(job)
         attempts = Attempts(job.entry.attempts, job.entry.first_failure)
-        if self._duplicate(job, _sha256_now(job.claim.path)):
+        if self._duplicate(job, lambda: _sha256_now(job.claim.path)):
             return False
         try:
             job.uploaded_as = upload(self.context, file, attempts).signature
@@ -452,11 +452,15 @@ class Delivery:
             raise
         return True
 
-    def _duplicate(self, job: Job, sha256: str | None) -> bool:
-        """Fail ``job`` as ``duplicate`` when its bytes (``sha256``) were sent to its
-        conversation within ``duplicate_window``; a requeued file is sent anyway."""
+    def _duplicate(self, job: Job, hashed: Callable[[], str | None]) -> bool:
+        """Fail ``job`` as ``duplicate`` when its bytes (``hashed()``, asked only where
+        duplicates are skipped: it may read the whole file) were sent to its conversation
+        within ``duplicate_window``; a requeued file is sent anyway."""
         inbox = job.inbox
-        if inbox.duplicates != Duplicates.SKIP or job.entry.send_anyway or sha256 is None:
+        if inbox.duplicates != Duplicates.SKIP or job.entry.send_anyway:
+            return False
+        sha256 = hashed()
+        if sha256 is None:
             return False
         earlier = self.journal.sent_before(
             job.entry.conversation_id,
@@ -477,7 +481,7 @@ class Delivery:
         if not (entry.attachment_id and entry.message_type):
             raise RuntimeError(f"claim {entry.claim_id} is {entry.stage} without an upload")
         uploaded = Uploaded(entry.message_type, entry.content_type, entry.size, entry.attachment_id)
-        if entry.stage == Stage.UPLOADED and self._duplicate(job, entry.sha256):
+        if entry.stage == Stage.UPLOADED and self._duplicate(job, lambda: entry.sha256):
             return False  # its twin, prepared alongside it, went out first
         file, journaled = self._outgoing(job)
         attempts = Attempts(entry.attempts, entry.first_failure)
