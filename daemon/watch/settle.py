@@ -252,6 +252,8 @@ class Settler:
         #: Non-regular files warned about, least recently offered first (bounded).
         self._warned: OrderedDict[Path, None] = OrderedDict()
         self._warned_max = warned_max
+        #: Set by :meth:`only_known` (``run --once``): names not pending are not taken.
+        self._closed = False
         self._log = get_logger()
 
     @classmethod
@@ -290,6 +292,13 @@ class Settler:
     def pending(self) -> int:
         with self._cond:
             return len(self._pending)
+
+    def only_known(self) -> None:
+        """From now on, follow only the files pending now: news of any other name is not
+        taken (``run --once``: the files present when it started, not those that keep
+        arriving, or a run into a busy inbox would never end)."""
+        with self._cond:
+            self._closed = True
 
     def configure(
         self,
@@ -368,6 +377,10 @@ class Settler:
         fresh: list[tuple[Path, str, os.stat_result]] = []
         template = inbox.done_marker
         for name in names:
+            if self._closed:
+                with self._cond:
+                    if inbox.path / name not in self._pending:
+                        continue
             if template is not None and self._by_marker(inbox, name, template, ignore):
                 continue
             if is_ignored(name, ignore):

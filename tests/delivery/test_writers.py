@@ -93,34 +93,68 @@ def test_a_writer_pausing_longer_than_settle_is_sent_once_and_whole(
     assert not events(daemon.lines, "file_changed")
 
 
-def test_once_waits_for_a_writer_it_sees_and_sends_the_file_whole(
+def test_once_leaves_a_file_written_while_it_runs_to_the_next_run_whole(
     api: FakeApi, tmp_path: Path
 ) -> None:
-    """run --once: a file a writer creates while the run goes on is waited for until it is
-    closed, however long the writer pauses, and sent whole before the run exits."""
+    """run --once takes the files present when it starts: one a writer creates while it
+    runs is neither taken nor sent torn; it stays in the inbox, and the next run, after the
+    writer closed it, sends it once and whole."""
     api.faults = Faults(upload_latency_s=1.0)  # keeps the run busy with the first file
     config = write_config(tmp_path, api.url, settle_seconds=SETTLE_SECONDS)
     inbox = tmp_path / "spool" / "conv_1"
     inbox.mkdir()
     (inbox / "first.pdf").write_bytes(pdf_bytes(2000, "first"))
+    data = pdf_bytes(3 * BURST_BYTES, "slow")
+    writer = BurstWriter(inbox / "slow.pdf", data)
     once = Daemon(config, "--once")
     try:
-        wait_until(lambda: not (inbox / "first.pdf").exists())  # claimed: the run watches
-        data = pdf_bytes(3 * BURST_BYTES, "slow")
-        writer = BurstWriter(inbox / "slow.pdf", data)
+        wait_until(lambda: not (inbox / "first.pdf").exists())  # claimed: the run is on
         writer.start()
-        writer.join()
         assert once.process.wait(60) == 0
     finally:
         if once.process.poll() is None:
             once.kill()
         else:
             once.stop()
+    writer.join()
+    assert len(api.messages()) == 1  # first.pdf only
+    assert (inbox / "slow.pdf").read_bytes() == data  # left where the writer put it
 
+    assert run_cli("run", "-c", str(config), "--once").returncode == 0
     assert len(api.messages()) == 2
     slow = next(a for a in api.attachments() if a.filename == "slow.pdf")
     assert (slow.size, slow.sha256) == (len(data), sha256(data))
     assert (inbox / "sent" / "slow.pdf").read_bytes() == data
+
+
+def test_once_sends_the_files_present_at_its_start_and_leaves_newcomers(
+    api: FakeApi, tmp_path: Path
+) -> None:
+    """Files complete and settled while a run --once goes on, but dropped after it
+    started, are left in the inbox for the next run: an inbox that keeps receiving files
+    cannot keep a run going."""
+    api.faults = Faults(upload_latency_s=0.5)  # the run lasts well past the newcomers
+    config = write_config(tmp_path, api.url, settle_seconds=SETTLE_SECONDS)
+    inbox = tmp_path / "spool" / "conv_1"
+    inbox.mkdir()
+    present = [f"present-{n}.pdf" for n in range(3)]
+    for name in present:
+        (inbox / name).write_bytes(pdf_bytes(2000, name))
+    once = Daemon(config, "--once")
+    try:
+        wait_until(lambda: not (inbox / present[0]).exists())  # claimed: the run is on
+        for n in range(3):
+            (inbox / f".new-{n}").write_bytes(pdf_bytes(2000, f"new-{n}"))
+            (inbox / f".new-{n}").rename(inbox / f"new-{n}.pdf")  # complete at once
+        assert once.process.wait(60) == 0
+    finally:
+        if once.process.poll() is None:
+            once.kill()
+        else:
+            once.stop()
+    assert sorted(path.name for path in (inbox / "sent").iterdir()) == present
+    assert len(api.messages()) == 3
+    assert sorted(p.name for p in inbox.glob("new-*")) == ["new-0.pdf", "new-1.pdf", "new-2.pdf"]
 
 
 def free_port() -> int:
