@@ -9,12 +9,14 @@ Shutdown: take no new file, let the requests in flight finish (bounded), exit 0.
 
 from __future__ import annotations
 
+import contextlib
 import logging
+import select
 import signal
-import threading
+import socket
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from types import FrameType
 from typing import TYPE_CHECKING
@@ -85,26 +87,72 @@ class ConfigSource:
         return config
 
 
-@dataclass
 class _Signals:
-    stop: threading.Event = field(default_factory=threading.Event)
-    reload: threading.Event = field(default_factory=threading.Event)
-    wake: threading.Event = field(default_factory=threading.Event)
-    name: str = ""
+    """SIGTERM/SIGINT (stop) and SIGHUP (reload), for the main loop to act on.
+
+    The handlers only set plain attributes. A handler runs in the main thread, between two
+    of its bytecodes, at any moment: also while that thread holds a lock (an ``Event``'s,
+    inside ``wait`` or ``clear``). A handler that took such a lock (``Event.set``) would
+    wait for its own thread forever, and the daemon would never stop. The main loop sleeps
+    in ``select`` on the signal wakeup fd instead, which the interpreter writes to as soon
+    as a signal arrives.
+    """
+
+    def __init__(self) -> None:
+        #: The stop signal's name, once one arrived.
+        self.name = ""
+        self._stop = False
+        self._reloads = 0
+        self._reloads_seen = 0
+        self._wakeup: tuple[socket.socket, socket.socket] | None = None
+
+    @property
+    def stop(self) -> bool:
+        """SIGTERM or SIGINT arrived."""
+        return self._stop
 
     def install(self) -> None:
         def on_stop(signum: int, _: FrameType | None) -> None:
             self.name = signal.Signals(signum).name
-            self.stop.set()
-            self.wake.set()
+            self._stop = True
 
         def on_reload(_: int, __: FrameType | None) -> None:
-            self.reload.set()
-            self.wake.set()
+            self._reloads += 1
 
+        reader, writer = socket.socketpair()
+        reader.setblocking(False)
+        writer.setblocking(False)
+        self._wakeup = (reader, writer)
+        signal.set_wakeup_fd(writer.fileno(), warn_on_full_buffer=False)
         signal.signal(signal.SIGTERM, on_stop)
         signal.signal(signal.SIGINT, on_stop)
         signal.signal(signal.SIGHUP, on_reload)
+
+    def uninstall(self) -> None:
+        """Let go of the wakeup fd (the handlers stay: a late SIGTERM is still no crash)."""
+        if self._wakeup is not None:
+            signal.set_wakeup_fd(-1)
+            for sock in self._wakeup:
+                sock.close()
+            self._wakeup = None
+
+    def wait(self, seconds: float) -> None:
+        """Sleep ``seconds``, or less when a signal arrives (or arrived unseen)."""
+        if self._stop or self._reloads != self._reloads_seen or self._wakeup is None:
+            return
+        reader = self._wakeup[0]
+        select.select([reader], [], [], seconds)
+        with contextlib.suppress(BlockingIOError):
+            while reader.recv(512):
+                pass
+
+    def take_reload(self) -> bool:
+        """True once for any number of SIGHUPs since the last call."""
+        reloads = self._reloads
+        if reloads == self._reloads_seen:
+            return False
+        self._reloads_seen = reloads
+        return True
 
 
 class Service:
@@ -223,6 +271,7 @@ class Service:
         try:
             return self._run_once() if self.once else self._run_forever()
         finally:
+            self.signals.uninstall()
             self.journal.close()
             self.owner.release()
 
@@ -260,7 +309,7 @@ class Service:
         self.watcher.start()
         self.watcher.scan()
         self.settler.only_known()
-        while not self.signals.stop.is_set():
+        while not self.signals.stop:
             if self.pipeline.auth_refused is not None or self.pipeline.misconfigured is not None:
                 break
             settled = self.settler.pending() == 0
@@ -269,8 +318,8 @@ class Service:
             if settled and self.pipeline.wait_idle(timeout=0.2) and self.settler.pending() == 0:
                 break
             if not settled:
-                self.signals.stop.wait(0.05)
-        if self.signals.stop.is_set():  # as in watch mode: what is in flight still finishes
+                self.signals.wait(0.05)
+        if self.signals.stop:  # as in watch mode: what is in flight still finishes
             self.log.info("daemon_stopping", signal=self.signals.name or None)
         self._shutdown()
         if self.pipeline.auth_refused is not None:
@@ -281,7 +330,7 @@ class Service:
             return ExitCode.FAILURE  # left claimed after a file_error: the next run goes on
         if self.claim_failures:
             return ExitCode.FAILURE  # files this run could not take stay for the next one
-        if self.signals.stop.is_set() and self._unfinished():
+        if self.signals.stop and self._unfinished():
             # Files cut short stay claimed (or in the inbox) for the next run; but this
             # run did not process everything present, and a caller must not read "done".
             return ExitCode.FAILURE
@@ -310,13 +359,11 @@ class Service:
         pinger.start()
         next_rescan = time.monotonic() + self.config.rescan_interval
         try:
-            while not self.signals.stop.is_set():
-                self.signals.wake.wait(SUPERVISE_SECONDS)
-                self.signals.wake.clear()
-                if self.signals.reload.is_set():
-                    self.signals.reload.clear()
+            while not self.signals.stop:
+                self.signals.wait(SUPERVISE_SECONDS)
+                if self.signals.take_reload():
                     self.reload()
-                if self.signals.stop.is_set():
+                if self.signals.stop:
                     break
                 self.watcher.supervise()
                 for hook in self._hooks:

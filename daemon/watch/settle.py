@@ -376,11 +376,7 @@ class Settler:
             seconds, ignore = self._rule(inbox)
         fresh: list[tuple[Path, str, os.stat_result]] = []
         template = inbox.done_marker
-        for name in names:
-            if self._closed:
-                with self._cond:
-                    if inbox.path / name not in self._pending:
-                        continue
+        for name in self._followed(inbox, names):
             if template is not None and self._by_marker(inbox, name, template, ignore):
                 continue
             if is_ignored(name, ignore):
@@ -421,6 +417,13 @@ class Settler:
                 self._pending[path] = candidate
                 heapq.heappush(self._due, (candidate.due, path))
             self._cond.notify_all()
+
+    def _followed(self, inbox: InboxConfig, names: Iterable[str]) -> Iterable[str]:
+        """``names``, but after :meth:`only_known` only those pending."""
+        with self._cond:
+            if not self._closed:
+                return names
+            return [name for name in names if inbox.path / name in self._pending]
 
     def _by_marker(
         self, inbox: InboxConfig, name: str, template: str, ignore: tuple[str, ...]
