@@ -14,6 +14,7 @@ import signal
 import ssl
 import sys
 import threading
+import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
@@ -150,25 +151,34 @@ def run_from_args(args: argparse.Namespace) -> int:
     except OSError as exc:
         print(f"fake-api: cannot listen on {args.host}:{args.port}: {exc}", file=sys.stderr)
         return 1
-    stop = threading.Event()
+    stop = _Stop()
     try:
         with _stop_on_signals(stop):
             print(f"fake SendSeven API listening on {api.url}", flush=True)
-            while not stop.wait(0.5):
-                pass
+            while not stop.asked:
+                time.sleep(0.2)
     finally:
         api.stop()
     return 0
 
 
+class _Stop:
+    """Set by a signal handler. A plain attribute, not a :class:`threading.Event`: a
+    handler runs between two instructions of the main thread, and an Event's ``set`` there
+    could wait forever for the lock the interrupted ``wait`` holds."""
+
+    asked = False
+
+    def __call__(self, *_: object) -> None:
+        self.asked = True
+
+
 @contextmanager
-def _stop_on_signals(stop: threading.Event) -> Iterator[None]:
+def _stop_on_signals(stop: _Stop) -> Iterator[None]:
     if threading.current_thread() is not threading.main_thread():
         yield  # signals can only be caught in the main thread; the caller stops us
         return
-    previous = {
-        sig: signal.signal(sig, lambda *_: stop.set()) for sig in (signal.SIGINT, signal.SIGTERM)
-    }
+    previous = {sig: signal.signal(sig, stop) for sig in (signal.SIGINT, signal.SIGTERM)}
     try:
         yield
     finally:
