@@ -132,7 +132,8 @@ class Owner:
         """Take ``inbox/name`` by atomic rename; ``None`` when someone else was faster."""
         claim = Claim(inbox, new_claim_id(), name, self.folder(inbox))
         claim.folder.mkdir()
-        claim.path.parent.mkdir(parents=True, exist_ok=True)
+        if "/" in name:  # from a subfolder: its folders inside the claim folder too
+            claim.path.parent.mkdir(parents=True, exist_ok=True)
         try:
             os.rename(inbox / name, claim.path)
         except FileNotFoundError:

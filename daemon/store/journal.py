@@ -16,7 +16,7 @@ from __future__ import annotations
 import sqlite3
 import threading
 import time
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
@@ -221,6 +221,8 @@ class _Write:
     done: bool = False
     rowcount: int = 0
     error: BaseException | None = None
+    #: Set when it is done, or when its thread is to commit the writes queued so far.
+    woken: threading.Event = field(default_factory=threading.Event)
 
 
 def _run(db: sqlite3.Connection, write: _Write) -> None:
@@ -246,7 +248,7 @@ class Journal:
         self.read_only = read_only
         self._lock = threading.Lock()
         # Group commit (see _write): writes waiting for the commit in progress.
-        self._turn = threading.Condition(threading.Lock())
+        self._turn = threading.Lock()
         self._queue: list[_Write] = []
         self._committing = False
         try:
@@ -307,27 +309,36 @@ class Journal:
         write = _Write(sql, tuple(_stored(arg) for arg in args))
         with self._turn:
             self._queue.append(write)
-            while self._committing and not write.done:
-                self._turn.wait()
-            if not write.done:
-                # Nobody is committing: commit everything queued so far, this one included.
-                self._committing = True
-                batch, self._queue = self._queue, []
+            leads = not self._committing
+            self._committing = True
+        if not leads:
+            write.woken.wait()  # done, or asked to commit what is queued by now
         if not write.done:
-            try:
-                self._commit(batch)
-            except BaseException as error:  # noqa: BLE001 - handed to every caller it hit
-                for each in batch:
-                    each.error = each.error or error
-            finally:
-                with self._turn:
-                    for each in batch:
-                        each.done = True
-                    self._committing = False
-                    self._turn.notify_all()
+            self._lead()
         if write.error is not None:
             raise write.error
         return write.rowcount
+
+    def _lead(self) -> None:
+        """Commit every write queued so far (the caller's among them), wake their threads,
+        and hand the turn to the first write queued meanwhile: each waiting thread is woken
+        once, when its write is durable or when it is its turn to commit."""
+        with self._turn:
+            batch, self._queue = self._queue, []
+        try:
+            self._commit(batch)
+        except BaseException as error:  # noqa: BLE001 - handed to every caller it hit
+            for each in batch:
+                each.error = each.error or error
+        finally:
+            for each in batch:
+                each.done = True
+                each.woken.set()
+            with self._turn:
+                if self._queue:
+                    self._queue[0].woken.set()  # its thread commits the next batch
+                else:
+                    self._committing = False
 
     def _commit(self, batch: list[_Write]) -> None:
         """Run ``batch`` in one transaction (one sync); when a statement fails, each one

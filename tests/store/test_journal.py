@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import sqlite3
 import threading
+import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -162,3 +164,33 @@ def test_a_failing_write_fails_only_its_caller(tmp_path: Path) -> None:
     journal.close()
     assert len(errors) == 1
     assert entry is not None and entry.attempts in range(8)
+
+
+def test_writes_that_come_while_a_commit_syncs_share_the_next_commit(tmp_path: Path) -> None:
+    """Group commit: with a slow sync, 32 writes at once take a few commits, not 32; each
+    caller returns with its own write durable, and the batches hold every write once."""
+    batches: list[int] = []
+
+    class SlowSync(Journal):
+        def _commit(self, batch: list[Any]) -> None:
+            time.sleep(0.02)  # a sync that takes a while: writes queue up meanwhile
+            batches.append(len(batch))
+            super()._commit(batch)
+
+    journal = SlowSync(tmp_path)
+    start = threading.Barrier(32)
+
+    def work(n: int) -> None:
+        start.wait()
+        journal.record_claim(f"sw-{n:04d}", tmp_path, "conv", f"f{n}.pdf", n)
+
+    threads = [threading.Thread(target=work, args=(n,)) for n in range(32)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    entries = journal.open_entries()
+    journal.close()
+    assert sum(batches) == 32
+    assert len(batches) < 16
+    assert len(entries) == 32
