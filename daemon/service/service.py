@@ -303,18 +303,22 @@ class Service:
     def _run_once(self) -> int:
         self.retention.tick()  # cron-driven `--once` runs prune sent/ too
         self._start_common()
-        # The files present now (see the README's `run --once`): watched while any of them
+        # The files present now (see the README's `run --once`), watched while any of them
         # is still settling, so that a writer seen still writing one is waited for; files
-        # that arrive meanwhile are left for the next run.
-        self.watcher.start()
+        # that arrive meanwhile are left for the next run. Files that stand still already
+        # need no watch (its events would be our own claims).
         self.watcher.scan()
         self.settler.only_known()
+        watched = False
         while not self.signals.stop:
             if self.pipeline.auth_refused is not None or self.pipeline.misconfigured is not None:
                 break
             settled = self.settler.pending() == 0
             if settled:
                 self.watcher.stop()  # nothing left to watch for (a second stop is harmless)
+            elif not watched and self.settler.settling():
+                watched = True
+                self.watcher.start()
             if settled and self.pipeline.wait_idle(timeout=0.2) and self.settler.pending() == 0:
                 break
             if not settled:

@@ -293,6 +293,12 @@ class Settler:
         with self._cond:
             return len(self._pending)
 
+    def settling(self) -> bool:
+        """Whether a pending file is still to stand still (not due to be taken now)."""
+        now = self._clock.monotonic() + TOLERANCE_SECONDS
+        with self._cond:
+            return any(c.due > now and not c.settled for c in self._pending.values())
+
     def only_known(self) -> None:
         """From now on, follow only the files pending now: news of any other name is not
         taken (``run --once``: the files present when it started, not those that keep

@@ -127,6 +127,38 @@ def test_once_leaves_a_file_written_while_it_runs_to_the_next_run_whole(
     assert (inbox / "sent" / "slow.pdf").read_bytes() == data
 
 
+def test_once_waits_for_a_writer_it_sees_still_writing_a_file_present_at_its_start(
+    api: FakeApi, tmp_path: Path
+) -> None:
+    """run --once and a file still being written when it starts: once the run has seen a
+    write, it waits for the close, however long the writer then pauses (longer than
+    settle_seconds here), and sends the file whole."""
+    config = write_config(tmp_path, api.url, settle_seconds=SETTLE_SECONDS)
+    inbox = tmp_path / "spool" / "conv_1"
+    inbox.mkdir()
+    data = pdf_bytes(22 * 512, "present")
+    started = threading.Event()
+
+    def write() -> None:
+        with (inbox / "present.pdf").open("wb") as handle:
+            for n, pause in enumerate([0.1] * 20 + [2 * PAUSE_SECONDS, 0]):
+                handle.write(data[n * 512 : (n + 1) * 512])
+                handle.flush()
+                started.set()
+                time.sleep(pause)  # short pauses first (the run sees writes), then a long one
+
+    writer = threading.Thread(target=write)
+    writer.start()
+    try:
+        started.wait(5)
+        result = run_cli("run", "-c", str(config), "--once", timeout=60)
+    finally:
+        writer.join()
+    assert result.returncode == 0, result.stderr
+    received_whole(api, data)
+    assert (inbox / "sent" / "present.pdf").read_bytes() == data
+
+
 def test_once_sends_the_files_present_at_its_start_and_leaves_newcomers(
     api: FakeApi, tmp_path: Path
 ) -> None:
