@@ -1,6 +1,7 @@
 """The floor: what the steps of one file cost in this interpreter with no daemon around them.
 
     python bench/floor.py [--files 500]
+    python bench/floor.py --sends 200 [--latency 0.02]
 
 One thread does, for each of the ``cpu`` scenario's files (150 KB JPEGs, 10 conversations),
 exactly the work the daemon must do for a file and nothing else: no threads, no queues, no
@@ -20,7 +21,8 @@ Against the bundled fake API (its own process, 0 ms latency, as in the ``cpu`` s
 Prints the process's CPU per file (user + system) and each step's share (the thread's own
 CPU clock around it). Whatever the daemon adds on top (threads, ordering, retries, the
 observer, metrics) comes on top of this figure: it is the floor for the ``cpu`` target in
-this interpreter on this machine.
+this interpreter on this machine. ``--sends`` measures the floor of one conversation's
+ordered sends instead (see :func:`ordered_sends`).
 """
 
 from __future__ import annotations
@@ -145,10 +147,81 @@ def _one_file(
     timed("log line", t)
 
 
+def ordered_sends(sends: int, latency: float) -> int:
+    """``--sends``: one conversation's sends one after another on one kept-alive
+    connection, each after the previous reply, bare and then with the two synced journal
+    commits around each (``sending`` before, ``sent`` after): the wall per send that no
+    ordered sender gets under (the ``busy`` scenario's floor with this fake API)."""
+    work = Path(tempfile.mkdtemp(prefix="sendseven-floor-"))
+    try:
+        db = sqlite3.connect(work / "journal.sqlite3", isolation_level=None)
+        db.execute("PRAGMA journal_mode=WAL")
+        db.execute("PRAGMA synchronous=FULL")
+        db.execute("CREATE TABLE claims (claim_id TEXT PRIMARY KEY, stage TEXT)")
+        with bench.fake_server(latency) as server:
+            pool = urllib3.connection_from_url(server.url, maxsize=1)
+            base = urllib3.util.parse_url(server.url).path or ""
+            headers = {
+                "Authorization": f"Bearer {bench.TOKEN}",
+                "X-Tenant-ID": bench.TENANT,
+                "Accept": "application/json",
+            }
+            data = (bench.DATA / "image.jpg").read_bytes()
+            fields = {"file": ("image.jpg", data, "image/jpeg")}
+            reply = pool.request(
+                "POST", base + "/attachments", fields=fields, headers=headers, retries=False
+            )
+            attachment = json.loads(reply.data)["id"]
+            for journaled in (False, True):
+                started = time.monotonic()
+                for _ in range(sends):
+                    key = uuid.uuid4().hex
+                    if journaled:
+                        db.execute("INSERT INTO claims VALUES (?, 'sending')", (key,))
+                    body = json.dumps(
+                        {
+                            "conversation_id": "conv_00",
+                            "message_type": "image",
+                            "attachments": [attachment],
+                        }
+                    ).encode()
+                    reply = pool.urlopen(
+                        "POST",
+                        base + "/messages",
+                        body=body,
+                        headers={
+                            **headers,
+                            "Content-Type": "application/json",
+                            "Idempotency-Key": key,
+                        },
+                        retries=False,
+                    )
+                    if reply.status not in (200, 201):
+                        raise RuntimeError(f"send refused: {reply.status} {reply.data!r}")
+                    if journaled:
+                        db.execute("UPDATE claims SET stage = 'sent' WHERE claim_id = ?", (key,))
+                per_send = (time.monotonic() - started) / sends
+                what = "with 2 synced commits each" if journaled else "bare"
+                print(
+                    f"{sends} ordered sends at {latency * 1000:.0f} ms, {what}: "
+                    f"{per_send * 1000:.2f} ms per send ({per_send / latency:.2f}x latency)"
+                )
+        db.close()
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    return 0
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--files", type=int, default=500, help="files, over 10 conversations")
+    parser.add_argument(
+        "--sends", type=int, default=0, help="instead: this many ordered sends (busy's floor)"
+    )
+    parser.add_argument("--latency", type=float, default=0.02, help="for --sends, seconds")
     args = parser.parse_args()
+    if args.sends:
+        return ordered_sends(args.sends, args.latency)
     work = Path(tempfile.mkdtemp(prefix="sendseven-floor-"))
     steps: Counter[str] = Counter()
 
