@@ -61,6 +61,52 @@ def _fsync_dir(path: Path) -> None:
         os.close(fd)
 
 
+def _journal(folder: Path, columns: str) -> sqlite3.Connection:
+    """A journal as the daemon keeps it: sqlite, WAL, every commit synced."""
+    db = sqlite3.connect(folder / "journal.sqlite3", isolation_level=None)
+    db.execute("PRAGMA journal_mode=WAL")
+    db.execute("PRAGMA synchronous=FULL")
+    db.execute(f"CREATE TABLE claims ({columns})")
+    return db
+
+
+def _client(url: str) -> tuple[urllib3.HTTPConnectionPool, str, dict[str, str]]:
+    """One kept-alive connection to the fake API: the pool, the URL's path, the headers."""
+    pool = urllib3.connection_from_url(url, maxsize=1)
+    headers = {
+        "Authorization": f"Bearer {bench.TOKEN}",
+        "X-Tenant-ID": bench.TENANT,
+        "Accept": "application/json",
+    }
+    return pool, urllib3.util.parse_url(url).path or "", headers
+
+
+def _post_message(
+    pool: urllib3.HTTPConnectionPool,
+    base: str,
+    headers: dict[str, str],
+    *,
+    conversation_id: str,
+    attachment: str,
+    key: str,
+) -> str:
+    """POST one media message with its Idempotency-Key; the message id."""
+    body = json.dumps(
+        {"conversation_id": conversation_id, "message_type": "image", "attachments": [attachment]}
+    ).encode()
+    reply = pool.urlopen(
+        "POST",
+        base + "/messages",
+        body=body,
+        headers={**headers, "Content-Type": "application/json", "Idempotency-Key": key},
+        retries=False,
+    )
+    if reply.status not in (200, 201):
+        raise RuntimeError(f"send refused: {reply.status} {reply.data!r}")
+    message: str = json.loads(reply.data)["id"]
+    return message
+
+
 def _one_file(
     path: Path,
     *,
@@ -106,25 +152,9 @@ def _one_file(
             (stage, value, time.time(), claim_id),
         )
     t = timed("journal (5 commits)", t)
-    body = json.dumps(
-        {
-            "conversation_id": path.parent.name,
-            "message_type": "image",
-            "attachments": [attachment],
-        }
-    ).encode()
-    reply = pool.urlopen(
-        "POST",
-        base + "/messages",
-        body=body,
-        headers={
-            **headers,
-            "Content-Type": "application/json",
-            "Idempotency-Key": claim_id,
-        },
-        retries=False,
+    message = _post_message(
+        pool, base, headers, conversation_id=path.parent.name, attachment=attachment, key=claim_id
     )
-    message = json.loads(reply.data)["id"]
     t = timed("send (JSON POST)", t)
     db.execute(
         "UPDATE claims SET stage = 'sent', message_id = ?, updated_at = ? WHERE claim_id = ?",
@@ -154,18 +184,9 @@ def ordered_sends(sends: int, latency: float) -> int:
     ordered sender gets under (the ``busy`` scenario's floor with this fake API)."""
     work = Path(tempfile.mkdtemp(prefix="sendseven-floor-"))
     try:
-        db = sqlite3.connect(work / "journal.sqlite3", isolation_level=None)
-        db.execute("PRAGMA journal_mode=WAL")
-        db.execute("PRAGMA synchronous=FULL")
-        db.execute("CREATE TABLE claims (claim_id TEXT PRIMARY KEY, stage TEXT)")
+        db = _journal(work, "claim_id TEXT PRIMARY KEY, stage TEXT")
         with bench.fake_server(latency) as server:
-            pool = urllib3.connection_from_url(server.url, maxsize=1)
-            base = urllib3.util.parse_url(server.url).path or ""
-            headers = {
-                "Authorization": f"Bearer {bench.TOKEN}",
-                "X-Tenant-ID": bench.TENANT,
-                "Accept": "application/json",
-            }
+            pool, base, headers = _client(server.url)
             data = (bench.DATA / "image.jpg").read_bytes()
             fields = {"file": ("image.jpg", data, "image/jpeg")}
             reply = pool.request(
@@ -178,26 +199,14 @@ def ordered_sends(sends: int, latency: float) -> int:
                     key = uuid.uuid4().hex
                     if journaled:
                         db.execute("INSERT INTO claims VALUES (?, 'sending')", (key,))
-                    body = json.dumps(
-                        {
-                            "conversation_id": "conv_00",
-                            "message_type": "image",
-                            "attachments": [attachment],
-                        }
-                    ).encode()
-                    reply = pool.urlopen(
-                        "POST",
-                        base + "/messages",
-                        body=body,
-                        headers={
-                            **headers,
-                            "Content-Type": "application/json",
-                            "Idempotency-Key": key,
-                        },
-                        retries=False,
+                    _post_message(
+                        pool,
+                        base,
+                        headers,
+                        conversation_id="conv_00",
+                        attachment=attachment,
+                        key=key,
                     )
-                    if reply.status not in (200, 201):
-                        raise RuntimeError(f"send refused: {reply.status} {reply.data!r}")
                     if journaled:
                         db.execute("UPDATE claims SET stage = 'sent' WHERE claim_id = ?", (key,))
                 per_send = (time.monotonic() - started) / sends
@@ -237,22 +246,14 @@ def main() -> int:
         for path in files:  # made in advance: the daemon makes one per claim, too
             (path.parent / ".claims" / path.stem).mkdir(parents=True)
             (path.parent / "sent").mkdir(exist_ok=True)
-        db = sqlite3.connect(work / "journal.sqlite3", isolation_level=None)
-        db.execute("PRAGMA journal_mode=WAL")
-        db.execute("PRAGMA synchronous=FULL")
-        db.execute(
-            "CREATE TABLE claims (claim_id TEXT PRIMARY KEY, inbox TEXT, name TEXT, stage TEXT,"
-            " attachment_id TEXT, message_id TEXT, sha256 TEXT, updated_at REAL)"
+        db = _journal(
+            work,
+            "claim_id TEXT PRIMARY KEY, inbox TEXT, name TEXT, stage TEXT, attachment_id TEXT,"
+            " message_id TEXT, sha256 TEXT, updated_at REAL",
         )
         log = (work / "daemon.log").open("a", encoding="utf-8")
         with bench.fake_server(0.0) as server:
-            pool = urllib3.connection_from_url(server.url, maxsize=1)
-            base = urllib3.util.parse_url(server.url).path or ""
-            headers = {
-                "Authorization": f"Bearer {bench.TOKEN}",
-                "X-Tenant-ID": bench.TENANT,
-                "Accept": "application/json",
-            }
+            pool, base, headers = _client(server.url)
             cpu0, wall0 = _cpu(), time.monotonic()
             for path in files:
                 _one_file(path, db=db, pool=pool, base=base, headers=headers, log=log, timed=timed)

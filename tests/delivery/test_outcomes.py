@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import shutil
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -62,6 +63,19 @@ class Broken(Heard):
         if name in {"queued", "sent", "failed", "retried", "request"}:
             raise RuntimeError(f"bug in {name}")
         return super().__getattribute__(name)
+
+
+@contextmanager
+def running(pipeline: Pipeline, owner: Owner, journal: Journal) -> Iterator[None]:
+    """``pipeline`` started for the block; then stopped, its claim folders and journal
+    let go."""
+    pipeline.start()
+    try:
+        yield
+    finally:
+        pipeline.stop(10)
+        owner.release()
+        journal.close()
 
 
 INBOX = InboxConfig(Path("/spool/conv_1"), "conv_1", None, "conv_1")
@@ -165,16 +179,11 @@ def test_a_listener_that_raises_neither_stops_archiving_nor_the_outcome_line(
         config, journal, owner, policy=ONCE, outcomes=Outcomes(Broken(), LogOutcomes())
     )
     [inbox] = all_inboxes(config)
-    pipeline.start()
-    try:
+    with running(pipeline, owner, journal):
         with capture_logs() as logs:
             assert pipeline.take(inbox, "scan.pdf", 1)
             assert pipeline.wait_idle(timeout=20)
         unarchived = journal.open_entries()
-    finally:
-        pipeline.stop(10)
-        owner.release()
-        journal.close()
     assert (inbox_path / "sent" / "scan.pdf").read_bytes() == b"%PDF-1.4 a broken listener"
     assert unarchived == []
     assert not list((inbox_path / ".sendseven-watch").glob("*/*"))
@@ -193,15 +202,9 @@ def test_the_pipeline_reports_to_the_log_by_default(api: FakeApi, tmp_path: Path
     owner = Owner()
     pipeline = Pipeline(config, journal, owner, policy=ONCE)
     [inbox] = all_inboxes(config)
-    pipeline.start()
-    try:
-        with capture_logs() as logs:
-            assert pipeline.take(inbox, "logo.bmp", 1)
-            assert pipeline.wait_idle(timeout=20)
-    finally:
-        pipeline.stop(10)
-        owner.release()
-        journal.close()
+    with running(pipeline, owner, journal), capture_logs() as logs:
+        assert pipeline.take(inbox, "logo.bmp", 1)
+        assert pipeline.wait_idle(timeout=20)
     [failed] = [line for line in logs if line["event"] == "file_failed"]
     assert failed["file"] == "logo.bmp"
     assert failed["log_level"] == "warning"
@@ -234,14 +237,9 @@ def test_a_file_is_no_longer_counted_in_progress_when_its_outcome_is_heard(
 
     outcomes.subscribe(CountsWhenHeard())
     [inbox] = all_inboxes(config)
-    pipeline.start()
-    try:
+    with running(pipeline, owner, journal):
         assert pipeline.take(inbox, "logo.bmp", 1)
         assert pipeline.wait_idle(timeout=20)
         assert pipeline.take(inbox, "scan.pdf", 2)
         assert pipeline.wait_idle(timeout=20)
-    finally:
-        pipeline.stop(10)
-        owner.release()
-        journal.close()
     assert seen == [("logo.bmp", {}), ("scan.pdf", {})]

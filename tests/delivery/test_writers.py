@@ -13,6 +13,7 @@ import sys
 import threading
 import time
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -93,6 +94,22 @@ def test_a_writer_pausing_longer_than_settle_is_sent_once_and_whole(
     assert not events(daemon.lines, "file_changed")
 
 
+@contextmanager
+def once_running(config: Path, first: Path) -> Iterator[Daemon]:
+    """A ``run --once`` that has claimed ``first`` (it is busy) for the block; then its
+    exit, which must be 0."""
+    once = Daemon(config, "--once")
+    try:
+        wait_until(lambda: not first.exists())
+        yield once
+        assert once.process.wait(60) == 0
+    finally:
+        if once.process.poll() is None:
+            once.kill()
+        else:
+            once.stop()
+
+
 def test_once_leaves_a_file_written_while_it_runs_to_the_next_run_whole(
     api: FakeApi, tmp_path: Path
 ) -> None:
@@ -106,16 +123,8 @@ def test_once_leaves_a_file_written_while_it_runs_to_the_next_run_whole(
     (inbox / "first.pdf").write_bytes(pdf_bytes(2000, "first"))
     data = pdf_bytes(3 * BURST_BYTES, "slow")
     writer = BurstWriter(inbox / "slow.pdf", data)
-    once = Daemon(config, "--once")
-    try:
-        wait_until(lambda: not (inbox / "first.pdf").exists())  # claimed: the run is on
+    with once_running(config, inbox / "first.pdf"):
         writer.start()
-        assert once.process.wait(60) == 0
-    finally:
-        if once.process.poll() is None:
-            once.kill()
-        else:
-            once.stop()
     writer.join()
     assert len(api.messages()) == 1  # first.pdf only
     assert (inbox / "slow.pdf").read_bytes() == data  # left where the writer put it
@@ -172,18 +181,10 @@ def test_once_sends_the_files_present_at_its_start_and_leaves_newcomers(
     present = [f"present-{n}.pdf" for n in range(3)]
     for name in present:
         (inbox / name).write_bytes(pdf_bytes(2000, name))
-    once = Daemon(config, "--once")
-    try:
-        wait_until(lambda: not (inbox / present[0]).exists())  # claimed: the run is on
+    with once_running(config, inbox / present[0]):
         for n in range(3):
             (inbox / f".new-{n}").write_bytes(pdf_bytes(2000, f"new-{n}"))
             (inbox / f".new-{n}").rename(inbox / f"new-{n}.pdf")  # complete at once
-        assert once.process.wait(60) == 0
-    finally:
-        if once.process.poll() is None:
-            once.kill()
-        else:
-            once.stop()
     assert sorted(path.name for path in (inbox / "sent").iterdir()) == present
     assert len(api.messages()) == 3
     assert sorted(p.name for p in inbox.glob("new-*")) == ["new-0.pdf", "new-1.pdf", "new-2.pdf"]
