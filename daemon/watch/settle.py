@@ -391,19 +391,8 @@ class Settler:
             with self._cond:
                 if path in self._pending and event is None:
                     continue
-            try:
-                st = path.lstat()
-            except OSError:
-                self._forget_warned(path)
-                continue
-            if not stat.S_ISREG(st.st_mode):
-                if not stat.S_ISDIR(st.st_mode):
-                    kind = Why.SYMLINK if stat.S_ISLNK(st.st_mode) else Why.NOT_REGULAR
-                    self._warn_once(path, inbox, name, kind)
-                continue
-            why = why_left(inbox, name)
-            if why is not None:
-                self._warn_once(path, inbox, name, why)
+            st = self._takeable(inbox, name, path)
+            if st is None:
                 continue
             self._forget_warned(path)
             fresh.append((path, name, st))
@@ -454,6 +443,26 @@ class Settler:
             self._take_marked(inbox, marker, template, ignore)
         return True  # taken with its marker, or waiting for it
 
+    def _takeable(self, inbox: InboxConfig, name: str, path: Path) -> os.stat_result | None:
+        """``path``'s stat when it is a regular file its inbox takes; else None, and a
+        symlink, FIFO, socket or a name the inbox leaves is said once (``file_ignored``).
+        A folder is no file and says nothing; a name gone is forgotten as warned."""
+        try:
+            st = path.lstat()
+        except OSError:
+            self._forget_warned(path)
+            return None
+        if not stat.S_ISREG(st.st_mode):
+            if not stat.S_ISDIR(st.st_mode):
+                kind = Why.SYMLINK if stat.S_ISLNK(st.st_mode) else Why.NOT_REGULAR
+                self._warn_once(path, inbox, name, kind)
+            return None
+        why = why_left(inbox, name)
+        if why is not None:
+            self._warn_once(path, inbox, name, why)
+            return None
+        return st
+
     def _marked(
         self, inbox: InboxConfig, marker: str, template: str, ignore: tuple[str, ...]
     ) -> list[tuple[str, os.stat_result]]:
@@ -465,21 +474,9 @@ class Settler:
             if is_ignored(name, ignore):
                 continue
             path = inbox.path / name
-            try:
-                st = path.lstat()
-            except OSError:
-                continue
-            if stat.S_ISDIR(st.st_mode):
-                continue
-            if not stat.S_ISREG(st.st_mode):
-                why = Why.SYMLINK if stat.S_ISLNK(st.st_mode) else Why.NOT_REGULAR
-                self._warn_once(path, inbox, name, why)
-                continue
-            left = why_left(inbox, name)
-            if left is not None:
-                self._warn_once(path, inbox, name, left)
-                continue
-            files.append((name, st))
+            st = self._takeable(inbox, name, path)
+            if st is not None:
+                files.append((name, st))
         return files
 
     def _take_marked(
