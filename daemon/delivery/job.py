@@ -7,7 +7,6 @@ keeps the two in step.
 
 from __future__ import annotations
 
-import dataclasses
 import time
 from dataclasses import dataclass, field
 from typing import Any
@@ -59,4 +58,4 @@ def record(journal: Journal, job: Job, **changes: Any) -> None:
     journal.update(job.claim.claim_id, **changes)
     if "stage" in changes or changes.get("attempts", job.entry.attempts) != job.entry.attempts:
         job.progressed = time.monotonic()
-    job.entry = dataclasses.replace(job.entry, **changes)
+    job.entry = job.entry.changed(**changes)

@@ -106,11 +106,12 @@ class Lanes:
         the slots and can only leave after it is sent, so waiting for a free slot would
         stall its conversation, and with every slot held, every conversation.
         """
-        waiting = sum(1 for lane in self._by_id.values() if lane.next_queued() is not None)
         # One lane may use every worker only while no other lane is waiting; and it never
         # runs more than LANE_AHEAD files ahead: its sends are one at a time anyway, and
         # more uploads in parallel would only slow the send that all of them wait for.
-        cap = workers if waiting <= 1 else max(1, workers - 1)
+        waiting = (lane for lane in self._by_id.values() if lane.next_queued() is not None)
+        alone = next(waiting, None) is None or next(waiting, None) is None  # stop at two
+        cap = workers if alone else max(1, workers - 1)
         cap = min(cap, LANE_AHEAD)
         for _ in range(len(self._order)):
             self._order.rotate(-1)

@@ -21,7 +21,6 @@ never another's. How long each file has gone without progress is :meth:`Pipeline
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import heapq
 import itertools
 import math
@@ -283,7 +282,7 @@ class Pipeline:
         )
         if route.problem is not None and entry.stage == Stage.CLAIMED and entry.reason is None:
             self.journal.update(claim.claim_id, reason=Reason.NO_ROUTE, detail=route.problem)
-            entry = dataclasses.replace(entry, reason=Reason.NO_ROUTE, detail=route.problem)
+            entry = entry.changed(reason=Reason.NO_ROUTE, detail=route.problem)
         return entry
 
     def resume(self, inbox: InboxConfig, adopted: Iterable[Claim] | None = None) -> int:

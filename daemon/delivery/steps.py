@@ -335,7 +335,7 @@ class JournaledFile:
         self._log = get_logger()
 
     def note(self, **facts: Any) -> None:
-        self.job.entry = dataclasses.replace(self.job.entry, **facts)
+        self.job.entry = self.job.entry.changed(**facts)
 
     def record(self, **changes: Any) -> None:
         record(self._journal, self.job, **changes)

@@ -243,9 +243,10 @@ def claimed_names(folder: Path) -> list[str]:
 def drop_claim_folder(claim: Claim) -> None:
     """Remove the (empty) claim folder once the file is archived, with the subfolders that
     kept a file's relative path."""
-    for root, folders, _ in os.walk(claim.folder, topdown=False):
-        for folder in folders:
-            with contextlib.suppress(OSError):  # only an empty one (a symlink is refused)
-                Path(root, folder).rmdir()
+    if "/" in claim.name or not claim.name:  # not known: an archived file's leftovers
+        for root, folders, _ in os.walk(claim.folder, topdown=False):
+            for folder in folders:
+                with contextlib.suppress(OSError):  # only an empty one (a symlink is refused)
+                    Path(root, folder).rmdir()
     with contextlib.suppress(OSError):
         claim.folder.rmdir()

@@ -297,6 +297,11 @@ class Settler:
         """Whether a pending file is still to stand still (not due to be taken now)."""
         now = self._clock.monotonic() + TOLERANCE_SECONDS
         with self._cond:
+            # Every due time set is pushed on the heap, and only those that came are
+            # popped: with the heap empty, none is still ahead. (``run --once`` asks this
+            # often, while hundreds of files that all stand still wait for their claims.)
+            if not self._due:
+                return False
             return any(c.due > now and not c.settled for c in self._pending.values())
 
     def only_known(self) -> None:
