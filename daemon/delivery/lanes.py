@@ -39,15 +39,23 @@ class Lane:
     stalled: bool = False
     """``--once``: a file hit an unforeseen error; the rest waits for the next run."""
 
+    # Plain loops, not next() over a generator: the pick asks these of every lane several
+    # times per file, and a generator's set-up cost more than the scan itself.
     def next_queued(self) -> Job | None:
         if self.stalled:
             return None
-        return next((job for job in self.jobs if job.state == JobState.QUEUED), None)
+        for job in self.jobs:
+            if job.state == JobState.QUEUED:
+                return job
+        return None
 
     def next_to_send(self) -> Job | None:
         """The oldest file whose send is not done (it may not be ready yet)."""
         self.drop_done()
-        return next((job for job in self.jobs if job.state not in SENT_STATES), None)
+        for job in self.jobs:
+            if job.state not in SENT_STATES:
+                return job
+        return None
 
     def drop_done(self) -> None:
         """Forget the files at the front that are done."""

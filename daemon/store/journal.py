@@ -13,6 +13,7 @@ repeat that exactly-once over HTTP cannot avoid.
 
 from __future__ import annotations
 
+import functools
 import sqlite3
 import threading
 import time
@@ -167,6 +168,14 @@ def _stored(value: object) -> object:
         except UnicodeEncodeError:
             return value.encode("utf-8", "surrogateescape")
     return value
+
+
+@functools.lru_cache(maxsize=64)
+def _update_sql(columns: tuple[str, ...]) -> str:
+    """The UPDATE of ``columns`` of one claim (names checked by the caller); the same few
+    sets of columns come at every stage of every file."""
+    assignments = ", ".join(f"{column} = ?" for column in columns)
+    return f"UPDATE claims SET {assignments} WHERE claim_id = ?"  # noqa: S608 - checked names
 
 
 def _unusable(path: Path, error: sqlite3.Error) -> JournalUnusable:
@@ -329,7 +338,7 @@ class Journal:
         Each caller still returns only once its own write is durable, so what it then
         does (a request, a move) is covered as before; only the number of syncs drops.
         """
-        write = _Write(sql, tuple(_stored(arg) for arg in args))
+        write = _Write(sql, tuple(map(_stored, args)))
         with self._turn:
             self._queue.append(write)
             leads = not self._committing
@@ -407,15 +416,11 @@ class Journal:
 
     def update(self, claim_id: str, **changes: Any) -> None:
         """Set columns of one claim (``stage=``, ``attachment_id=``, …) durably."""
-        unknown = set(changes) - set(_COLUMNS)
+        unknown = changes.keys() - _FIELDS
         if unknown:
             raise ValueError(f"unknown journal columns: {sorted(unknown)}")
         changes["updated_at"] = time.time()
-        assignments = ", ".join(f"{column} = ?" for column in changes)
-        self._write(
-            f"UPDATE claims SET {assignments} WHERE claim_id = ?",  # noqa: S608 - column names checked above
-            (*changes.values(), claim_id),
-        )
+        self._write(_update_sql(tuple(changes)), (*changes.values(), claim_id))
 
     def get(self, claim_id: str) -> Entry | None:
         with self._lock:
