@@ -52,6 +52,7 @@ KB = 1024
 SCENARIOS = (
     "cpu",
     "throughput",
+    "split",
     "busy",
     "bigfile",
     "latency",
@@ -775,6 +776,107 @@ def scenario_throughput(report: Report, opts: Options) -> None:
     }
 
 
+def run_daemons_split(
+    folder: Path, url: str, opts: Options, parts: int, workers: int
+) -> tuple[Measured, float]:
+    """``parts`` daemons at once, each ``run --once`` on its own share of the conversations
+    (``folder/part<n>``: its own spool, state_dir and ``workers``). Wall: first start to last
+    exit; CPU and RSS: the sum; and the span of their logs together (first claim to last
+    ``file_sent``)."""
+    started = time.monotonic()
+    running = []
+    for n in range(parts):
+        part = folder / f"part{n}"
+        config = write_config(part, url, workers=workers, settle_seconds=opts.settle)
+        out = (part / "daemon.log").open("wb")
+        process = subprocess.Popen(
+            [COMMAND, "run", "-c", str(config), "--once"],
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            cwd=part,
+            env=clean_env(),
+        )
+        running.append((process, out))
+    results = []
+    for process, out in running:
+        results.append(wait_measured(process, started, RUN_TIMEOUT))
+        out.close()
+    for result in results:
+        check_exit("sendseven-watch run --once (split)", result)
+    logs = "\n".join((folder / f"part{n}" / "daemon.log").read_text() for n in range(parts))
+    joined = Measured(
+        wall=max(r.wall for r in results),
+        code=0,
+        max_rss=sum(r.max_rss for r in results),
+        cpu=sum(r.cpu for r in results),
+    )
+    return joined, log_span(logs)
+
+
+def scenario_split(report: Report, opts: Options) -> None:
+    """The design that uses both cores: one daemon process per core, the conversations
+    split between them (each conversation in one process, so its order holds), against
+    one daemon with all the workers and against the parallel script, on the same files."""
+    conversations, per, parts = 10, opts.scale(50, 10), 2
+    total = conversations * per
+    folder = opts.work / "split"
+    sides = ["parallel", "one", *(f"split{n}" for n in range(opts.repeat))]
+    make_sides(folder, sides, conversations=conversations, per_conversation=per)
+    for n in range(opts.repeat):
+        side = folder / f"split{n}"
+        for c, inbox in enumerate(sorted((side / "spool").iterdir())):
+            target = side / f"part{c % parts}" / "spool"
+            target.mkdir(parents=True, exist_ok=True)
+            inbox.rename(target / inbox.name)
+    wait_settled(opts)
+    workers = opts.workers
+    with fake_server(opts.latency) as server:
+        log(f"[split] parallel script: {conversations} loops at once …")
+        parallel = run_parallel(
+            folder / "parallel", server.url, sorted((folder / "parallel" / "spool").iterdir())
+        )
+        one = daemon_runs(server, folder, ["one"], opts, total, name="split")
+        splits: list[tuple[Measured, float]] = []
+        for n in range(opts.repeat):
+            server.reset()
+            log(f"[split] {parts} daemons at once, workers={workers // parts} each, split{n} …")
+            splits.append(
+                run_daemons_split(folder / f"split{n}", server.url, opts, parts, workers // parts)
+            )
+            if server.count() != total:
+                raise RuntimeError(f"split daemons delivered {server.count()} of {total}")
+    walls = [m.wall for m, _ in splits]
+    spans = [span for _, span in splits]
+    wall, span = statistics.median(walls), statistics.median(spans)
+    cpu = statistics.median(m.cpu for m, _ in splits)
+    floor = wire_floor(total, per, opts.latency, workers)
+    report.add(
+        "split",
+        f"{parts} daemons, {conversations // parts} conversations and workers={workers // parts}"
+        " each: first claim to last sent (median)",
+        f"{fmt_s(span)}; process wall {fmt_s(wall)}; CPU {per_file_ms(cpu, total)}/file",
+    )
+    report.add(
+        "split",
+        f"{parts} daemons: wall / wire floor {floor:.2f} s (workers={workers} in all)",
+        f"{span / floor:.2f}x (one daemon: {one.span / floor:.2f}x)",
+        "<= 1.3x",
+        span / floor <= 1.3,
+    )
+    report.add(
+        "split",
+        f"{parts} daemons vs parallel script (process walls)",
+        f"{parallel.wall / wall:.1f}x (one daemon: {parallel.wall / one.wall:.1f}x)",
+        ">= 2x",
+        parallel.wall / wall >= 2,
+    )
+    report.raw["split"] = {
+        "parallel": asdict(parallel),
+        "one": one.raw(),
+        "split": [asdict(m) | {"span": s} for m, s in splits],
+    }
+
+
 def scenario_busy(report: Report, opts: Options) -> None:
     per = opts.scale(200, 50)
     base_time = time.time() - 3600
@@ -1306,6 +1408,7 @@ def scenario_idle_recursive(report: Report, opts: Options) -> None:
 RUNNERS: dict[str, Callable[[Report, Options], None]] = {
     "cpu": scenario_cpu,
     "throughput": scenario_throughput,
+    "split": scenario_split,
     "busy": scenario_busy,
     "bigfile": scenario_bigfile,
     "latency": scenario_latency,
