@@ -17,12 +17,14 @@ the file fails as ``no_route`` saying so.
 from __future__ import annotations
 
 import functools
-import multiprocessing
 import re
 import threading
 from dataclasses import dataclass, field
-from multiprocessing.connection import Connection
-from multiprocessing.process import BaseProcess
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:  # multiprocessing itself is imported with the first helper process
+    from multiprocessing.connection import Connection
+    from multiprocessing.process import BaseProcess
 
 #: The named group that picks the conversation.
 CONVERSATION_GROUP = "conversation_id"
@@ -126,6 +128,10 @@ class Router:
     def _connection(self) -> Connection:
         if self._conn is None or self._process is None or not self._process.is_alive():
             self._kill()
+            # Imported here: it costs a visible part of every start, and most sites route
+            # nothing.
+            import multiprocessing  # noqa: PLC0415
+
             context = multiprocessing.get_context("spawn")  # never fork a threaded daemon
             mine, theirs = context.Pipe()
             process = context.Process(

@@ -20,7 +20,6 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from daemon.fake.api import FakeApi
 from daemon.fake.rules import API_PREFIX, DEFAULT_TENANT, DEFAULT_TOKEN, REDIRECT_STATUSES, Faults
 
 
@@ -129,6 +128,11 @@ def run_from_args(args: argparse.Namespace) -> int:
     if not args.prefix.startswith("/"):
         print(f"fake-api: --prefix must start with /, got {args.prefix!r}", file=sys.stderr)
         return 2
+    # Here, not at the top: the daemon's command line imports this module on every start
+    # (for the arguments of `fake-api`), and the server (http.server and its kin) is only
+    # wanted when it runs.
+    from daemon.fake.api import FakeApi  # noqa: PLC0415
+
     try:
         api = FakeApi(
             host=args.host,
