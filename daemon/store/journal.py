@@ -391,6 +391,22 @@ class Journal:
             (*changes.values(), claim_id),
         )
 
+    def update_many(self, claim_ids: list[str], **changes: Any) -> None:
+        """Set the same columns of several claims in one transaction (one sync), durably
+        before this returns: all of them, or none."""
+        if not claim_ids:
+            return
+        unknown = set(changes) - set(_COLUMNS)
+        if unknown:
+            raise ValueError(f"unknown journal columns: {sorted(unknown)}")
+        changes["updated_at"] = time.time()
+        assignments = ", ".join(f"{column} = ?" for column in changes)
+        marks = ", ".join("?" for _ in claim_ids)
+        self._write(
+            f"UPDATE claims SET {assignments} WHERE claim_id IN ({marks})",  # noqa: S608 - column names checked above
+            (*changes.values(), *claim_ids),
+        )
+
     def get(self, claim_id: str) -> Entry | None:
         with self._lock:
             row = self._db.execute(
