@@ -521,7 +521,9 @@ class Pipeline:
                     and job.entry.stage == Stage.UPLOADED
                     and not job.sending_ahead
                 ):
-                    if sha256 in seen or self.delivery.sent_earlier(job, sha256) is not None:
+                    if self.delivery.skips_duplicates(job) and (
+                        sha256 in seen or self.delivery.sent_earlier(job, sha256) is not None
+                    ):
                         break
                     chosen.append(job)
                     if len(chosen) == SENDING_AHEAD:

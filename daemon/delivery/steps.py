@@ -455,8 +455,7 @@ class Delivery:
         """Fail ``job`` as ``duplicate`` when its bytes (``hashed()``, asked only where
         duplicates are skipped: it may read the whole file) were sent to its conversation
         within ``duplicate_window``; a requeued file is sent anyway."""
-        inbox = job.inbox
-        if inbox.duplicates != Duplicates.SKIP or job.entry.send_anyway:
+        if not self.skips_duplicates(job):
             return False
         earlier = self.sent_earlier(job, hashed())
         if earlier is None:
@@ -468,15 +467,20 @@ class Delivery:
         """The latest file of ``job``'s conversation with the bytes ``sha256`` sent within
         its inbox's ``duplicate_window``: one whose reply just came (its ``sent`` not yet
         journaled), else one the journal remembers. None where duplicates are sent anyway."""
-        inbox = job.inbox
-        if inbox.duplicates != Duplicates.SKIP or job.entry.send_anyway or sha256 is None:
+        if not self.skips_duplicates(job) or sha256 is None:
             return None
         conversation, claim_id = job.entry.conversation_id, job.claim.claim_id
         return self.finish.replied_before(
             conversation, sha256, claim_id
         ) or self.journal.sent_before(
-            conversation, sha256, inbox.duplicate_window, claim_id=claim_id
+            conversation, sha256, job.inbox.duplicate_window, claim_id=claim_id
         )
+
+    @staticmethod
+    def skips_duplicates(job: Job) -> bool:
+        """Whether ``job`` is failed as ``duplicate`` when its bytes were sent just before
+        (its inbox says ``duplicates: skip``, and it was not requeued to be sent anyway)."""
+        return job.inbox.duplicates == Duplicates.SKIP and not job.entry.send_anyway
 
     def send(self, job: Job) -> bool:
         """Send (unless already sent). False: the file failed for good (and is archived)."""
