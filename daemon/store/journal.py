@@ -8,7 +8,9 @@ Stages, in order::
 A restart after SIGKILL resumes each claim from its stage without repeating a completed
 step: ``sent`` is archived without a new send; ``uploaded`` is sent without a new upload;
 ``sending`` is sent again with the same ``Idempotency-Key`` (the claim id), which is the one
-repeat that exactly-once over HTTP cannot avoid.
+repeat that exactly-once over HTTP cannot avoid. The files of a conversation waiting for
+their turn may be journaled ``sending`` together, in one commit (:meth:`Journal.update_many`),
+ahead of it: safe for the same reason.
 """
 
 from __future__ import annotations

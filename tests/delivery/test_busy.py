@@ -81,17 +81,20 @@ def _drop(inbox: Path, name: str, body: bytes, mtime_s: int) -> None:
     os.utime(inbox / name, (mtime_s, mtime_s))
 
 
+@pytest.mark.parametrize("duplicates", ["skip", "send"])
 def test_files_waiting_their_turn_are_journaled_sending_before_the_send_ahead_replies(
-    api: FakeApi, tmp_path: Path
+    api: FakeApi, tmp_path: Path, duplicates: str
 ) -> None:
     """With each send taking 1 s, the four files of a conversation are all journaled
-    ``sending`` before the second send is made; they go out in order, once."""
+    ``sending`` before the second send is made (with ``duplicates: send``, identical
+    bytes too); they go out in order, once."""
     api.faults = Faults(send_latency_s=1.0)
-    config = load_config(write_config(tmp_path, api.url, workers=4))
+    config = load_config(write_config(tmp_path, api.url, workers=4, duplicates=duplicates))
     inbox_path = tmp_path / "spool" / "conv_1"
     names = [f"p{n}.pdf" for n in range(4)]
     for n, name in enumerate(names):
-        _drop(inbox_path, name, f"%PDF-1.4 page {n}".encode(), 1_000_000 + n)
+        body = f"%PDF-1.4 page {n}" if duplicates == "skip" else "%PDF-1.4 the same page"
+        _drop(inbox_path, name, body.encode(), 1_000_000 + n)
     journal = Batches(config.state_dir)
     owner = Owner()
     pipeline = Pipeline(config, journal, owner, policy=ONCE)
