@@ -190,7 +190,11 @@ class Finisher:
 
     def failed(self, job: Job, rejected: FileRejected) -> None:
         """Archive into ``failed/`` with a sidecar, and say so."""
-        if rejected.reason == Reason.RETRIES_EXHAUSTED and job.entry.stage == Stage.SENDING:
+        if (
+            rejected.reason == Reason.RETRIES_EXHAUSTED
+            and job.entry.stage == Stage.SENDING
+            and not job.sending_ahead  # journaled ahead, its request not yet made
+        ):
             # Every attempt at the send ended without a usable reply (a timeout, a 5xx, a
             # garbled 201): the API may have recorded the message. Not a file to requeue
             # under a new key: `requeue` sends it again with this one.
