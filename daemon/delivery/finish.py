@@ -13,6 +13,7 @@ inbox that cannot archive holds up nobody else.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import hashlib
 import stat
 import threading
@@ -20,6 +21,7 @@ import time
 from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 from daemon.config import InboxConfig
 from daemon.delivery.job import Job, record
@@ -89,11 +91,62 @@ class Finisher:
         #: Claim id -> archived name (None: vanished) of files archived whose move is not
         #: journaled yet: see :meth:`_archive`.
         self._archived: dict[str, str | None] = {}
+        #: (conversation id, sha256) -> (claim id, what was sent) of files whose reply
+        #: came and whose ``sent`` is not journaled yet: the duplicate check sees them.
+        self._replied: dict[tuple[str, str], tuple[str, SentBefore]] = {}
         self._mutex = threading.Lock()
 
+    def replied(
+        self, job: Job, message_id: str, attempts: int, first_failure: float | None
+    ) -> None:
+        """The API accepted ``job``'s send: note it in memory, for :meth:`sent` to journal
+        before the move. Until then a crash leaves it ``sending``, and the next run sends it
+        again under the same Idempotency-Key (one message); the duplicate check of the files
+        after it sees it here meanwhile (:meth:`replied_before`)."""
+        changes: dict[str, Any] = {
+            "stage": Stage.SENT,
+            "message_id": message_id,
+            "attempts": attempts,
+            "first_failure": first_failure,
+        }
+        entry = job.entry
+        if entry.sha256 is not None:
+            earlier = SentBefore(message_id, entry.name, time.time())
+            with self._mutex:
+                self._replied[(entry.conversation_id, entry.sha256)] = (job.claim.claim_id, earlier)
+        job.unjournaled = changes
+        job.progressed = time.monotonic()
+        job.entry = dataclasses.replace(entry, **changes)
+
+    def replied_before(self, conversation_id: str, sha256: str, claim_id: str) -> SentBefore | None:
+        """A file of ``conversation_id`` with these bytes, other than ``claim_id``, whose
+        reply came and whose ``sent`` is not journaled yet (the latest one)."""
+        with self._mutex:
+            found = self._replied.get((conversation_id, sha256))
+        if found is None or found[0] == claim_id:
+            return None
+        return found[1]
+
+    def _journal_reply(self, job: Job) -> None:
+        """Journal what the reply of ``job``'s send changed, durably; then the memory of it
+        for the duplicate check is the journal's (``sent_hashes``)."""
+        changes = job.unjournaled
+        if changes is None:
+            return
+        record(self.journal, job, **changes)
+        job.unjournaled = None
+        sha256 = job.entry.sha256
+        if sha256 is not None:
+            key = (job.entry.conversation_id, sha256)
+            with self._mutex:
+                if self._replied.get(key, ("",))[0] == job.claim.claim_id:
+                    del self._replied[key]
+
     def sent(self, job: Job) -> None:
-        """Move a sent file into ``sent/`` and say so; or, when it was written after its
-        upload, into ``failed/`` (``changed_after_send``): the message may carry a part."""
+        """Journal a sent file ``sent``, then move it into ``sent/`` and say so; or, when it
+        was written after its upload, into ``failed/`` (``changed_after_send``): the
+        message may carry a part."""
+        self._journal_reply(job)
         if changed_since_upload(job):
             self._changed_after_send(job)
             return
@@ -137,7 +190,11 @@ class Finisher:
 
     def failed(self, job: Job, rejected: FileRejected) -> None:
         """Archive into ``failed/`` with a sidecar, and say so."""
-        if rejected.reason == Reason.RETRIES_EXHAUSTED and job.entry.stage == Stage.SENDING:
+        if (
+            rejected.reason == Reason.RETRIES_EXHAUSTED
+            and job.entry.stage == Stage.SENDING
+            and not job.sending_ahead  # journaled ahead, its request not yet made
+        ):
             # Every attempt at the send ended without a usable reply (a timeout, a 5xx, a
             # garbled 201): the API may have recorded the message. Not a file to requeue
             # under a new key: `requeue` sends it again with this one.
@@ -317,11 +374,18 @@ def changed_since_upload(job: Job) -> bool:
     """Whether the claimed file is no longer what was uploaded: its signature moved (or,
     when only the journal's ``size`` is known, after a restart, its size did)."""
     try:
-        now = signature(job.claim.path.lstat())
+        st = job.claim.path.lstat()
     except OSError:
         return False  # gone: archiving says so (file_vanished)
+    now = signature(st)
     if job.uploaded_as is not None:
-        return now != job.uploaded_as
+        if now == job.uploaded_as:
+            return False
+        # A file with other names (hard links) has its ctime moved by the claim and the
+        # archiving of those names too, at any moment: a write to it shows in its size
+        # or mtime.
+        size, mtime, _, inode = job.uploaded_as
+        return st.st_nlink == 1 or (now[0], now[1], now[3]) != (size, mtime, inode)
     return job.entry.size is not None and now[0] != job.entry.size
 
 

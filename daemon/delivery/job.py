@@ -46,6 +46,12 @@ class Job:
     progressed: float = field(default_factory=time.monotonic)
     """``time.monotonic()`` of its last progress: taken on, a stage done, an attempt
     (:mod:`daemon.delivery.stalls`)."""
+    sending_ahead: bool = False
+    """Journaled ``sending`` ahead of its turn, with files in front of it: the checks
+    before its send (a duplicate just sent, a change since its upload) are still to run."""
+    unjournaled: dict[str, Any] | None = None
+    """What its send's reply changed in :attr:`entry` (``sent``, the message id), not yet
+    journaled: the archiver journals it before it moves the file (:mod:`.finish`)."""
 
     @property
     def order(self) -> tuple[int, str]:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import bisect
 import itertools
+import threading
 from collections import deque
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -23,6 +24,8 @@ SENT_STATES = (JobState.ARCHIVING, JobState.DONE)
 RUNNING_STATES = (JobState.PREPARING, JobState.SENDING, JobState.ARCHIVING)
 #: Files of one conversation in flight at once (uploads running ahead of its send).
 LANE_AHEAD = 4
+#: Files of one conversation journaled ``sending`` in one commit, ahead of their turn.
+SENDING_AHEAD = 32
 
 
 @dataclass(eq=False)
@@ -38,6 +41,9 @@ class Lane:
     """A worker is sending this lane's files (one driver per lane)."""
     stalled: bool = False
     """``--once``: a file hit an unforeseen error; the rest waits for the next run."""
+    ahead: threading.Lock = field(default_factory=threading.Lock)
+    """Held while files of this lane are journaled ``sending`` ahead of their turn: the
+    driver waits for that commit before it sends one of them."""
 
     # Plain loops, not next() over a generator: the pick asks these of every lane several
     # times per file, and a generator's set-up cost more than the scan itself.
@@ -56,6 +62,17 @@ class Lane:
             if job.state not in SENT_STATES:
                 return job
         return None
+
+    def in_turn(self) -> list[Job]:
+        """The files from the front on that are sent, being sent, or uploaded and waiting
+        for their turn, up to the first that is not (still uploading, or queued)."""
+        turn: list[Job] = []
+        for job in self.jobs:
+            if job.state not in (*SENT_STATES, JobState.SENDING, JobState.READY):
+                break
+            if job.state != JobState.DONE:
+                turn.append(job)
+        return turn
 
     def drop_done(self) -> None:
         """Forget the files at the front that are done."""

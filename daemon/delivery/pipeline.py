@@ -34,7 +34,7 @@ from daemon.api.client import ApiClient
 from daemon.config import Config, InboxConfig
 from daemon.delivery.finish import ArchiveDeferred, Finisher
 from daemon.delivery.job import Job
-from daemon.delivery.lanes import Lane, Lanes
+from daemon.delivery.lanes import SENDING_AHEAD, Lane, Lanes
 from daemon.delivery.outcomes import LogOutcomes, Outcomes
 from daemon.delivery.retry import WATCH, ApiGate, Backoff, RunPolicy
 from daemon.delivery.routing import Route, Router
@@ -471,11 +471,18 @@ class Pipeline:
             self._idle.notify_all()
 
     def _drive(self, lane: Lane) -> None:
-        """Send the lane's head while it is ready; one driver per lane at a time."""
+        """Send the lane's head while it is ready; one driver per lane at a time. A worker
+        that finds the lane driven journals the files waiting for their turn ``sending``
+        instead, while the driver's request is in flight."""
         with self._cond:
-            if lane.driving:
-                return
+            driven = lane.driving
             lane.driving = True
+        if driven:
+            # Should the journal refuse, the driver writes the same before the send, and
+            # its error is handled there.
+            with contextlib.suppress(Exception):
+                self._journal_ahead(lane)
+            return
         try:
             while True:
                 with self._cond:
@@ -492,11 +499,53 @@ class Pipeline:
                 lane.driving = False
             raise
 
+    def _journal_ahead(self, lane: Lane, head: Job | None = None) -> None:
+        """Journal ``sending``, in one commit, for the files of ``lane`` that wait, uploaded,
+        for their turn (and its ``head``, which the driver is about to send): each is
+        durable before its request, as before, only earlier, so that no commit stands
+        between one reply and the next send. Their checks before the send still run at
+        their turn (:attr:`Job.sending_ahead`). A file with the same bytes as one in front
+        of it, or as one sent before, is left to its turn: a likely duplicate, journaled
+        ``sending`` only should it be sent, so that a run killed meanwhile cannot resend it
+        unchecked."""
+        with lane.ahead:
+            with self._cond:
+                turn = lane.in_turn()
+            chosen: list[Job] = []
+            seen: set[str] = set()
+            for job in turn:
+                sha256 = job.entry.sha256
+                if (
+                    (job.state == JobState.READY or job is head)
+                    and job.entry.stage == Stage.UPLOADED
+                    and not job.sending_ahead
+                ):
+                    if self.delivery.skips_duplicates(job) and (
+                        sha256 in seen or self.delivery.sent_earlier(job, sha256) is not None
+                    ):
+                        break
+                    chosen.append(job)
+                    if len(chosen) == SENDING_AHEAD:
+                        break
+                if sha256 is not None:
+                    seen.add(sha256)
+            if not chosen:
+                return
+            self.journal.update_many([job.claim.claim_id for job in chosen], stage=Stage.SENDING)
+            now = time.monotonic()
+            for job in chosen:
+                job.entry = dataclasses.replace(job.entry, stage=Stage.SENDING)
+                job.sending_ahead = True
+                job.progressed = now
+
     def _send(self, job: Job) -> None:
+        with self._cond:
+            lane = self._lanes.of(job.entry.conversation_id)
+        if job.entry.stage == Stage.UPLOADED and not job.sending_ahead:
+            self._journal_ahead(lane, job)
         sent = self.delivery.send(job)
         with self._cond:
             job.state = JobState.ARCHIVING if sent else JobState.FAILED
-            lane = self._lanes.of(job.entry.conversation_id)
             if sent:
                 self._done_with_network(job)
         if sent:

@@ -66,7 +66,7 @@ from daemon.errors import (
 from daemon.logs import get_logger
 from daemon.media.classify import classify_file, extension_mismatch
 from daemon.states import Reason, Stage
-from daemon.store.journal import Journal
+from daemon.store.journal import Journal, SentBefore
 from daemon.store.requeued import requeued_key
 from daemon.watch.names import Signature, signature
 from daemon.watch.settle import wait_until_still
@@ -289,7 +289,11 @@ def _wait_until_still(context: RunContext, path: Path, policy: RetryPolicy) -> N
 def send(
     context: RunContext, file: OutgoingFile, uploaded: Uploaded, attempts: Attempts
 ) -> Message:
-    """Send the uploaded ``file`` as a message; :class:`FileRejected` when it cannot be."""
+    """Send the uploaded ``file`` as a message; :class:`FileRejected` when it cannot be.
+
+    ``sending`` is recorded before the request; what the reply says (``sent``, the message
+    id) is the caller's to record: the daemon journals it off the path to the next send
+    (:meth:`Delivery.send`)."""
     file.recorder.record(stage=Stage.SENDING)
     text = render_caption(
         file.caption,
@@ -301,7 +305,7 @@ def send(
         fields=file.fields,
     )
     client = context.client
-    message = context.retry_policy(file.events).call(
+    return context.retry_policy(file.events).call(
         lambda: client().send(
             file.conversation_id,
             uploaded.message_type,
@@ -311,13 +315,6 @@ def send(
         ),
         attempts,
     )
-    file.recorder.record(
-        stage=Stage.SENT,
-        message_id=message.id,
-        attempts=attempts.count,
-        first_failure=attempts.first_failure,
-    )
-    return message
 
 
 # -- the daemon: claimed, journaled files ---------------------------------------------
@@ -338,6 +335,8 @@ class JournaledFile:
         self.job.entry = self.job.entry.changed(**facts)
 
     def record(self, **changes: Any) -> None:
+        if changes == {"stage": Stage.SENDING} and self.job.entry.stage == Stage.SENDING:
+            return  # journaled ahead of its turn, or by a run before this one
         record(self._journal, self.job, **changes)
 
     def keep(self, attempts: Attempts) -> None:
@@ -456,22 +455,32 @@ class Delivery:
         """Fail ``job`` as ``duplicate`` when its bytes (``hashed()``, asked only where
         duplicates are skipped: it may read the whole file) were sent to its conversation
         within ``duplicate_window``; a requeued file is sent anyway."""
-        inbox = job.inbox
-        if inbox.duplicates != Duplicates.SKIP or job.entry.send_anyway:
+        if not self.skips_duplicates(job):
             return False
-        sha256 = hashed()
-        if sha256 is None:
-            return False
-        earlier = self.journal.sent_before(
-            job.entry.conversation_id,
-            sha256,
-            inbox.duplicate_window,
-            claim_id=job.claim.claim_id,
-        )
+        earlier = self.sent_earlier(job, hashed())
         if earlier is None:
             return False
         self.finish.failed(job, DuplicateFile(earlier))
         return True
+
+    def sent_earlier(self, job: Job, sha256: str | None) -> SentBefore | None:
+        """The latest file of ``job``'s conversation with the bytes ``sha256`` sent within
+        its inbox's ``duplicate_window``: one whose reply just came (its ``sent`` not yet
+        journaled), else one the journal remembers. None where duplicates are sent anyway."""
+        if not self.skips_duplicates(job) or sha256 is None:
+            return None
+        conversation, claim_id = job.entry.conversation_id, job.claim.claim_id
+        return self.finish.replied_before(
+            conversation, sha256, claim_id
+        ) or self.journal.sent_before(
+            conversation, sha256, job.inbox.duplicate_window, claim_id=claim_id
+        )
+
+    @staticmethod
+    def skips_duplicates(job: Job) -> bool:
+        """Whether ``job`` is failed as ``duplicate`` when its bytes were sent just before
+        (its inbox says ``duplicates: skip``, and it was not requeued to be sent anyway)."""
+        return job.inbox.duplicates == Duplicates.SKIP and not job.entry.send_anyway
 
     def send(self, job: Job) -> bool:
         """Send (unless already sent). False: the file failed for good (and is archived)."""
@@ -481,12 +490,14 @@ class Delivery:
         if not (entry.attachment_id and entry.message_type):
             raise RuntimeError(f"claim {entry.claim_id} is {entry.stage} without an upload")
         uploaded = Uploaded(entry.message_type, entry.content_type, entry.size, entry.attachment_id)
-        if entry.stage == Stage.UPLOADED and self._duplicate(job, lambda: entry.sha256):
+        # Nothing of it went out yet: uploaded, or journaled `sending` ahead of its turn.
+        unsent = entry.stage == Stage.UPLOADED or job.sending_ahead
+        if unsent and self._duplicate(job, lambda: entry.sha256):
             return False  # its twin, prepared alongside it, went out first
         file, journaled = self._outgoing(job)
         attempts = Attempts(entry.attempts, entry.first_failure)
         try:
-            if entry.stage == Stage.UPLOADED and changed_since_upload(job):
+            if unsent and changed_since_upload(job):
                 # Written again after its upload, before its send: what the API holds is
                 # not the file. Start over once it stands still (nothing was sent yet).
                 file_changed(file, Stage.UPLOADED)
@@ -495,7 +506,8 @@ class Delivery:
                 )
                 uploaded = upload(self.context, file, attempts)
                 job.uploaded_as = uploaded.signature
-            send(self.context, file, uploaded, attempts)
+            job.sending_ahead = False  # from here on, the send may reach the API
+            message = send(self.context, file, uploaded, attempts)
         except FileRejected as rejected:
             journaled.keep(attempts)
             self.finish.failed(job, rejected)
@@ -503,4 +515,7 @@ class Delivery:
         except BaseException:
             journaled.keep(attempts)
             raise
+        # Journaled `sent` by the archiver, before the move: the next send of the
+        # conversation need not wait for that commit.
+        self.finish.replied(job, message.id, attempts.count, attempts.first_failure)
         return True

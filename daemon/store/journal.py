@@ -8,7 +8,9 @@ Stages, in order::
 A restart after SIGKILL resumes each claim from its stage without repeating a completed
 step: ``sent`` is archived without a new send; ``uploaded`` is sent without a new upload;
 ``sending`` is sent again with the same ``Idempotency-Key`` (the claim id), which is the one
-repeat that exactly-once over HTTP cannot avoid.
+repeat that exactly-once over HTTP cannot avoid. The files of a conversation waiting for
+their turn may be journaled ``sending`` together, in one commit (:meth:`Journal.update_many`),
+ahead of it: safe for the same reason.
 """
 
 from __future__ import annotations
@@ -421,6 +423,22 @@ class Journal:
             raise ValueError(f"unknown journal columns: {sorted(unknown)}")
         changes["updated_at"] = time.time()
         self._write(_update_sql(tuple(changes)), (*changes.values(), claim_id))
+
+    def update_many(self, claim_ids: list[str], **changes: Any) -> None:
+        """Set the same columns of several claims in one transaction (one sync), durably
+        before this returns: all of them, or none."""
+        if not claim_ids:
+            return
+        unknown = set(changes) - set(_COLUMNS)
+        if unknown:
+            raise ValueError(f"unknown journal columns: {sorted(unknown)}")
+        changes["updated_at"] = time.time()
+        assignments = ", ".join(f"{column} = ?" for column in changes)
+        marks = ", ".join("?" for _ in claim_ids)
+        self._write(
+            f"UPDATE claims SET {assignments} WHERE claim_id IN ({marks})",  # noqa: S608 - column names checked above
+            (*changes.values(), *claim_ids),
+        )
 
     def get(self, claim_id: str) -> Entry | None:
         with self._lock:

@@ -194,3 +194,19 @@ def test_writes_that_come_while_a_commit_syncs_share_the_next_commit(tmp_path: P
     assert sum(batches) == 32
     assert len(batches) < 16
     assert len(entries) == 32
+
+
+def test_several_claims_change_stage_in_one_durable_transaction(tmp_path: Path) -> None:
+    """``update_many`` journals the same change for several claims, all seen by another
+    connection (so committed) when it returns; the others are untouched."""
+    journal = Journal(tmp_path)
+    for n in range(4):
+        journal.record_claim(f"sw-{n}", tmp_path, "conv", f"{n}.pdf", n)
+    journal.update_many(["sw-0", "sw-1", "sw-2"], stage=Stage.SENDING)
+    with sqlite3.connect(tmp_path / "journal.sqlite3") as other:
+        stages = dict(other.execute("SELECT claim_id, stage FROM claims").fetchall())
+    assert stages == {"sw-0": "sending", "sw-1": "sending", "sw-2": "sending", "sw-3": "claimed"}
+    with pytest.raises(ValueError, match="unknown journal columns"):
+        journal.update_many(["sw-3"], stage=Stage.SENDING, colour="red")
+    assert [e.stage for e in journal.open_entries()][-1] == Stage.CLAIMED
+    journal.close()
