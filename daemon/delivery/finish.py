@@ -13,7 +13,6 @@ inbox that cannot archive holds up nobody else.
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import hashlib
 import stat
 import threading
@@ -116,7 +115,7 @@ class Finisher:
                 self._replied[(entry.conversation_id, entry.sha256)] = (job.claim.claim_id, earlier)
         job.unjournaled = changes
         job.progressed = time.monotonic()
-        job.entry = dataclasses.replace(entry, **changes)
+        job.entry = entry.changed(**changes)
 
     def replied_before(self, conversation_id: str, sha256: str, claim_id: str) -> SentBefore | None:
         """A file of ``conversation_id`` with these bytes, other than ``claim_id``, whose

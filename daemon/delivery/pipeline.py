@@ -534,7 +534,7 @@ class Pipeline:
             self.journal.update_many([job.claim.claim_id for job in chosen], stage=Stage.SENDING)
             now = time.monotonic()
             for job in chosen:
-                job.entry = dataclasses.replace(job.entry, stage=Stage.SENDING)
+                job.entry = job.entry.changed(stage=Stage.SENDING)
                 job.sending_ahead = True
                 job.progressed = now
 

@@ -429,7 +429,7 @@ class Journal:
         before this returns: all of them, or none."""
         if not claim_ids:
             return
-        unknown = set(changes) - set(_COLUMNS)
+        unknown = changes.keys() - _FIELDS
         if unknown:
             raise ValueError(f"unknown journal columns: {sorted(unknown)}")
         changes["updated_at"] = time.time()
