@@ -482,27 +482,31 @@ class Settler:
         before the older ones of the same scan are even known. A file that stands still
         already goes straight to its inbox's backlog; only the others are watched.
         """
+        folder = inbox.path
         with self._cond:
             seconds, ignore = self._rule(inbox)
-            self._offering[inbox.path] = self._offering.get(inbox.path, 0) + 1
+            self._offering[folder] = self._offering.get(folder, 0) + 1
+            # Known when the offer began: a name that becomes known meanwhile is found
+            # under the lock below (this only spares the lstat of names known already).
+            settling = {c.name for c in self._pending.values() if c.inbox.path == folder}
         try:
             chunk: list[str] = []
             for name in self._followed(inbox, names):
                 chunk.append(name)
                 if len(chunk) >= OFFER_CHUNK:
-                    self._offer_chunk(inbox, chunk, event, seconds, ignore)
+                    self._offer_chunk(inbox, chunk, event, (seconds, ignore), settling)
                     chunk = []
             if chunk:
-                self._offer_chunk(inbox, chunk, event, seconds, ignore)
+                self._offer_chunk(inbox, chunk, event, (seconds, ignore), settling)
         finally:
             with self._cond:
-                left = self._offering[inbox.path] - 1
+                left = self._offering[folder] - 1
                 if left:
-                    self._offering[inbox.path] = left
+                    self._offering[folder] = left
                 else:
-                    del self._offering[inbox.path]
-                if inbox.path in self._backlogs:
-                    self._release_now.add(inbox.path)
+                    del self._offering[folder]
+                if folder in self._backlogs:
+                    self._release_now.add(folder)
                 self._cond.notify_all()
 
     def _offer_chunk(
@@ -510,20 +514,38 @@ class Settler:
         inbox: InboxConfig,
         names: list[str],
         event: FileEvent | None,
-        seconds: float,
-        ignore: tuple[str, ...],
+        rule: tuple[float, tuple[str, ...]],
+        settling: set[str],
     ) -> None:
-        fresh = self._stat_news(inbox, names, event, ignore)
+        seconds, ignore = rule
+        if event is None:  # a scan: the files known already are not news
+            names = self._unknown(inbox, names, settling)
+        fresh = self._stat_news(inbox, names, ignore)
         now, wall = self._clock.monotonic(), self._clock.time()
+        folder = inbox.path
+        quiet_since = wall - seconds + TOLERANCE_SECONDS  # older times: stood still already
         with self._cond:
-            for path, name, st in fresh:
-                known = self._pending.get(path)
+            backlog = self._backlogs.get(folder)
+            for name, st in fresh:
+                if (
+                    event is None
+                    and not self._pending
+                    and max(st.st_mtime, st.st_ctime) <= quiet_since
+                ):
+                    # A scan's file that stood still already, nothing known of it (the
+                    # candidate's rule, without making a candidate: a backlog at start-up).
+                    if backlog is None:
+                        backlog = self._backlogs[folder] = _Backlog(inbox)
+                    if name not in backlog.mtimes:
+                        backlog.add(name, st.st_mtime_ns)
+                    continue
+                path = folder / name if self._pending or event is not None else None
+                known = None if path is None else self._pending.get(path)
                 if known is not None:  # offered meanwhile: only the event is news
-                    if event is not None:
+                    if event is not None and path is not None:
                         known.note(event, now)
                         self._look_again(path, known, now)
                     continue
-                backlog = self._backlogs.get(inbox.path)
                 if backlog is not None and backlog.mtimes.get(name, -1) >= 0:
                     if event is None:
                         continue  # offered meanwhile, and finished already
@@ -534,45 +556,47 @@ class Settler:
                 wait = self._wait(candidate, st, now, wall, seconds)
                 if wait <= 0 and candidate.pause_exceeded is None:
                     self._to_backlog(candidate)  # stands still already (a backlog at start-up)
+                    backlog = self._backlogs[folder]
                     continue
                 candidate.due = now + wait
+                path = folder / name
                 self._pending[path] = candidate
                 heapq.heappush(self._due, (candidate.due, path))
             self._cond.notify_all()
 
+    def _unknown(self, inbox: InboxConfig, names: list[str], settling: set[str]) -> list[str]:
+        """``names`` but those settling (when the offer began) or waiting in the backlog."""
+        with self._cond:
+            backlog = self._backlogs.get(inbox.path)
+            waiting = backlog.mtimes if backlog is not None else {}
+            return [name for name in names if name not in waiting and name not in settling]
+
     def _stat_news(
-        self,
-        inbox: InboxConfig,
-        names: list[str],
-        event: FileEvent | None,
-        ignore: tuple[str, ...],
-    ) -> list[tuple[Path, str, os.stat_result]]:
-        """The files among ``names`` its inbox takes, each with its stat; without an event,
-        only those not known already (a rescan)."""
-        fresh: list[tuple[Path, str, os.stat_result]] = []
+        self, inbox: InboxConfig, names: list[str], ignore: tuple[str, ...]
+    ) -> list[tuple[str, os.stat_result]]:
+        """The files among ``names`` its inbox takes, each with its stat."""
+        fresh: list[tuple[str, os.stat_result]] = []
         template = inbox.done_marker
+        prefix = f"{inbox.path}{os.sep}"
+        with self._cond:
+            warned = bool(self._warned)
         for name in names:
             if template is not None and self._by_marker(inbox, name, template, ignore):
                 continue
             if is_ignored(name, ignore):
                 continue
-            path = inbox.path / name
-            if event is None and self._known(inbox, name, path):
-                continue
-            st = self._takeable(inbox, name, path)
-            if st is None:
-                continue
-            self._forget_warned(path)
-            fresh.append((path, name, st))
+            try:
+                st = os.lstat(prefix + name)  # no Path: a scan may bring 100,000 names
+            except OSError:
+                st = None
+            if st is None or not stat.S_ISREG(st.st_mode) or why_left(inbox, name) is not None:
+                st = self._takeable(inbox, name, inbox.path / name)  # says why, once
+                if st is None:
+                    continue
+            if warned:
+                self._forget_warned(inbox.path / name)
+            fresh.append((name, st))
         return fresh
-
-    def _known(self, inbox: InboxConfig, name: str, path: Path) -> bool:
-        """``name`` is settling, or waiting in its inbox's backlog."""
-        with self._cond:
-            if path in self._pending:
-                return True
-            backlog = self._backlogs.get(inbox.path)
-            return backlog is not None and name in backlog.mtimes
 
     def _to_backlog(self, candidate: _Candidate) -> None:
         """Under the lock: ``candidate`` stood still; it waits in its inbox's backlog."""
