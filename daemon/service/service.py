@@ -58,6 +58,9 @@ SUPERVISE_SECONDS = 2.0
 #: oldest first as the window frees up (see the README's "Start-up and backlogs").
 CLAIM_WINDOW_FILES = 256
 CLAIM_WINDOW_PER_WORKER = 32
+#: Files waiting for room are claimed once this share of the window is free (1/16: 16 or
+#: more at a time), not one by one as each file finishes.
+CLAIM_REFILL_SHARE = 16
 #: For tests only: a claim window of this many files instead (a few files show it at work).
 CLAIM_WINDOW_ENV = "SENDSEVEN_WATCH_TEST_CLAIM_WINDOW"
 
@@ -190,7 +193,10 @@ class Service:
         #: Fixed at start, as ``workers`` is.
         self.claim_window = claim_window(config.workers)
         self.settler = Settler.per_inbox(
-            self._take, max_write_pause=config.max_write_pause, room=self._room
+            self._take,
+            max_write_pause=config.max_write_pause,
+            room=self._room,
+            refill=self.claim_window // CLAIM_REFILL_SHARE,
         )
         self.pipeline.on_finished(self.settler.room_freed)
         self.watcher = Watcher(

@@ -295,7 +295,8 @@ class Settler:
     :meth:`check_due`; with an injected ``clock`` and no thread, a test calls it itself.
 
     ``room(inbox)``: how many more of the inbox's files may be handed over now (None: no
-    bound); when it says 0, the rest wait in the backlog until :meth:`room_freed`.
+    bound); when it says 0, the rest wait in the backlog until :meth:`room_freed`. Files
+    then go ``refill`` at a time (or the last few): one hand-over, not one per file.
     """
 
     def __init__(
@@ -308,6 +309,7 @@ class Settler:
         warned_max: int = WARNED_PATHS_MAX,
         max_write_pause: float = MAX_WRITE_PAUSE_SECONDS,
         room: Callable[[InboxConfig], int] | None = None,
+        refill: int = 1,
     ) -> None:
         self._rule = _same_for_all(settle_seconds, ignore)
         self._max_write_pause = max_write_pause
@@ -324,6 +326,7 @@ class Settler:
         #: Set by :meth:`only_known` (``run --once``): names not pending are not taken.
         self._closed = False
         self._room = room
+        self._refill = max(1, refill)
         #: Per inbox folder, its files that stood still and wait to be handed over.
         self._backlogs: dict[Path, _Backlog] = {}
         #: Inbox folders whose backlog may go now (the settle thread hands them over).
@@ -342,6 +345,7 @@ class Settler:
         warned_max: int = WARNED_PATHS_MAX,
         max_write_pause: float = MAX_WRITE_PAUSE_SECONDS,
         room: Callable[[InboxConfig], int] | None = None,
+        refill: int = 1,
     ) -> Settler:
         """A settler that judges each file by its inbox's own ``settle_seconds`` and
         ``ignore``; a reload hands it the new inbox settings (:meth:`update_inboxes`)."""
@@ -353,6 +357,7 @@ class Settler:
             warned_max=warned_max,
             max_write_pause=max_write_pause,
             room=room,
+            refill=refill,
         )
         settler._rule = own_settings
         return settler
@@ -393,8 +398,9 @@ class Settler:
         with self._cond:
             if self._pending or not self._backlogs:
                 return False
-            inboxes = [backlog.inbox for backlog in self._backlogs.values()]
-        return self._room is not None and all(self._room(inbox) <= 0 for inbox in inboxes)
+            wanted = [(b.inbox, min(self._refill, len(b))) for b in self._backlogs.values()]
+        room = self._room
+        return room is not None and all(room(inbox) < least for inbox, least in wanted)
 
     def only_known(self) -> None:
         """From now on, follow only the files pending now: news of any other name is not
@@ -812,7 +818,7 @@ class Settler:
                 return  # nothing waits; or an offer is going on, which releases it at its end
             config = backlog.inbox
         room = len(backlog) if self._room is None else self._room(config)
-        if room <= 0:
+        if room <= 0 or room < min(self._refill, len(backlog)):
             return  # room_freed() says when files of it are finished
         with self._cond:
             if self._backlogs.get(inbox) is not backlog:

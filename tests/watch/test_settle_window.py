@@ -45,14 +45,15 @@ def inbox(tmp_path: Path) -> InboxConfig:
     return InboxConfig(path, "conv_1", None, "conv_1", from_spool=True)
 
 
-def windowed(room: Room, clock: FakeClock) -> tuple[Settler, Taken]:
+def windowed(room: Room, clock: FakeClock, refill: int = 1) -> tuple[Settler, Taken]:
     taken = Taken()
 
     def hand_over(batch: list[Settled]) -> None:
         taken(batch)
         room.take(batch)
 
-    return Settler(SETTLE_SECONDS, [], hand_over, clock=clock, room=room), taken
+    settler = Settler(SETTLE_SECONDS, [], hand_over, clock=clock, room=room, refill=refill)
+    return settler, taken
 
 
 def old_files(inbox: InboxConfig, count: int) -> list[str]:
@@ -167,3 +168,30 @@ def test_stuck_when_every_waiting_file_lacks_room(inbox: InboxConfig) -> None:
     assert settler.stuck()
     room.finish(inbox)
     assert not settler.stuck()
+
+
+def test_freed_room_is_filled_refill_files_at_a_time(inbox: InboxConfig) -> None:
+    """With ``refill``, files wait until that many places are free (or only the last few are
+    left), then go together in arrival order."""
+    arrival = old_files(inbox, 11)
+    clock = FakeClock((inbox.path / arrival[-1]).stat().st_ctime + 60)
+    room = Room(4)
+    settler, taken = windowed(room, clock, refill=3)
+    settler.offer(inbox, names(inbox))
+    settler.check_due()
+    for _ in range(2):
+        room.finish(inbox)
+        settler.room_freed(inbox.path)
+        settler.check_due()
+    assert taken.batches == [arrival[:4]]  # two places free: not yet
+    room.finish(inbox)
+    settler.room_freed(inbox.path)
+    settler.check_due()
+    assert taken.batches == [arrival[:4], arrival[4:7]]
+    room.finish(inbox, 3)
+    settler.room_freed(inbox.path)
+    settler.check_due()
+    room.finish(inbox, 1)  # one place for the last one: it goes
+    settler.room_freed(inbox.path)
+    settler.check_due()
+    assert taken.batches == [arrival[:4], arrival[4:7], arrival[7:10], arrival[10:]]
