@@ -11,7 +11,7 @@ from daemon.fake.api import FakeApi
 from daemon.fake.rules import Faults
 from daemon.service.service import CLAIM_WINDOW_ENV
 from daemon.store.claims import WORK_DIR
-from tests.helpers import DATA, Daemon, clean_env, run_cli, write_config
+from tests.helpers import DATA, Daemon, clean_env, inject, run_cli, write_config
 
 WINDOW = 3
 
@@ -145,3 +145,40 @@ def test_a_kill_mid_backlog_leaves_the_rest_unclaimed_and_the_next_run_sends_eac
     assert list(dict.fromkeys(sent)) == arrival  # a repeat only where the kill fell mid-send
     keys = [m.idempotency_key for m in api.messages() if not m.duplicate]
     assert len(keys) == len(set(keys)) == 20
+
+
+_BUG_FOR_BOOM = (
+    "import daemon.media.classify as classify\n"
+    "real = classify.classify_file\n"
+    "def classify_file(path):\n"
+    "    if path.name == '019.pdf':\n"
+    "        raise RuntimeError('injected bug')\n"
+    "    return real(path)\n"
+    "classify.classify_file = classify_file\n"
+)
+
+
+def test_once_ends_when_a_file_error_leaves_its_inbox_window_full(
+    api: FakeApi, tmp_path: Path
+) -> None:
+    """run --once: a file error stalls its conversation with its window full; the run still
+    ends (exit 1), the other inbox is sent, and the next run sends the rest in order."""
+    config = write_config(tmp_path, api.url, workers=2)
+    broken, fine = tmp_path / "spool" / "conv_a", tmp_path / "spool" / "conv_b"
+    arrival = backlog(broken, 8)
+    for path in broken.iterdir():  # make its oldest file the broken one
+        if path.name == arrival[0]:
+            path.rename(broken / "019.pdf")
+    arrival[0] = "019.pdf"
+    others = backlog(fine, 6)
+    env = window_env()
+    env.update(inject(tmp_path / "inject", _BUG_FOR_BOOM))
+    result = run_cli("run", "-c", str(config), "--once", env=env, timeout=60)
+    assert result.returncode == 1, result.stderr
+    assert sent_names(api, "conv_b") == others
+    assert sent_names(api, "conv_a") == []
+    assert claimed(broken) == WINDOW
+    assert waiting(broken) == 8 - WINDOW
+    again = run_cli("run", "-c", str(config), "--once", env=window_env())
+    assert again.returncode == 0, again.stderr
+    assert sent_names(api, "conv_a") == arrival
