@@ -816,14 +816,14 @@ class Settler:
             backlog = self._backlogs.get(inbox)
             if backlog is None or self._offering.get(inbox):
                 return  # nothing waits; or an offer is going on, which releases it at its end
-            config = backlog.inbox
-        room = len(backlog) if self._room is None else self._room(config)
-        if room <= 0 or room < min(self._refill, len(backlog)):
+            config, waiting = backlog.inbox, len(backlog)
+        room = waiting if self._room is None else self._room(config)
+        if room <= 0 or room < min(self._refill, waiting):
             return  # room_freed() says when files of it are finished
         with self._cond:
             if self._backlogs.get(inbox) is not backlog:
                 return
-            # Still written: its mtime will be newer than any file finished now.
+            # A file still written holds none back: its mtime will be newer than theirs.
             unfinished = [
                 c.order for c in self._pending.values() if c.inbox.path == inbox and not c.held_open
             ]
