@@ -29,6 +29,7 @@ import threading
 import time
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
+from pathlib import Path
 
 from daemon.api.client import ApiClient
 from daemon.config import Config, InboxConfig
@@ -108,6 +109,10 @@ class Pipeline:
         self._idle = threading.Condition(lock)
         self._lanes = Lanes()
         self._in_flight = 0
+        #: Per inbox folder, its files claimed (or resumed) and not yet finished.
+        self._open: dict[Path, int] = {}
+        #: Told the inbox folder of every file finished (:meth:`on_finished`).
+        self._finished_hooks: list[Callable[[Path], None]] = []
         #: Files done with the network that still wait in a lane (archiving): they hold
         #: no slot of ``workers``.
         self._network_done: set[Job] = set()
@@ -211,6 +216,16 @@ class Pipeline:
                 key = str(job.inbox.path)
                 result[key] = result.get(key, 0) + 1
         return result
+
+    def claimed(self, inbox: Path) -> int:
+        """Files of ``inbox`` (its folder) claimed or resumed, and not yet finished."""
+        with self._cond:
+            return self._open.get(inbox, 0)
+
+    def on_finished(self, hook: Callable[[Path], None]) -> None:
+        """Call ``hook(inbox folder)`` after each file is finished (on the finishing
+        thread: it must be quick and never raise)."""
+        self._finished_hooks.append(hook)
 
     def claim_ages(self) -> dict[str, ClaimAge]:
         """Per inbox path, its claimed file that has gone longest without progress (see
@@ -318,6 +333,7 @@ class Pipeline:
     def _enqueue(self, job: Job) -> None:
         with self._cond:
             self._lanes.of(job.entry.conversation_id).insert(job)
+            self._open[job.inbox.path] = self._open.get(job.inbox.path, 0) + 1
             self.outcomes.queued(job.inbox)
             self._cond.notify()
 
@@ -462,6 +478,12 @@ class Pipeline:
 
     def _finish(self, lane: Lane, job: Job) -> None:
         with self._cond:
+            if job.state != JobState.DONE:
+                folder = job.inbox.path
+                if self._open.get(folder, 0) > 1:
+                    self._open[folder] -= 1
+                else:
+                    self._open.pop(folder, None)
             job.state = JobState.DONE
             self._leave(lane, job)
             self._lane_progress[lane.conversation_id] = time.monotonic()
@@ -469,6 +491,8 @@ class Pipeline:
             lane.drop_done()
             self._cond.notify()
             self._idle.notify_all()
+        for hook in self._finished_hooks:
+            hook(job.inbox.path)
 
     def _drive(self, lane: Lane) -> None:
         """Send the lane's head while it is ready; one driver per lane at a time. A worker

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import os
 import select
 import signal
 import socket
@@ -52,6 +53,24 @@ JOURNAL_KEEP_SECONDS = 7 * 24 * 3600.0
 JOURNAL_PRUNE_EVERY_SECONDS = 3600.0
 #: How often the main loop looks after the observer, in seconds.
 SUPERVISE_SECONDS = 2.0
+#: The claim window: at most this many files of one inbox are claimed and not yet finished
+#: (or this many per worker, if more); the rest wait in the inbox, unclaimed, and are taken
+#: oldest first as the window frees up (see the README's "Start-up and backlogs").
+CLAIM_WINDOW_FILES = 256
+CLAIM_WINDOW_PER_WORKER = 32
+#: Files waiting for room are claimed once this share of the window is free (1/16: 16 or
+#: more at a time), not one by one as each file finishes.
+CLAIM_REFILL_SHARE = 16
+#: For tests only: a claim window of this many files instead (a few files show it at work).
+CLAIM_WINDOW_ENV = "SENDSEVEN_WATCH_TEST_CLAIM_WINDOW"
+
+
+def claim_window(workers: int) -> int:
+    """Files of one inbox that may be claimed and not yet finished at once."""
+    forced = os.environ.get(CLAIM_WINDOW_ENV)
+    if forced:
+        return max(1, int(forced))
+    return max(CLAIM_WINDOW_FILES, workers * CLAIM_WINDOW_PER_WORKER)
 
 
 class _EmitterStopRace(logging.Filter):
@@ -171,7 +190,15 @@ class Service:
         self.pipeline = Pipeline(
             config, self.journal, self.owner, policy=ONCE if once else WATCH, outcomes=self.outcomes
         )
-        self.settler = Settler.per_inbox(self._take, max_write_pause=config.max_write_pause)
+        #: Fixed at start, as ``workers`` is.
+        self.claim_window = claim_window(config.workers)
+        self.settler = Settler.per_inbox(
+            self._take,
+            max_write_pause=config.max_write_pause,
+            room=self._room,
+            refill=self.claim_window // CLAIM_REFILL_SHARE,
+        )
+        self.pipeline.on_finished(self.settler.room_freed)
         self.watcher = Watcher(
             config.observer,
             config.spool,
@@ -220,6 +247,10 @@ class Service:
 
     def _offer(self, inbox: InboxConfig, names: list[str]) -> None:
         self.settler.offer(inbox, names)
+
+    def _room(self, inbox: InboxConfig) -> int:
+        """How many more files of ``inbox`` may be claimed now (the claim window)."""
+        return self.claim_window - self.pipeline.claimed(inbox.path)
 
     def _take(self, batch: list[Settled]) -> None:
         # A file offered before a reload is claimed with the inbox's settings now: its
@@ -319,7 +350,7 @@ class Service:
             elif not watched and self.settler.settling():
                 watched = True
                 self.watcher.start()
-            if settled and self.pipeline.wait_idle(timeout=0.2) and self.settler.pending() == 0:
+            if self._once_over(settled=settled):
                 break
             if not settled:
                 self.signals.wait(0.05)
@@ -339,6 +370,14 @@ class Service:
             # run did not process everything present, and a caller must not read "done".
             return ExitCode.FAILURE
         return ExitCode.OK
+
+    def _once_over(self, *, settled: bool) -> bool:
+        """``run --once``: every file present was handed over and finished; or what is
+        left waits for the next run (a file error left claims that fill their inbox's
+        window, so its files still waiting stay in the inbox)."""
+        if settled:
+            return self.pipeline.wait_idle(timeout=0.2) and self.settler.pending() == 0
+        return bool(self.pipeline.broken) and self.pipeline.wait_idle(0.2) and self.settler.stuck()
 
     def _unfinished(self) -> int:
         """Files claimed and not archived, plus files seen but not yet claimed."""

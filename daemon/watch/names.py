@@ -104,7 +104,16 @@ def is_ignored(name: str, patterns: Iterable[str]) -> bool:
     """Hidden names and names matching an ignore pattern are never taken (for a file in a
     subfolder, ``name`` is its path relative to the inbox: its last part is matched)."""
     name = name.rpartition("/")[2]
-    return name.startswith(".") or any(fnmatch.fnmatchcase(name, p) for p in patterns)
+    return name.startswith(".") or _matcher(tuple(patterns))(name) is not None
+
+
+@functools.lru_cache(maxsize=256)
+def _matcher(patterns: tuple[str, ...]) -> Callable[[str], re.Match[str] | None]:
+    """One regular expression for all of ``patterns`` (``fnmatchcase`` for each): a scan
+    of 100,000 names matches each once, not once per pattern."""
+    if not patterns:
+        return lambda _: None
+    return re.compile("|".join(fnmatch.translate(p) for p in patterns)).match
 
 
 def is_included(name: str, include: Iterable[str]) -> bool:

@@ -18,6 +18,12 @@ sockets, folders) are never taken; nor is a file the inbox's ``include``, ``recu
 names is logged once per path (``file_ignored``). A name is the file's path relative to its
 inbox (``2026-11/scan.pdf`` in a subfolder). ``settle_seconds`` and ``ignore`` are either
 one setting for every inbox, or (the daemon: :meth:`Settler.per_inbox`) each inbox's own.
+
+A file that stood still waits in its inbox's backlog (:class:`_Backlog`: a name and an mtime,
+nothing more) until it is handed over, oldest first. With a ``room`` callback (the daemon's
+claim window, see the README), an inbox's files are handed over only as far as its room
+goes, and the rest when :meth:`Settler.room_freed` says that room freed up: a backlog of
+100,000 files is not claimed (and journaled) all at once before the first of them is sent.
 """
 
 from __future__ import annotations
@@ -64,6 +70,9 @@ MAX_WRITE_PAUSE_SECONDS = 3600.0
 #: At most this many non-regular files are remembered as warned about (``file_ignored``
 #: is logged once per path); the least recently offered are forgotten first.
 WARNED_PATHS_MAX = 10_000
+#: An offer lstat()s this many names at a time, so that the stats of a huge inbox are never
+#: all held at once (a name and an mtime is all that waits in a backlog).
+OFFER_CHUNK = 1024
 
 
 class Clock(Protocol):
@@ -199,7 +208,6 @@ class _Candidate:
     name: str
     still: Stillness
     due: float  # monotonic time of the next look (older entries in the heap are stale)
-    settled: bool = False  # finished, but held back behind an older unfinished file
     writer: _Writer = _Writer.NONE
     last_write: float = 0.0  # monotonic time of the last created/written event
     closed_at: float | None = None  # monotonic time of the last close-after-write
@@ -215,7 +223,7 @@ class _Candidate:
         elif event in (FileEvent.CREATED, FileEvent.WRITTEN):
             if event is FileEvent.WRITTEN or self.writer is _Writer.NONE:
                 self.writer = _Writer.WRITING if event is FileEvent.WRITTEN else _Writer.CREATED
-            self.last_write, self.settled = now, False
+            self.last_write = now
             self.held_open = self.held_open or event is FileEvent.WRITTEN
 
     @property
@@ -223,11 +231,72 @@ class _Candidate:
         return (self.still.signature[1], self.name)
 
 
+class _Backlog:
+    """The files of one inbox that stood still and wait to be handed over, oldest first.
+
+    Each is a name and an mtime, nothing more: about 250 bytes a file, so that 100,000
+    files waiting their turn cost some 25 MB, not the kilobyte and more of a claim each.
+    """
+
+    __slots__ = ("_heap", "inbox", "mtimes")
+
+    def __init__(self, inbox: InboxConfig) -> None:
+        self.inbox = inbox
+        #: Name -> mtime (ns) of each file waiting; -1 while it is being handed over.
+        self.mtimes: dict[str, int] = {}
+        #: (mtime, name), oldest first; an entry that disagrees with ``mtimes`` is stale.
+        self._heap: list[tuple[int, str]] = []
+
+    def __len__(self) -> int:
+        return len(self.mtimes)
+
+    def add(self, name: str, mtime_ns: int) -> None:
+        self.mtimes[name] = mtime_ns
+        heapq.heappush(self._heap, (mtime_ns, name))
+
+    def discard(self, name: str) -> bool:
+        """Forget ``name`` (news of it: it is a candidate again); True if it waited here."""
+        return self.mtimes.pop(name, None) is not None
+
+    def take(self, count: int, before: tuple[int, str] | None) -> list[tuple[int, str]]:
+        """Up to ``count`` oldest files, all older than ``before`` (an unfinished file that
+        holds newer ones back); each stays counted until :meth:`handed` says it went."""
+        taken: list[tuple[int, str]] = []
+        heap, mtimes = self._heap, self.mtimes
+        while heap and len(taken) < count:
+            mtime, name = heap[0]
+            if mtimes.get(name) != mtime:
+                heapq.heappop(heap)  # stale: discarded, or added again since
+                continue
+            if before is not None and (mtime, name) >= before:
+                break
+            heapq.heappop(heap)
+            mtimes[name] = -1
+            taken.append((mtime, name))
+        return taken
+
+    def handed(self, names: Iterable[str]) -> None:
+        """The files :meth:`take` gave were handed over (claimed, or gone)."""
+        for name in names:
+            if self.mtimes.get(name) == -1:
+                del self.mtimes[name]
+
+    def drop_left(self, ignore: tuple[str, ...]) -> None:
+        """Forget the names the inbox no longer takes (a reload)."""
+        for name in [name for name, mtime in self.mtimes.items() if mtime >= 0]:
+            if is_ignored(name, ignore) or why_left(self.inbox, name) is not None:
+                del self.mtimes[name]
+
+
 class Settler:
     """Watches candidates until they are finished, then hands them over in arrival order.
 
     Its thread (:meth:`start`) sleeps until a candidate is due and then calls
     :meth:`check_due`; with an injected ``clock`` and no thread, a test calls it itself.
+
+    ``room(inbox)``: how many more of the inbox's files may be handed over now (None: no
+    bound); when it says 0, the rest wait in the backlog until :meth:`room_freed`. Files
+    then go ``refill`` at a time (or the last few): one hand-over, not one per file.
     """
 
     def __init__(
@@ -239,6 +308,8 @@ class Settler:
         clock: Clock = SYSTEM_CLOCK,
         warned_max: int = WARNED_PATHS_MAX,
         max_write_pause: float = MAX_WRITE_PAUSE_SECONDS,
+        room: Callable[[InboxConfig], int] | None = None,
+        refill: int = 1,
     ) -> None:
         self._rule = _same_for_all(settle_seconds, ignore)
         self._max_write_pause = max_write_pause
@@ -254,6 +325,15 @@ class Settler:
         self._warned_max = warned_max
         #: Set by :meth:`only_known` (``run --once``): names not pending are not taken.
         self._closed = False
+        self._room = room
+        self._refill = max(1, refill)
+        #: Per inbox folder, its files that stood still and wait to be handed over.
+        self._backlogs: dict[Path, _Backlog] = {}
+        #: Inbox folders whose backlog may go now (the settle thread hands them over).
+        self._release_now: set[Path] = set()
+        #: Inbox folders with an offer still going: none of their files is handed over
+        #: before the whole offer is known (an older file may be in its last chunk).
+        self._offering: dict[Path, int] = {}
         self._log = get_logger()
 
     @classmethod
@@ -264,6 +344,8 @@ class Settler:
         clock: Clock = SYSTEM_CLOCK,
         warned_max: int = WARNED_PATHS_MAX,
         max_write_pause: float = MAX_WRITE_PAUSE_SECONDS,
+        room: Callable[[InboxConfig], int] | None = None,
+        refill: int = 1,
     ) -> Settler:
         """A settler that judges each file by its inbox's own ``settle_seconds`` and
         ``ignore``; a reload hands it the new inbox settings (:meth:`update_inboxes`)."""
@@ -274,6 +356,8 @@ class Settler:
             clock=clock,
             warned_max=warned_max,
             max_write_pause=max_write_pause,
+            room=room,
+            refill=refill,
         )
         settler._rule = own_settings
         return settler
@@ -290,19 +374,37 @@ class Settler:
             self._thread.join()
 
     def pending(self) -> int:
+        """Files seen and not yet handed over: settling, or waiting in a backlog."""
         with self._cond:
-            return len(self._pending)
+            return len(self._pending) + sum(len(b) for b in self._backlogs.values())
 
     def settling(self) -> bool:
         """Whether a pending file is still to stand still (not due to be taken now)."""
         now = self._clock.monotonic() + TOLERANCE_SECONDS
         with self._cond:
             # Every due time set is pushed on the heap, and only those that came are
-            # popped: with the heap empty, none is still ahead. (``run --once`` asks this
-            # often, while hundreds of files that all stand still wait for their claims.)
+            # popped: with the heap empty, none is still ahead.
             if not self._due:
                 return False
-            return any(c.due > now and not c.settled for c in self._pending.values())
+            return any(c.due > now for c in self._pending.values())
+
+    def room_freed(self, inbox: Path) -> None:
+        """Files of ``inbox`` (its folder) were finished: more of its backlog may go.
+        Cheap and never raises (called for every file finished)."""
+        with self._cond:
+            if inbox in self._backlogs:
+                self._release_now.add(inbox)
+                self._cond.notify_all()
+
+    def stuck(self) -> bool:
+        """Nothing settles, and every file waiting is held back by a full window (``run
+        --once`` after a file error left its claims for the next run)."""
+        with self._cond:
+            if self._pending or not self._backlogs:
+                return False
+            wanted = [(b.inbox, min(self._refill, len(b))) for b in self._backlogs.values()]
+        room = self._room
+        return room is not None and all(room(inbox) < least for inbox, least in wanted)
 
     def only_known(self) -> None:
         """From now on, follow only the files pending now: news of any other name is not
@@ -334,6 +436,8 @@ class Settler:
         with self._cond:
             for candidate in self._pending.values():
                 candidate.inbox = by_path.get(candidate.inbox.path, candidate.inbox)
+            for backlog in self._backlogs.values():
+                backlog.inbox = by_path.get(backlog.inbox.path, backlog.inbox)
             if max_write_pause is not None:
                 self._max_write_pause = max_write_pause
             self._recheck_all()
@@ -347,9 +451,14 @@ class Settler:
             if is_ignored(name, self._rule(candidate.inbox)[1]) or why_left(candidate.inbox, name):
                 del self._pending[path]
                 continue
-            # Held files too: the file that held them back may be the one dropped.
             candidate.due = now
             heapq.heappush(self._due, (now, path))
+        for folder, backlog in list(self._backlogs.items()):
+            backlog.drop_left(self._rule(backlog.inbox)[1])
+            if not backlog:
+                del self._backlogs[folder]
+            # The file that held them back may be the one dropped.
+            self._release_now.add(folder)
         self._cond.notify_all()
 
     def seen(self, inbox: InboxConfig, name: str, event: FileEvent) -> None:
@@ -360,13 +469,12 @@ class Settler:
             with self._cond:
                 candidate = self._pending.get(path)
                 if candidate is not None:
-                    now, held_back = self._clock.monotonic(), candidate.settled
+                    now = self._clock.monotonic()
                     candidate.note(event, now)
-                    if event is FileEvent.CLOSED or held_back:
-                        # Closed: it may go a quiet period from now. Written while it was
-                        # held back as finished: it is not.
-                        self._look_again(path, candidate, now)
+                    if event is FileEvent.CLOSED:
+                        self._look_again(path, candidate, now)  # it may go a quiet period from now
                     return
+        # New, or finished and waiting in the backlog: written again, it is not finished.
         self.offer(inbox, [name], event)
 
     def _look_again(self, path: Path, candidate: _Candidate, now: float) -> None:
@@ -381,49 +489,142 @@ class Settler:
         """Files may have appeared or changed (an event, a scan). Never raises.
 
         A scan's files are offered together, so that none of them is handed over
-        before the older ones of the same scan are even known.
+        before the older ones of the same scan are even known. A file that stands still
+        already goes straight to its inbox's backlog; only the others are watched.
         """
+        folder = inbox.path
         with self._cond:
             seconds, ignore = self._rule(inbox)
-        fresh: list[tuple[Path, str, os.stat_result]] = []
+            self._offering[folder] = self._offering.get(folder, 0) + 1
+            # Known when the offer began: a name that becomes known meanwhile is found
+            # under the lock below (this only spares the lstat of names known already).
+            settling = {c.name for c in self._pending.values() if c.inbox.path == folder}
+        try:
+            chunk: list[str] = []
+            for name in self._followed(inbox, names):
+                chunk.append(name)
+                if len(chunk) >= OFFER_CHUNK:
+                    self._offer_chunk(inbox, chunk, event, (seconds, ignore), settling)
+                    chunk = []
+            if chunk:
+                self._offer_chunk(inbox, chunk, event, (seconds, ignore), settling)
+        finally:
+            with self._cond:
+                left = self._offering[folder] - 1
+                if left:
+                    self._offering[folder] = left
+                else:
+                    del self._offering[folder]
+                if folder in self._backlogs:
+                    self._release_now.add(folder)
+                self._cond.notify_all()
+
+    def _offer_chunk(
+        self,
+        inbox: InboxConfig,
+        names: list[str],
+        event: FileEvent | None,
+        rule: tuple[float, tuple[str, ...]],
+        settling: set[str],
+    ) -> None:
+        seconds, ignore = rule
+        if event is None:  # a scan: the files known already are not news
+            names = self._unknown(inbox, names, settling)
+        fresh = self._stat_news(inbox, names, ignore)
+        now, wall = self._clock.monotonic(), self._clock.time()
+        folder = inbox.path
+        quiet_since = wall - seconds + TOLERANCE_SECONDS  # older times: stood still already
+        with self._cond:
+            backlog = self._backlogs.get(folder)
+            for name, st in fresh:
+                if (
+                    event is None
+                    and not self._pending
+                    and max(st.st_mtime, st.st_ctime) <= quiet_since
+                ):
+                    # A scan's file that stood still already, nothing known of it (the
+                    # candidate's rule, without making a candidate: a backlog at start-up).
+                    if backlog is None:
+                        backlog = self._backlogs[folder] = _Backlog(inbox)
+                    if name not in backlog.mtimes:
+                        backlog.add(name, st.st_mtime_ns)
+                    continue
+                path = folder / name if self._pending or event is not None else None
+                known = None if path is None else self._pending.get(path)
+                if known is not None:  # offered meanwhile: only the event is news
+                    if event is not None and path is not None:
+                        known.note(event, now)
+                        self._look_again(path, known, now)
+                    continue
+                if backlog is not None and backlog.mtimes.get(name, -1) >= 0:
+                    if event is None:
+                        continue  # offered meanwhile, and finished already
+                    backlog.discard(name)  # news of it: watched again from now
+                candidate = _Candidate(inbox, name, Stillness(signature(st), now), now)
+                if event is not None:
+                    candidate.note(event, now)
+                wait = self._wait(candidate, st, now, wall, seconds)
+                if wait <= 0 and candidate.pause_exceeded is None:
+                    self._to_backlog(candidate)  # stands still already (a backlog at start-up)
+                    backlog = self._backlogs[folder]
+                    continue
+                candidate.due = now + wait
+                path = folder / name
+                self._pending[path] = candidate
+                heapq.heappush(self._due, (candidate.due, path))
+            self._cond.notify_all()
+
+    def _unknown(self, inbox: InboxConfig, names: list[str], settling: set[str]) -> list[str]:
+        """``names`` but those settling (when the offer began) or waiting in the backlog."""
+        with self._cond:
+            backlog = self._backlogs.get(inbox.path)
+            waiting = backlog.mtimes if backlog is not None else {}
+            return [name for name in names if name not in waiting and name not in settling]
+
+    def _stat_news(
+        self, inbox: InboxConfig, names: list[str], ignore: tuple[str, ...]
+    ) -> list[tuple[str, os.stat_result]]:
+        """The files among ``names`` its inbox takes, each with its stat."""
+        fresh: list[tuple[str, os.stat_result]] = []
         template = inbox.done_marker
-        for name in self._followed(inbox, names):
+        prefix = f"{inbox.path}{os.sep}"
+        with self._cond:
+            warned = bool(self._warned)
+        for name in names:
             if template is not None and self._by_marker(inbox, name, template, ignore):
                 continue
             if is_ignored(name, ignore):
                 continue
-            path = inbox.path / name
-            with self._cond:
-                if path in self._pending and event is None:
+            try:
+                st = os.lstat(prefix + name)  # no Path: a scan may bring 100,000 names
+            except OSError:
+                st = None
+            if st is None or not stat.S_ISREG(st.st_mode) or why_left(inbox, name) is not None:
+                st = self._takeable(inbox, name, inbox.path / name)  # says why, once
+                if st is None:
                     continue
-            st = self._takeable(inbox, name, path)
-            if st is None:
-                continue
-            self._forget_warned(path)
-            fresh.append((path, name, st))
-        now, wall = self._clock.monotonic(), self._clock.time()
-        with self._cond:
-            for path, name, st in fresh:
-                known = self._pending.get(path)
-                if known is not None:  # offered meanwhile: only the event is news
-                    if event is not None:
-                        known.note(event, now)
-                        self._look_again(path, known, now)
-                    continue
-                candidate = _Candidate(inbox, name, Stillness(signature(st), now), now)
-                if event is not None:
-                    candidate.note(event, now)
-                candidate.due = now + self._wait(candidate, st, now, wall, seconds)
-                self._pending[path] = candidate
-                heapq.heappush(self._due, (candidate.due, path))
-            self._cond.notify_all()
+            if warned:
+                self._forget_warned(inbox.path / name)
+            fresh.append((name, st))
+        return fresh
+
+    def _to_backlog(self, candidate: _Candidate) -> None:
+        """Under the lock: ``candidate`` stood still; it waits in its inbox's backlog."""
+        folder = candidate.inbox.path
+        backlog = self._backlogs.get(folder)
+        if backlog is None:
+            backlog = self._backlogs[folder] = _Backlog(candidate.inbox)
+        backlog.add(candidate.name, candidate.order[0])
+        self._release_now.add(folder)
 
     def _followed(self, inbox: InboxConfig, names: Iterable[str]) -> Iterable[str]:
         """``names``, but after :meth:`only_known` only those pending."""
         with self._cond:
             if not self._closed:
                 return names
-            return [name for name in names if inbox.path / name in self._pending]
+            backlog = self._backlogs.get(inbox.path)
+            waiting = backlog.mtimes if backlog is not None else {}
+            return [name for name in names if name in waiting or inbox.path / name in self._pending]
 
     def _by_marker(
         self, inbox: InboxConfig, name: str, template: str, ignore: tuple[str, ...]
@@ -513,8 +714,11 @@ class Settler:
         batch = [Settled(inbox, name, st.st_mtime_ns) for name, st in files]
         batch.sort(key=lambda item: (item.mtime_ns, item.name))
         with self._cond:
+            backlog = self._backlogs.get(inbox.path)
             for item in batch:
                 self._pending.pop(inbox.path / item.name, None)
+                if backlog is not None:
+                    backlog.discard(item.name)
         self._on_settled(batch)
         if all(not os.path.lexists(inbox.path / item.name) for item in batch):
             with contextlib.suppress(OSError):
@@ -583,7 +787,7 @@ class Settler:
                     wait = self._due[0][0] - self._clock.monotonic()
                 else:
                     wait = IDLE_WAKEUP_SECONDS
-                if wait <= 0:
+                if wait <= 0 or self._release_now:
                     return
                 self._cond.wait(min(wait, IDLE_WAKEUP_SECONDS))
 
@@ -598,39 +802,50 @@ class Settler:
                 if candidate is not None and candidate.due == at:
                     due.append(path)
         inboxes = {inbox for path in due if (inbox := self._check(path)) is not None}
+        with self._cond:
+            inboxes |= self._release_now
+            self._release_now = set()
         for inbox in sorted(inboxes):
             self._release(inbox)
 
     def _release(self, inbox: Path) -> None:
-        """Hand over the finished files of ``inbox`` in arrival order (mtime, then name).
+        """Hand over the finished files of ``inbox`` in arrival order (mtime, then name),
+        as many as its room allows.
 
         A finished file waits while an older file of its inbox is still settling: arrival
         order is kept even when files finish at different moments. A file still being
         written never holds others back for long: every write moves its mtime to now.
         """
         with self._cond:
-            waiting = sorted(
-                (c for c in self._pending.values() if c.inbox.path == inbox),
-                key=lambda c: c.order,
-            )
-            ready: list[Settled] = []
-            for candidate in waiting:
-                if candidate.held_open and not candidate.settled:
-                    # Still written: its mtime will be newer than any file finished now.
-                    continue
-                if not candidate.settled:
-                    break
-                ready.append(Settled(candidate.inbox, candidate.name, candidate.order[0]))
+            backlog = self._backlogs.get(inbox)
+            if backlog is None or self._offering.get(inbox):
+                return  # nothing waits; or an offer is going on, which releases it at its end
+            config, waiting = backlog.inbox, len(backlog)
+        room = waiting if self._room is None else self._room(config)
+        if room <= 0 or room < min(self._refill, waiting):
+            return  # room_freed() says when files of it are finished
+        with self._cond:
+            if self._backlogs.get(inbox) is not backlog:
+                return
+            # A file still written holds none back: its mtime will be newer than theirs.
+            unfinished = [
+                c.order for c in self._pending.values() if c.inbox.path == inbox and not c.held_open
+            ]
+            taken = backlog.take(room, min(unfinished, default=None))
+            ready = [Settled(backlog.inbox, name, mtime) for mtime, name in taken]
         if not ready:
             return
         try:
             self._on_settled(ready)
         finally:
-            # Pending until handed over, so that `--once` never sees a gap between
+            # Waiting until handed over, so that `--once` never sees a gap between
             # "settled" and "claimed", and a rescan never offers a file twice.
             with self._cond:
-                for item in ready:
-                    self._pending.pop(item.inbox.path / item.name, None)
+                backlog.handed(name for _, name in taken)
+                if not backlog and self._backlogs.get(inbox) is backlog:
+                    del self._backlogs[inbox]
+                elif self._room is not None:
+                    self._release_now.add(inbox)  # the room may have grown meanwhile
 
     def _check(self, path: Path) -> Path | None:
         """Look at one candidate; its inbox when the files held there may go now."""
@@ -649,9 +864,11 @@ class Settler:
             now = self._clock.monotonic()
             seconds = self._rule(candidate.inbox)[0]
             wait = self._wait(candidate, st, now, self._clock.time(), seconds)
-            candidate.settled = wait <= 0
-            paused = candidate.pause_exceeded if candidate.settled else None
-            if not candidate.settled:
+            paused = candidate.pause_exceeded if wait <= 0 else None
+            if wait <= 0:
+                del self._pending[path]
+                self._to_backlog(candidate)
+            else:
                 candidate.due = now + wait
                 heapq.heappush(self._due, (candidate.due, path))
                 # A file now found held open may let the finished files behind it go.

@@ -1,0 +1,197 @@
+"""The settler's backlog under a claim window, with an injected clock: files that stood
+still are handed over oldest first, only as far as the room goes, the rest when it frees."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from daemon.config import InboxConfig
+from daemon.watch.settle import FileEvent, Settled, Settler
+from tests.watch.test_settle import FakeClock, Taken, drop
+
+SETTLE_SECONDS = 2.0
+
+
+class Room:
+    """A claim window of ``size`` files per inbox; ``finish`` frees a place."""
+
+    def __init__(self, size: int) -> None:
+        self.size = size
+        self.claimed: dict[Path, int] = {}
+        self.asked = 0
+
+    def __call__(self, inbox: InboxConfig) -> int:
+        self.asked += 1
+        return self.size - self.claimed.get(inbox.path, 0)
+
+    def take(self, batch: list[Settled]) -> None:
+        """Claim the files: each leaves the inbox for a hidden folder."""
+        for item in batch:
+            claims = item.inbox.path / ".claims"
+            claims.mkdir(exist_ok=True)
+            (item.inbox.path / item.name).rename(claims / item.name)
+            self.claimed[item.inbox.path] = self.claimed.get(item.inbox.path, 0) + 1
+
+    def finish(self, inbox: InboxConfig, count: int = 1) -> None:
+        self.claimed[inbox.path] -= count
+
+
+@pytest.fixture
+def inbox(tmp_path: Path) -> InboxConfig:
+    path = tmp_path / "conv_1"
+    path.mkdir()
+    return InboxConfig(path, "conv_1", None, "conv_1", from_spool=True)
+
+
+def windowed(room: Room, clock: FakeClock, refill: int = 1) -> tuple[Settler, Taken]:
+    taken = Taken()
+
+    def hand_over(batch: list[Settled]) -> None:
+        taken(batch)
+        room.take(batch)
+
+    settler = Settler(SETTLE_SECONDS, [], hand_over, clock=clock, room=room, refill=refill)
+    return settler, taken
+
+
+def old_files(inbox: InboxConfig, count: int) -> list[str]:
+    """``count`` files whose arrival order (mtime) is the reverse of their names."""
+    names = [f"{n:02d}.pdf" for n in range(count)]
+    for n, name in enumerate(names):
+        drop(inbox, name, mtime=1_000_000 - n)
+    return list(reversed(names))
+
+
+def names(inbox: InboxConfig) -> list[str]:
+    """The names in the inbox now (as a scan offers them)."""
+    return sorted(entry.name for entry in inbox.path.iterdir())
+
+
+def test_only_the_room_is_handed_over_oldest_first(inbox: InboxConfig) -> None:
+    """A backlog bigger than the room: the oldest files go, as many as fit; the rest wait."""
+    arrival = old_files(inbox, 10)
+    clock = FakeClock((inbox.path / arrival[-1]).stat().st_ctime + 60)
+    room = Room(3)
+    settler, taken = windowed(room, clock)
+    settler.offer(inbox, names(inbox))
+    settler.check_due()
+    assert taken.batches == [arrival[:3]]
+    assert settler.pending() == 7
+    settler.check_due()
+    assert taken.batches == [arrival[:3]]  # no room: nothing more, however often it looks
+
+
+def test_freed_room_takes_the_next_oldest(inbox: InboxConfig) -> None:
+    """Each place that frees up takes the next file in arrival order, to the last one."""
+    arrival = old_files(inbox, 7)
+    clock = FakeClock((inbox.path / arrival[-1]).stat().st_ctime + 60)
+    room = Room(2)
+    settler, taken = windowed(room, clock)
+    settler.offer(inbox, names(inbox))
+    settler.check_due()
+    while settler.pending():
+        room.finish(inbox)
+        settler.room_freed(inbox.path)
+        settler.check_due()
+    assert [name for batch in taken.batches for name in batch] == arrival
+    assert max(len(batch) for batch in taken.batches) == 2
+
+
+def test_a_rescan_does_not_offer_a_waiting_file_twice(inbox: InboxConfig) -> None:
+    """Files waiting in the backlog are known: a rescan adds none of them again."""
+    arrival = old_files(inbox, 5)
+    clock = FakeClock((inbox.path / arrival[-1]).stat().st_ctime + 60)
+    room = Room(1)
+    settler, taken = windowed(room, clock)
+    settler.offer(inbox, names(inbox))
+    settler.check_due()
+    settler.offer(inbox, names(inbox))
+    assert settler.pending() == 4
+    for _ in range(4):
+        room.finish(inbox)
+        settler.room_freed(inbox.path)
+        settler.check_due()
+    assert [name for batch in taken.batches for name in batch] == arrival
+
+
+def test_a_waiting_file_written_again_is_watched_again(inbox: InboxConfig) -> None:
+    """A file waiting its turn that is written again waits until it stood still again."""
+    arrival = old_files(inbox, 3)
+    clock = FakeClock((inbox.path / arrival[-1]).stat().st_ctime + 60)
+    room = Room(1)
+    settler, taken = windowed(room, clock)
+    settler.offer(inbox, names(inbox))
+    settler.check_due()
+    assert taken.batches == [arrival[:1]]
+    settler.seen(inbox, arrival[1], FileEvent.WRITTEN)  # a writer holds it open
+    room.finish(inbox)
+    settler.room_freed(inbox.path)
+    settler.check_due()
+    assert taken.batches == [arrival[:1], arrival[2:3]]  # the held file holds none back
+    assert settler.pending() == 1
+    settler.seen(inbox, arrival[1], FileEvent.CLOSED)
+    clock.advance(SETTLE_SECONDS)
+    room.finish(inbox)
+    settler.check_due()
+    assert taken.batches == [arrival[:1], arrival[2:3], arrival[1:2]]
+
+
+def test_once_follows_the_waiting_files(inbox: InboxConfig) -> None:
+    """After only_known, files waiting in the backlog are still taken; new ones are not."""
+    arrival = old_files(inbox, 4)
+    clock = FakeClock((inbox.path / arrival[-1]).stat().st_ctime + 60)
+    room = Room(2)
+    settler, taken = windowed(room, clock)
+    settler.offer(inbox, names(inbox))
+    settler.only_known()
+    drop(inbox, "late.pdf", mtime=1)  # the oldest of all, but it came too late
+    settler.offer(inbox, names(inbox))
+    settler.check_due()
+    room.finish(inbox, 2)
+    settler.room_freed(inbox.path)
+    settler.check_due()
+    assert [name for batch in taken.batches for name in batch] == arrival
+    assert settler.pending() == 0
+
+
+def test_stuck_when_every_waiting_file_lacks_room(inbox: InboxConfig) -> None:
+    """stuck() says when nothing settles and no waiting file may go for want of room."""
+    old_files(inbox, 3)
+    clock = FakeClock((inbox.path / "00.pdf").stat().st_ctime + 60)
+    room = Room(1)
+    settler, _ = windowed(room, clock)
+    assert not settler.stuck()
+    settler.offer(inbox, names(inbox))
+    settler.check_due()
+    assert settler.stuck()
+    room.finish(inbox)
+    assert not settler.stuck()
+
+
+def test_freed_room_is_filled_refill_files_at_a_time(inbox: InboxConfig) -> None:
+    """With ``refill``, files wait until that many places are free (or only the last few are
+    left), then go together in arrival order."""
+    arrival = old_files(inbox, 11)
+    clock = FakeClock((inbox.path / arrival[-1]).stat().st_ctime + 60)
+    room = Room(4)
+    settler, taken = windowed(room, clock, refill=3)
+    settler.offer(inbox, names(inbox))
+    settler.check_due()
+    for _ in range(2):
+        room.finish(inbox)
+        settler.room_freed(inbox.path)
+        settler.check_due()
+    assert taken.batches == [arrival[:4]]  # two places free: not yet
+    room.finish(inbox)
+    settler.room_freed(inbox.path)
+    settler.check_due()
+    assert taken.batches == [arrival[:4], arrival[4:7]]
+    room.finish(inbox, 3)
+    settler.room_freed(inbox.path)
+    settler.check_due()
+    room.finish(inbox, 1)  # one place for the last one: it goes
+    settler.room_freed(inbox.path)
+    settler.check_due()
+    assert taken.batches == [arrival[:4], arrival[4:7], arrival[7:10], arrival[10:]]
