@@ -134,10 +134,11 @@ class Lanes:
         # One lane may use every worker only while no other lane is waiting; and it never
         # runs more than LANE_AHEAD files ahead: its sends are one at a time anyway, and
         # more uploads in parallel would only slow the send that all of them wait for.
-        waiting = (lane for lane in self._by_id.values() if lane.next_queued() is not None)
-        alone = next(waiting, None) is None or next(waiting, None) is None  # stop at two
-        cap = workers if alone else max(1, workers - 1)
-        cap = min(cap, LANE_AHEAD)
+        cap = LANE_AHEAD
+        if workers <= LANE_AHEAD:  # else the cap is LANE_AHEAD whoever waits: no look
+            waiting = (lane for lane in self._by_id.values() if lane.next_queued() is not None)
+            alone = next(waiting, None) is None or next(waiting, None) is None  # stop at two
+            cap = min(workers if alone else max(1, workers - 1), LANE_AHEAD)
         for _ in range(len(self._order)):
             self._order.rotate(-1)
             lane = self._by_id[self._order[-1]]

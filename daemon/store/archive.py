@@ -73,9 +73,13 @@ def _make_folder(folder: Path) -> None:
 def archived_name(claim: Claim, target: Path) -> str:
     """What ``archived_as`` says: the path below ``sent/`` or ``failed/`` (the file's name
     in a flat layout, ``2026/11/26/scan.pdf`` in a daily one)."""
-    for top in (claim.inbox / SENT_DIR, claim.inbox / FAILED_DIR):
-        if target.is_relative_to(top):
-            return target.relative_to(top).as_posix()
+    # By the strings: the archive paths are built from the inbox's own path, and
+    # PurePath.relative_to (a parse of both paths) showed in the CPU per file.
+    path = str(target)
+    for top in (SENT_DIR, FAILED_DIR):
+        prefix = f"{claim.inbox}/{top}/"
+        if path.startswith(prefix):
+            return path[len(prefix) :]
     return target.name
 
 

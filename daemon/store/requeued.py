@@ -63,9 +63,11 @@ def leave_key(inbox: Path, file: Path, key: str | None, *, send_anyway: bool = F
 def requeued_key(inbox: Path, file: Path) -> RequeuedKey | None:
     """The key ``file`` (claimed from ``inbox``) keeps, if ``requeue`` left one for it."""
     try:
-        st = file.lstat()
+        st = os.lstat(file)
         marker = _marker(inbox, st)
-        body = json.loads(marker.read_text(encoding="utf-8"))
+        # Asked for every file, and almost never there: the plain calls, not pathlib's.
+        with open(marker, encoding="utf-8") as handle:  # noqa: PTH123
+            body = json.loads(handle.read())
     except (OSError, ValueError):
         return None
     if not isinstance(body, dict):
