@@ -195,3 +195,26 @@ def test_freed_room_is_filled_refill_files_at_a_time(inbox: InboxConfig) -> None
     settler.room_freed(inbox.path)
     settler.check_due()
     assert taken.batches == [arrival[:4], arrival[4:7], arrival[7:10], arrival[10:]]
+
+
+def test_the_room_is_looked_at_once_a_batch_has_room(inbox: InboxConfig) -> None:
+    """Files finished one by one wake the settle thread once ``refill`` of them are done, not
+    once each: a look at the room (the pipeline's lock) per finished file slowed a backlog."""
+    arrival = old_files(inbox, 11)
+    clock = FakeClock((inbox.path / arrival[-1]).stat().st_ctime + 60)
+    room = Room(4)
+    settler, taken = windowed(room, clock, refill=3)
+    settler.offer(inbox, names(inbox))
+    settler.check_due()
+    settler.check_due()  # the look after a hand-over (the room may have grown meanwhile)
+    looked = room.asked
+    for _ in range(2):
+        room.finish(inbox)
+        settler.room_freed(inbox.path)
+        settler.check_due()
+    assert room.asked == looked
+    room.finish(inbox)
+    settler.room_freed(inbox.path)
+    settler.check_due()
+    assert room.asked == looked + 1
+    assert taken.batches == [arrival[:4], arrival[4:7]]
