@@ -8,6 +8,7 @@ import time
 from collections.abc import Iterator
 
 import pytest
+import structlog
 
 from daemon.fake import FakeApi
 from tests.helpers import TENANT, TOKEN, Daemon
@@ -27,6 +28,16 @@ def _no_leaked_threads() -> Iterator[None]:
             return
         time.sleep(0.05)
     pytest.fail(f"leaked threads: {leaked}")
+
+
+@pytest.fixture
+def default_structlog() -> Iterator[None]:
+    """structlog as it comes, whatever another test in this process configured, and
+    restored after (``structlog.testing.capture_logs`` then sees every level)."""
+    saved = structlog.get_config()
+    structlog.reset_defaults()
+    yield
+    structlog.configure(**saved)
 
 
 @pytest.fixture

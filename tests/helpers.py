@@ -13,18 +13,44 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pytest
 import yaml
+
+if TYPE_CHECKING:
+    from daemon.delivery.pipeline import Pipeline
+    from daemon.store.claims import Owner
+    from daemon.store.journal import Journal
 
 DATA = Path(__file__).parent / "data"
 TOKEN = "test-token-5e3cr3t"
 TENANT = "test-tenant"
 #: The installed console script, next to the interpreter running the tests.
 COMMAND = str(Path(sys.executable).parent / "sendseven-watch")
+
+
+@contextlib.contextmanager
+def running(pipeline: Pipeline, owner: Owner, journal: Journal) -> Iterator[None]:
+    """``pipeline`` started for the block; then stopped, its claim folders and journal
+    let go."""
+    pipeline.start()
+    try:
+        yield
+    finally:
+        pipeline.stop(10)
+        owner.release()
+        journal.close()
+
+
+def unarchivable_sent(inbox: Path) -> None:
+    """Make ``inbox``'s ``sent/`` impossible to create: a symlink to a file (a mode would
+    not do: the tests may run as root, which ignores modes)."""
+    inbox.mkdir(parents=True, exist_ok=True)
+    (inbox / ".not-a-folder").write_text("x")
+    (inbox / "sent").symlink_to(".not-a-folder")
 
 
 def write_config(folder: Path, api_url: str, **overrides: Any) -> Path:

@@ -439,6 +439,7 @@ class Pipeline:
         """Stopping mid-file: the claim stays, journaled, for the next run."""
         with self._cond:
             job.state = JobState.PARKED
+            lane.rewind()  # it may have been sent, waiting for the archiver
             self._leave(lane, job)
             self._cond.notify()
             self._idle.notify_all()

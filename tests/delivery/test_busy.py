@@ -7,13 +7,10 @@ import json
 import os
 import sqlite3
 import threading
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 import pytest
-import structlog
 from structlog.testing import capture_logs
 
 from daemon.config import load_config
@@ -24,16 +21,18 @@ from daemon.states import Stage
 from daemon.store.claims import Owner
 from daemon.store.journal import JOURNAL_FILE, Journal
 from daemon.watch.inboxes import all_inboxes
-from tests.helpers import Daemon, copy_sample, run_cli, wait_until, write_config
+from tests.helpers import (
+    Daemon,
+    copy_sample,
+    run_cli,
+    running,
+    unarchivable_sent,
+    wait_until,
+    write_config,
+)
 
-
-@pytest.fixture(autouse=True)
-def _default_structlog() -> Iterator[None]:
-    """capture_logs sees every level, whatever another test configured in this process."""
-    saved = structlog.get_config()
-    structlog.reset_defaults()
-    yield
-    structlog.configure(**saved)
+#: capture_logs sees every level, whatever another test configured in this process.
+pytestmark = pytest.mark.usefixtures("default_structlog")
 
 
 class HeldSent(Journal):
@@ -62,17 +61,6 @@ class Batches(Journal):
     def update_many(self, claim_ids: list[str], **changes: Any) -> None:
         super().update_many(claim_ids, **changes)
         self.batches.append(list(claim_ids))
-
-
-@contextmanager
-def running(pipeline: Pipeline, owner: Owner, journal: Journal) -> Iterator[None]:
-    pipeline.start()
-    try:
-        yield
-    finally:
-        pipeline.stop(10)
-        owner.release()
-        journal.close()
 
 
 def _drop(inbox: Path, name: str, body: bytes, mtime_s: int) -> None:
@@ -160,9 +148,7 @@ def test_a_file_that_cannot_be_archived_is_journaled_sent_and_not_sent_again(
     there, the next run archives it without a second request to /messages."""
     config = write_config(tmp_path, api.url)
     inbox = tmp_path / "spool" / "conv_1"
-    inbox.mkdir()
-    (inbox / ".not-a-folder").write_text("x")
-    (inbox / "sent").symlink_to(".not-a-folder")
+    unarchivable_sent(inbox)
     daemon = Daemon(config)
     daemons.append(daemon)
     daemon.wait_event("daemon_started")

@@ -7,6 +7,7 @@ from pathlib import Path
 from daemon.config import InboxConfig
 from daemon.delivery.job import Job
 from daemon.delivery.lanes import LANE_AHEAD, Lane, Lanes
+from daemon.states import JobState
 from daemon.store.claims import Claim
 from daemon.store.journal import Entry
 
@@ -116,3 +117,27 @@ def test_a_queued_head_with_nothing_in_flight_waits_for_room() -> None:
     lanes.of("conv").insert(_job("conv", "a.pdf", 10))
     assert lanes.pick(4, room=False) is None
     assert lanes.pick(4, room=True) is not None
+
+
+def test_scans_start_after_the_files_already_sent_until_one_is_parked() -> None:
+    """Files sent and waiting for the archiver are passed over once, not by every scan;
+    done ones leave from the front; a sent file parked and queued again (an unforeseen
+    error while archiving) is found again once the lane is rewound, as the pipeline does."""
+    lane = Lane("conv")
+    for n in range(5):
+        lane.insert(_job("conv", f"{n}.pdf", n))
+    jobs = list(lane.jobs)
+    for job in jobs[:3]:
+        job.state = JobState.ARCHIVING
+    assert lane.next_to_send() is jobs[3]
+    assert lane.sent_front == 3
+    assert lane.next_queued() is jobs[3]
+    jobs[0].state = JobState.DONE
+    lane.drop_done()
+    assert lane.sent_front == 2
+    assert lane.next_to_send() is jobs[3]
+    jobs[1].state = JobState.QUEUED  # parked after an archiving error, due again
+    assert lane.next_queued() is jobs[3]  # still passed over: the lane was not told
+    lane.rewind()
+    assert lane.next_queued() is jobs[1]
+    assert lane.next_to_send() is jobs[1]

@@ -4,13 +4,10 @@ log listener says each file's outcome as one line."""
 from __future__ import annotations
 
 import shutil
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 import pytest
-import structlog
 from structlog.testing import capture_logs
 
 from daemon.config import InboxConfig, load_config
@@ -22,16 +19,10 @@ from daemon.states import Reason, Stage
 from daemon.store.claims import Owner
 from daemon.store.journal import Entry, Journal
 from daemon.watch.inboxes import all_inboxes
-from tests.helpers import DATA, write_config
+from tests.helpers import DATA, running, write_config
 
-
-@pytest.fixture(autouse=True)
-def _default_structlog() -> Iterator[None]:
-    """capture_logs sees every level, whatever another test configured in this process."""
-    saved = structlog.get_config()
-    structlog.reset_defaults()
-    yield
-    structlog.configure(**saved)
+#: capture_logs sees every level, whatever another test configured in this process.
+pytestmark = pytest.mark.usefixtures("default_structlog")
 
 
 class Heard:
@@ -63,19 +54,6 @@ class Broken(Heard):
         if name in {"queued", "sent", "failed", "retried", "request"}:
             raise RuntimeError(f"bug in {name}")
         return super().__getattribute__(name)
-
-
-@contextmanager
-def running(pipeline: Pipeline, owner: Owner, journal: Journal) -> Iterator[None]:
-    """``pipeline`` started for the block; then stopped, its claim folders and journal
-    let go."""
-    pipeline.start()
-    try:
-        yield
-    finally:
-        pipeline.stop(10)
-        owner.release()
-        journal.close()
 
 
 INBOX = InboxConfig(Path("/spool/conv_1"), "conv_1", None, "conv_1")

@@ -4,11 +4,9 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-import structlog
 from structlog.testing import capture_logs
 
 from daemon.config import load_config
@@ -19,14 +17,8 @@ from daemon.store.claims import Owner
 from daemon.store.journal import Journal
 from tests.helpers import write_config
 
-
-@pytest.fixture(autouse=True)
-def _default_structlog() -> Iterator[None]:
-    """capture_logs sees every level, whatever another test configured in this process."""
-    saved = structlog.get_config()
-    structlog.reset_defaults()
-    yield
-    structlog.configure(**saved)
+#: capture_logs sees every level, whatever another test configured in this process.
+pytestmark = pytest.mark.usefixtures("default_structlog")
 
 
 class SlowToRead:

@@ -27,6 +27,7 @@ from tests.helpers import (
     inject,
     log_lines,
     run_cli,
+    unarchivable_sent,
     wait_until,
     write_config,
 )
@@ -117,8 +118,7 @@ def test_an_inbox_that_cannot_archive_holds_up_only_itself(
     bad, ok = spool / "conv_bad", spool / "conv_ok"
     bad.mkdir()
     ok.mkdir()
-    (bad / ".not-a-folder").write_text("x")
-    (bad / "sent").symlink_to(".not-a-folder")
+    unarchivable_sent(bad)
     daemon = Daemon(config)
     daemons.append(daemon)
     daemon.wait_event("daemon_started")
@@ -147,9 +147,7 @@ def test_status_shows_the_stuck_file_and_why(
     stage and why; a file only just stuck is not shown yet."""
     config = write_config(tmp_path, api.url)
     bad = tmp_path / "spool" / "conv_bad"
-    bad.mkdir()
-    (bad / ".not-a-folder").write_text("x")
-    (bad / "sent").symlink_to(".not-a-folder")
+    unarchivable_sent(bad)
     daemon = Daemon(config)
     daemons.append(daemon)
     daemon.wait_event("daemon_started")

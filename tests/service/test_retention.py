@@ -5,11 +5,9 @@ from __future__ import annotations
 import dataclasses
 import os
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-import structlog
 from structlog.testing import capture_logs
 
 from daemon.config import InboxConfig
@@ -21,13 +19,8 @@ from tests.helpers import Daemon, events, wait_until, write_config
 TINY_DAYS = 0.2 / SECONDS_PER_DAY
 
 
-@pytest.fixture(autouse=True)
-def _default_structlog() -> Iterator[None]:
-    """capture_logs sees every level, whatever another test configured in this process."""
-    saved = structlog.get_config()
-    structlog.reset_defaults()
-    yield
-    structlog.configure(**saved)
+#: capture_logs sees every level, whatever another test configured in this process.
+pytestmark = pytest.mark.usefixtures("default_structlog")
 
 
 def inbox_at(folder: Path, name: str = "conv_1") -> InboxConfig:

@@ -5,11 +5,9 @@ from __future__ import annotations
 
 import os
 import threading
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-import structlog
 from structlog.testing import capture_logs
 
 from daemon.config import InboxConfig
@@ -49,13 +47,8 @@ class Taken:
             self.batches.append([item.name for item in batch])
 
 
-@pytest.fixture(autouse=True)
-def _default_structlog() -> Iterator[None]:
-    """capture_logs sees every level, whatever another test configured in this process."""
-    saved = structlog.get_config()
-    structlog.reset_defaults()
-    yield
-    structlog.configure(**saved)
+#: capture_logs sees every level, whatever another test configured in this process.
+pytestmark = pytest.mark.usefixtures("default_structlog")
 
 
 @pytest.fixture

@@ -3,6 +3,7 @@ still are handed over oldest first, only as far as the room goes, the rest when 
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -69,152 +70,134 @@ def names(inbox: InboxConfig) -> list[str]:
     return sorted(entry.name for entry in inbox.path.iterdir())
 
 
+@dataclass
+class Scene:
+    """A settler with a claim window over an inbox of old files (``arrival``: their order)."""
+
+    inbox: InboxConfig
+    arrival: list[str]
+    clock: FakeClock
+    room: Room
+    settler: Settler
+    taken: Taken
+
+    def offered(self) -> Scene:
+        """The inbox scanned and looked at once, as at start-up."""
+        self.settler.offer(self.inbox, names(self.inbox))
+        self.settler.check_due()
+        return self
+
+    def finish(self, count: int = 1) -> None:
+        """``count`` claimed files finished, one at a time, each said to the settler, which
+        then looks again."""
+        for _ in range(count):
+            self.room.finish(self.inbox)
+            self.settler.room_freed(self.inbox.path)
+            self.settler.check_due()
+
+    def handed(self) -> list[str]:
+        return [name for batch in self.taken.batches for name in batch]
+
+
+def backlogged(inbox: InboxConfig, files: int, room: int, refill: int = 1) -> Scene:
+    """``files`` old files in ``inbox`` and a settler whose window holds ``room`` of them."""
+    arrival = old_files(inbox, files)
+    clock = FakeClock((inbox.path / arrival[-1]).stat().st_ctime + 60)
+    window = Room(room)
+    settler, taken = windowed(window, clock, refill)
+    return Scene(inbox, arrival, clock, window, settler, taken)
+
+
 def test_only_the_room_is_handed_over_oldest_first(inbox: InboxConfig) -> None:
     """A backlog bigger than the room: the oldest files go, as many as fit; the rest wait."""
-    arrival = old_files(inbox, 10)
-    clock = FakeClock((inbox.path / arrival[-1]).stat().st_ctime + 60)
-    room = Room(3)
-    settler, taken = windowed(room, clock)
-    settler.offer(inbox, names(inbox))
-    settler.check_due()
-    assert taken.batches == [arrival[:3]]
-    assert settler.pending() == 7
-    settler.check_due()
-    assert taken.batches == [arrival[:3]]  # no room: nothing more, however often it looks
+    scene = backlogged(inbox, 10, room=3).offered()
+    assert scene.taken.batches == [scene.arrival[:3]]
+    assert scene.settler.pending() == 7
+    scene.settler.check_due()
+    assert scene.taken.batches == [scene.arrival[:3]]  # no room: nothing more, however often
 
 
 def test_freed_room_takes_the_next_oldest(inbox: InboxConfig) -> None:
     """Each place that frees up takes the next file in arrival order, to the last one."""
-    arrival = old_files(inbox, 7)
-    clock = FakeClock((inbox.path / arrival[-1]).stat().st_ctime + 60)
-    room = Room(2)
-    settler, taken = windowed(room, clock)
-    settler.offer(inbox, names(inbox))
-    settler.check_due()
-    while settler.pending():
-        room.finish(inbox)
-        settler.room_freed(inbox.path)
-        settler.check_due()
-    assert [name for batch in taken.batches for name in batch] == arrival
-    assert max(len(batch) for batch in taken.batches) == 2
+    scene = backlogged(inbox, 7, room=2).offered()
+    while scene.settler.pending():
+        scene.finish()
+    assert scene.handed() == scene.arrival
+    assert max(len(batch) for batch in scene.taken.batches) == 2
 
 
 def test_a_rescan_does_not_offer_a_waiting_file_twice(inbox: InboxConfig) -> None:
     """Files waiting in the backlog are known: a rescan adds none of them again."""
-    arrival = old_files(inbox, 5)
-    clock = FakeClock((inbox.path / arrival[-1]).stat().st_ctime + 60)
-    room = Room(1)
-    settler, taken = windowed(room, clock)
-    settler.offer(inbox, names(inbox))
-    settler.check_due()
-    settler.offer(inbox, names(inbox))
-    assert settler.pending() == 4
-    for _ in range(4):
-        room.finish(inbox)
-        settler.room_freed(inbox.path)
-        settler.check_due()
-    assert [name for batch in taken.batches for name in batch] == arrival
+    scene = backlogged(inbox, 5, room=1).offered()
+    scene.settler.offer(inbox, names(inbox))
+    assert scene.settler.pending() == 4
+    scene.finish(4)
+    assert scene.handed() == scene.arrival
 
 
 def test_a_waiting_file_written_again_is_watched_again(inbox: InboxConfig) -> None:
     """A file waiting its turn that is written again waits until it stood still again."""
-    arrival = old_files(inbox, 3)
-    clock = FakeClock((inbox.path / arrival[-1]).stat().st_ctime + 60)
-    room = Room(1)
-    settler, taken = windowed(room, clock)
-    settler.offer(inbox, names(inbox))
-    settler.check_due()
+    scene = backlogged(inbox, 3, room=1).offered()
+    arrival, settler, taken = scene.arrival, scene.settler, scene.taken
     assert taken.batches == [arrival[:1]]
     settler.seen(inbox, arrival[1], FileEvent.WRITTEN)  # a writer holds it open
-    room.finish(inbox)
-    settler.room_freed(inbox.path)
-    settler.check_due()
+    scene.finish()
     assert taken.batches == [arrival[:1], arrival[2:3]]  # the held file holds none back
     assert settler.pending() == 1
     settler.seen(inbox, arrival[1], FileEvent.CLOSED)
-    clock.advance(SETTLE_SECONDS)
-    room.finish(inbox)
+    scene.clock.advance(SETTLE_SECONDS)
+    scene.room.finish(inbox)
     settler.check_due()
     assert taken.batches == [arrival[:1], arrival[2:3], arrival[1:2]]
 
 
 def test_once_follows_the_waiting_files(inbox: InboxConfig) -> None:
     """After only_known, files waiting in the backlog are still taken; new ones are not."""
-    arrival = old_files(inbox, 4)
-    clock = FakeClock((inbox.path / arrival[-1]).stat().st_ctime + 60)
-    room = Room(2)
-    settler, taken = windowed(room, clock)
+    scene = backlogged(inbox, 4, room=2)
+    settler = scene.settler
     settler.offer(inbox, names(inbox))
     settler.only_known()
     drop(inbox, "late.pdf", mtime=1)  # the oldest of all, but it came too late
     settler.offer(inbox, names(inbox))
     settler.check_due()
-    room.finish(inbox, 2)
+    scene.room.finish(inbox, 2)
     settler.room_freed(inbox.path)
     settler.check_due()
-    assert [name for batch in taken.batches for name in batch] == arrival
+    assert scene.handed() == scene.arrival
     assert settler.pending() == 0
 
 
 def test_stuck_when_every_waiting_file_lacks_room(inbox: InboxConfig) -> None:
     """stuck() says when nothing settles and no waiting file may go for want of room."""
-    old_files(inbox, 3)
-    clock = FakeClock((inbox.path / "00.pdf").stat().st_ctime + 60)
-    room = Room(1)
-    settler, _ = windowed(room, clock)
-    assert not settler.stuck()
-    settler.offer(inbox, names(inbox))
-    settler.check_due()
-    assert settler.stuck()
-    room.finish(inbox)
-    assert not settler.stuck()
+    scene = backlogged(inbox, 3, room=1)
+    assert not scene.settler.stuck()
+    scene.offered()
+    assert scene.settler.stuck()
+    scene.room.finish(inbox)
+    assert not scene.settler.stuck()
 
 
 def test_freed_room_is_filled_refill_files_at_a_time(inbox: InboxConfig) -> None:
     """With ``refill``, files wait until that many places are free (or only the last few are
     left), then go together in arrival order."""
-    arrival = old_files(inbox, 11)
-    clock = FakeClock((inbox.path / arrival[-1]).stat().st_ctime + 60)
-    room = Room(4)
-    settler, taken = windowed(room, clock, refill=3)
-    settler.offer(inbox, names(inbox))
-    settler.check_due()
-    for _ in range(2):
-        room.finish(inbox)
-        settler.room_freed(inbox.path)
-        settler.check_due()
+    scene = backlogged(inbox, 11, room=4, refill=3).offered()
+    arrival, taken = scene.arrival, scene.taken
+    scene.finish(2)
     assert taken.batches == [arrival[:4]]  # two places free: not yet
-    room.finish(inbox)
-    settler.room_freed(inbox.path)
-    settler.check_due()
+    scene.finish()
     assert taken.batches == [arrival[:4], arrival[4:7]]
-    room.finish(inbox, 3)
-    settler.room_freed(inbox.path)
-    settler.check_due()
-    room.finish(inbox, 1)  # one place for the last one: it goes
-    settler.room_freed(inbox.path)
-    settler.check_due()
+    scene.finish(4)  # three for the next batch, then one place for the last one: it goes
     assert taken.batches == [arrival[:4], arrival[4:7], arrival[7:10], arrival[10:]]
 
 
 def test_the_room_is_looked_at_once_a_batch_has_room(inbox: InboxConfig) -> None:
     """Files finished one by one wake the settle thread once ``refill`` of them are done, not
     once each: a look at the room (the pipeline's lock) per finished file slowed a backlog."""
-    arrival = old_files(inbox, 11)
-    clock = FakeClock((inbox.path / arrival[-1]).stat().st_ctime + 60)
-    room = Room(4)
-    settler, taken = windowed(room, clock, refill=3)
-    settler.offer(inbox, names(inbox))
-    settler.check_due()
-    settler.check_due()  # the look after a hand-over (the room may have grown meanwhile)
-    looked = room.asked
-    for _ in range(2):
-        room.finish(inbox)
-        settler.room_freed(inbox.path)
-        settler.check_due()
-    assert room.asked == looked
-    room.finish(inbox)
-    settler.room_freed(inbox.path)
-    settler.check_due()
-    assert room.asked == looked + 1
-    assert taken.batches == [arrival[:4], arrival[4:7]]
+    scene = backlogged(inbox, 11, room=4, refill=3).offered()
+    scene.settler.check_due()  # the look after a hand-over (the room may have grown meanwhile)
+    looked = scene.room.asked
+    scene.finish(2)
+    assert scene.room.asked == looked
+    scene.finish()
+    assert scene.room.asked == looked + 1
+    assert scene.taken.batches == [scene.arrival[:4], scene.arrival[4:7]]
