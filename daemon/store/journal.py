@@ -173,11 +173,12 @@ def _stored(value: object) -> object:
 
 
 @functools.lru_cache(maxsize=64)
-def _update_sql(columns: tuple[str, ...]) -> str:
-    """The UPDATE of ``columns`` of one claim (names checked by the caller); the same few
-    sets of columns come at every stage of every file."""
+def _update_sql(columns: tuple[str, ...], claims: int) -> str:
+    """The UPDATE of ``columns`` of ``claims`` claims (names checked by the caller); the
+    same few sets of columns come at every stage of every file."""
     assignments = ", ".join(f"{column} = ?" for column in columns)
-    return f"UPDATE claims SET {assignments} WHERE claim_id = ?"  # noqa: S608 - checked names
+    marks = ", ".join("?" * claims)
+    return f"UPDATE claims SET {assignments} WHERE claim_id IN ({marks})"  # noqa: S608 - checked names
 
 
 def _unusable(path: Path, error: sqlite3.Error) -> JournalUnusable:
@@ -418,27 +419,21 @@ class Journal:
 
     def update(self, claim_id: str, **changes: Any) -> None:
         """Set columns of one claim (``stage=``, ``attachment_id=``, …) durably."""
-        unknown = changes.keys() - _FIELDS
-        if unknown:
-            raise ValueError(f"unknown journal columns: {sorted(unknown)}")
-        changes["updated_at"] = time.time()
-        self._write(_update_sql(tuple(changes)), (*changes.values(), claim_id))
+        self._update([claim_id], changes)
 
     def update_many(self, claim_ids: list[str], **changes: Any) -> None:
         """Set the same columns of several claims in one transaction (one sync), durably
         before this returns: all of them, or none."""
-        if not claim_ids:
-            return
+        if claim_ids:
+            self._update(claim_ids, changes)
+
+    def _update(self, claim_ids: list[str], changes: dict[str, Any]) -> None:
         unknown = changes.keys() - _FIELDS
         if unknown:
             raise ValueError(f"unknown journal columns: {sorted(unknown)}")
         changes["updated_at"] = time.time()
-        assignments = ", ".join(f"{column} = ?" for column in changes)
-        marks = ", ".join("?" for _ in claim_ids)
-        self._write(
-            f"UPDATE claims SET {assignments} WHERE claim_id IN ({marks})",  # noqa: S608 - column names checked above
-            (*changes.values(), *claim_ids),
-        )
+        sql = _update_sql(tuple(changes), len(claim_ids))
+        self._write(sql, (*changes.values(), *claim_ids))
 
     def get(self, claim_id: str) -> Entry | None:
         with self._lock:
