@@ -18,6 +18,7 @@ import stat
 import threading
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -63,12 +64,28 @@ def utc_iso(epoch: float) -> str:
     return when.isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
-class ArchiveDeferred(Exception):
-    """Archiving failed (``archive_failed`` said so); call :attr:`again` later to finish
-    the file. Raised only by a finisher made with ``defer=True``; never leaves the
-    delivery."""
+@dataclass(frozen=True, slots=True)
+class Closing:
+    """A file archived (or found vanished) whose archiving is not journaled and reported
+    yet: :meth:`Finisher.close` does that, for several files in one commit."""
 
-    def __init__(self, again: Callable[[], None], error: OSError, retry_in: float) -> None:
+    job: Job
+    archived_as: str | None
+    """Its path below ``sent/`` or ``failed/``; None: it vanished (``file_vanished``)."""
+    rejected: FileRejected | None = None
+    """Why it failed; None: it was sent."""
+    size: int | None = None
+    """A failed file's size, as its outcome says it."""
+    duration_ms: int | None = None
+    """A sent file's time from its claim to its archiving."""
+
+
+class ArchiveDeferred(Exception):
+    """Archiving failed (``archive_failed`` said so); call :attr:`again` later to archive
+    the file, and :meth:`Finisher.close` what it returns. Raised only by a finisher made
+    with ``defer=True``; never leaves the delivery."""
+
+    def __init__(self, again: Callable[[], Closing], error: OSError, retry_in: float) -> None:
         super().__init__(str(error))
         self.again = again
         self.error = error
@@ -126,14 +143,32 @@ class Finisher:
             return None
         return found[1]
 
+    def journal_replies(self, jobs: list[Job]) -> None:
+        """Journal what the replies of several sends changed, in one commit: the archiver
+        does so for the files it takes together, before it archives any of them. Should
+        the journal refuse, each file's :meth:`archive_sent` tries its own again, and its
+        error is handled there."""
+        waiting = [job for job in jobs if job.unjournaled is not None]
+        if not waiting:
+            return
+        self.journal.update_each([(job.claim.claim_id, job.unjournaled or {}) for job in waiting])
+        for job in waiting:
+            self._reply_journaled(job)
+
     def _journal_reply(self, job: Job) -> None:
         """Journal what the reply of ``job``'s send changed, durably; then the memory of it
         for the duplicate check is the journal's (``sent_hashes``)."""
         changes = job.unjournaled
         if changes is None:
             return
-        record(self.journal, job, **changes)
+        self.journal.update(job.claim.claim_id, **changes)
+        self._reply_journaled(job)
+
+    def _reply_journaled(self, job: Job) -> None:
+        """The changes of ``job``'s reply (already in its entry: :meth:`replied`) are
+        journaled: forget them, and the file's place in the duplicate check."""
         job.unjournaled = None
+        job.progressed = time.monotonic()
         sha256 = job.entry.sha256
         if sha256 is not None:
             key = (job.entry.conversation_id, sha256)
@@ -145,33 +180,21 @@ class Finisher:
         """Journal a sent file ``sent``, then move it into ``sent/`` and say so; or, when it
         was written after its upload, into ``failed/`` (``changed_after_send``): the
         message may carry a part."""
+        self.close([self.archive_sent(job)])
+
+    def archive_sent(self, job: Job) -> Closing:
+        """:meth:`sent` up to the move, with the rest for :meth:`close`."""
         self._journal_reply(job)
         if changed_since_upload(job):
-            self._changed_after_send(job)
-            return
+            return self._changed_after_send(job)
         target = self._archive(
             job,
             lambda: move_to_sent(job.claim, job.inbox.archive_layout),
-            lambda: self.sent(job),
+            lambda: self.archive_sent(job),
         )
-        record(self.journal, job, stage=Stage.ARCHIVED, archived_as=target)
-        self._forget(job)
-        entry = job.entry
-        if target is None:
-            drop_claim_folder(job.claim)
-            return  # file_vanished said it, with the message id: one line per outcome
-        self.outcomes.sent(
-            SentFile(
-                inbox=job.inbox,
-                entry=entry,
-                size=entry.size,
-                archived_as=target,
-                duration_ms=round((time.monotonic() - job.started) * 1000),
-            )
-        )
-        drop_claim_folder(job.claim)  # last: a crash before it is reported by recover()
+        return Closing(job, target, duration_ms=round((time.monotonic() - job.started) * 1000))
 
-    def _changed_after_send(self, job: Job) -> None:
+    def _changed_after_send(self, job: Job) -> Closing:
         entry = job.entry
         size_now = _size_of(job.claim.path)
         self._log.error(
@@ -185,10 +208,14 @@ class Finisher:
             detail="written after it was sent: the message may carry a partial file",
         )
         detail = f"written after it was sent ({entry.size} bytes sent, {size_now} now)"
-        self.failed(job, FileRejected(Reason.CHANGED_AFTER_SEND, detail))
+        return self.archive_failed(job, FileRejected(Reason.CHANGED_AFTER_SEND, detail))
 
     def failed(self, job: Job, rejected: FileRejected) -> None:
         """Archive into ``failed/`` with a sidecar, and say so."""
+        self.close([self.archive_failed(job, rejected)])
+
+    def archive_failed(self, job: Job, rejected: FileRejected) -> Closing:
+        """:meth:`failed` up to the move, with the rest for :meth:`close`."""
         if (
             rejected.reason == Reason.RETRIES_EXHAUSTED
             and job.entry.stage == Stage.SENDING
@@ -252,25 +279,55 @@ class Finisher:
         target = self._archive(
             job,
             lambda: move_to_failed(job.claim, sidecar, job.inbox.archive_layout),
-            lambda: self.failed(job, rejected),
+            lambda: self.archive_failed(job, rejected),
         )
-        record(self.journal, job, stage=Stage.ARCHIVED, archived_as=target)
-        self._forget(job)
-        if target is None:
-            drop_claim_folder(job.claim)
-            return  # file_vanished said it: one line per outcome
+        return Closing(job, target, rejected=rejected, size=size)
+
+    def close(self, closings: list[Closing]) -> None:
+        """Journal the files of ``closings`` archived, in one commit, then say each one's
+        outcome and close its claim. The archiver closes the files it archived together:
+        one commit for them all (its own writes are not grouped with others': it waits for
+        each)."""
+        changes = [
+            (each.job.claim.claim_id, {"stage": Stage.ARCHIVED, "archived_as": each.archived_as})
+            for each in closings
+        ]
+        self.journal.update_each(changes)
+        now = time.monotonic()
+        for each in closings:
+            job = each.job
+            entry = job.entry
+            job.entry = entry.changed(stage=Stage.ARCHIVED, archived_as=each.archived_as)
+            job.progressed = now
+            self._forget(job)
+            if each.archived_as is not None:  # else file_vanished said it: one line per outcome
+                self._report(each, entry)
+            drop_claim_folder(job.claim)  # last: a crash before it is reported by recover()
+
+    def _report(self, closing: Closing, entry: Entry) -> None:
+        job, rejected = closing.job, closing.rejected
+        if rejected is None:
+            self.outcomes.sent(
+                SentFile(
+                    inbox=job.inbox,
+                    entry=job.entry,
+                    size=entry.size,
+                    archived_as=closing.archived_as,
+                    duration_ms=closing.duration_ms,
+                )
+            )
+            return
         self.outcomes.failed(
             FailedFile(
                 inbox=job.inbox,
                 entry=entry,
-                size=size,
-                archived_as=target,
+                size=closing.size,
+                archived_as=closing.archived_as,
                 reason=rejected.reason,
                 status=rejected.status,
                 detail=rejected.detail,
             )
         )
-        drop_claim_folder(job.claim)  # last: a crash before it is reported by recover()
 
     def recover(self, inbox: InboxConfig, claim: Claim, entry: Entry | None) -> None:
         """An empty claim folder: its file was archived by a run that died before it
@@ -314,12 +371,14 @@ class Finisher:
             (claim.folder / SIDECAR_DRAFT).unlink(missing_ok=True)
         drop_claim_folder(claim)
 
-    def _archive(self, job: Job, step: Callable[[], Path], again: Callable[[], None]) -> str | None:
+    def _archive(
+        self, job: Job, step: Callable[[], Path], again: Callable[[], Closing]
+    ) -> str | None:
         """Archive the claimed file; the archived name, or None when it vanished.
 
         Retried until it works: a full disk or a read-only ``sent/`` keeps the file
-        claimed, never drops it (``defer``: :class:`ArchiveDeferred` with ``again``, the
-        whole of this finishing step, for the caller to retry). A file someone deleted from
+        claimed, never drops it (``defer``: :class:`ArchiveDeferred` with ``again``, this
+        archiving step, for the caller to retry and then close). A file someone deleted from
         its claim folder (or put something else than a file in its place) is gone: that is
         its outcome, logged once as ``file_vanished`` (with the message id when it was sent
         before it went), and the claim is closed.

@@ -21,6 +21,7 @@ never another's. How long each file has gone without progress is :meth:`Pipeline
 from __future__ import annotations
 
 import contextlib
+import functools
 import heapq
 import itertools
 import math
@@ -33,7 +34,7 @@ from pathlib import Path
 
 from daemon.api.client import ApiClient
 from daemon.config import Config, InboxConfig
-from daemon.delivery.finish import ArchiveDeferred, Finisher
+from daemon.delivery.finish import ArchiveDeferred, Closing, Finisher
 from daemon.delivery.job import Job
 from daemon.delivery.lanes import SENDING_AHEAD, Lane, Lanes
 from daemon.delivery.outcomes import LogOutcomes, Outcomes
@@ -57,6 +58,9 @@ _MAY_GIVE_UP = (Stage.CLAIMED, Stage.UPLOADED)
 #: After the stop timeout, requests still in flight are cut off; the workers then get this
 #: long to leave their files claimed for the next run, in seconds.
 ABORT_GRACE_SECONDS = 5.0
+#: Files the archiver takes together at most: their replies journaled in one commit, and
+#: their archiving in another.
+ARCHIVE_BATCH = 64
 #: Job states of files waiting for their turn: they progress when their conversation does.
 _WAITING_STATES = (JobState.QUEUED, JobState.READY)
 
@@ -69,7 +73,7 @@ class _ToArchive:
     seq: int
     lane: Lane = field(compare=False)
     job: Job = field(compare=False)
-    step: Callable[[], None] = field(compare=False)
+    step: Callable[[], Closing] = field(compare=False)
 
 
 class Pipeline:
@@ -576,8 +580,8 @@ class Pipeline:
         if sent:
             self._to_archive.put(_ToArchive(0.0, next(self._seq), lane, job, self._sent_step(job)))
 
-    def _sent_step(self, job: Job) -> Callable[[], None]:
-        return lambda: self.finish.sent(job)
+    def _sent_step(self, job: Job) -> Callable[[], Closing]:
+        return lambda: self.finish.archive_sent(job)
 
     def _defer_archive(self, lane: Lane, job: Job, deferred: ArchiveDeferred) -> None:
         """Archiving failed (``archive_failed`` said so): the archiver tries again later;
@@ -592,25 +596,62 @@ class Pipeline:
     def _archive(self) -> None:
         """Archive files as they come, each when it is due. One that cannot be archived
         now goes back into the heap for a later try and holds up no other file: one
-        thread, never sleeping on one inbox."""
+        thread, never sleeping on one inbox. The files due together are archived together
+        (:meth:`_archive_batch`)."""
         due: list[_ToArchive] = []
-        while True:
+        stopping = False
+        while not stopping:
             wait = max(0.0, due[0].due - time.monotonic()) if due else None
             try:
                 item = self._to_archive.get(timeout=wait)
+                while item is not None:
+                    heapq.heappush(due, item)
+                    item = self._to_archive.get_nowait()
+                stopping = True  # after what came before it; files not yet due stay claimed
             except queue.Empty:
                 pass
-            else:
-                if item is None:
-                    return  # stopping: files not yet due stay claimed for the next run
-                heapq.heappush(due, item)
-            while due and due[0].due <= time.monotonic():
-                self._archive_one(heapq.heappop(due))
+            now = time.monotonic()
+            while due and due[0].due <= now:
+                batch = [heapq.heappop(due)]
+                while due and due[0].due <= now and len(batch) < ARCHIVE_BATCH:
+                    batch.append(heapq.heappop(due))
+                self._archive_batch(batch)
 
-    def _archive_one(self, item: _ToArchive) -> None:
+    def _archive_batch(self, batch: list[_ToArchive]) -> None:
+        """Archive the files of ``batch``: their replies journaled in one commit, each one
+        moved, and their archiving journaled in one commit; then each is reported. Two
+        commits for the batch, not two per file: the archiver is one thread, and with the
+        workers busy every wait of its own (a sync, a rename) is a wait for the interpreter
+        lock too. Should a commit fail, each file is taken on its own again, and the
+        error reaches only the files it belongs to."""
+        with contextlib.suppress(Exception):  # each file's own step journals it again
+            self.finish.journal_replies([item.job for item in batch])
+        archived: list[tuple[_ToArchive, Closing]] = []
+        for item in batch:
+            closing = self._archive_step(item)
+            if closing is not None:
+                archived.append((item, closing))
+        if len(archived) > 1:
+            try:
+                self.finish.close([closing for _, closing in archived])
+            except Exception:  # noqa: BLE001, S110 - each file on its own, below
+                pass
+            else:
+                for item, _ in archived:
+                    self._finish(item.lane, item.job)
+                return
+        for item, closing in archived:
+            self._archive_step(item, functools.partial(self.finish.close, [closing]))
+
+    def _archive_step(
+        self, item: _ToArchive, step: Callable[[], object] | None = None
+    ) -> Closing | None:
+        """Run one file's archiving ``step`` (its own by default); what it returned, or None
+        when it failed (then the file is retried later, or parked) or when closing it (a
+        ``step`` given) finished the file."""
         lane, job = item.lane, item.job
         try:
-            item.step()
+            done = (step or item.step)()
         except ArchiveDeferred as deferred:
             self._defer_archive(lane, job, deferred)
         except Stopped:
@@ -618,7 +659,10 @@ class Pipeline:
         except Exception as error:  # noqa: BLE001 - see _broken
             self._broken(lane, job, error)
         else:
+            if isinstance(done, Closing):
+                return done
             self._finish(lane, job)
+        return None
 
     # -- the steps of one file -------------------------------------------------------
 

@@ -341,18 +341,25 @@ class Journal:
         Each caller still returns only once its own write is durable, so what it then
         does (a request, a move) is covered as before; only the number of syncs drops.
         """
-        write = _Write(sql, tuple(map(_stored, args)))
+        (rowcount,) = self._write_all([_Write(sql, tuple(map(_stored, args)))])
+        return rowcount
+
+    def _write_all(self, writes: list[_Write]) -> list[int]:
+        """``writes`` queued together, so that one commit takes them all (:meth:`_write`);
+        the rows each changed. Their thread waits on the first one only."""
+        first = writes[0]
         with self._turn:
-            self._queue.append(write)
+            self._queue.extend(writes)
             leads = not self._committing
             self._committing = True
         if not leads:
-            write.woken.acquire()  # done, or asked to commit what is queued by now
-        if not write.done:
+            first.woken.acquire()  # done, or asked to commit what is queued by now
+        if not first.done:
             self._lead()
-        if write.error is not None:
-            raise write.error
-        return write.rowcount
+        for write in writes:
+            if write.error is not None:
+                raise write.error
+        return [write.rowcount for write in writes]
 
     def _lead(self) -> None:
         """Commit every write queued so far (the caller's among them), wake their threads,
@@ -427,13 +434,26 @@ class Journal:
         if claim_ids:
             self._update(claim_ids, changes)
 
+    def update_each(self, changes: list[tuple[str, dict[str, Any]]]) -> None:
+        """Set columns of several claims, each its own (claim id, changes), in one commit
+        (one sync), durably before this returns. Should the journal refuse one of them, its
+        error is raised, and the others may have been made."""
+        if changes:
+            now = time.time()
+            writes = [self._update_write([claim_id], each, now) for claim_id, each in changes]
+            self._write_all(writes)
+
     def _update(self, claim_ids: list[str], changes: dict[str, Any]) -> None:
+        self._write_all([self._update_write(claim_ids, changes, time.time())])
+
+    @staticmethod
+    def _update_write(claim_ids: list[str], changes: dict[str, Any], now: float) -> _Write:
         unknown = changes.keys() - _FIELDS
         if unknown:
             raise ValueError(f"unknown journal columns: {sorted(unknown)}")
-        changes["updated_at"] = time.time()
-        sql = _update_sql(tuple(changes), len(claim_ids))
-        self._write(sql, (*changes.values(), *claim_ids))
+        columns = (*changes, "updated_at")
+        args = (*changes.values(), now, *claim_ids)
+        return _Write(_update_sql(columns, len(claim_ids)), tuple(map(_stored, args)))
 
     def get(self, claim_id: str) -> Entry | None:
         with self._lock:

@@ -45,10 +45,17 @@ class HeldSent(Journal):
         self.held = threading.Event()
 
     def update(self, claim_id: str, **changes: Any) -> None:
-        if changes.get("stage") == Stage.SENT:
+        self._hold([changes])
+        super().update(claim_id, **changes)
+
+    def update_each(self, changes: list[tuple[str, dict[str, Any]]]) -> None:
+        self._hold([each for _, each in changes])
+        super().update_each(changes)
+
+    def _hold(self, changes: list[dict[str, Any]]) -> None:
+        if any(each.get("stage") == Stage.SENT for each in changes):
             self.held.set()
             self.release.wait(30)
-        super().update(claim_id, **changes)
 
 
 class Batches(Journal):

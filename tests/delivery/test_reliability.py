@@ -678,6 +678,14 @@ _JOURNAL_FULL_ONCE = (
     "        raise sqlite3.OperationalError('database or disk is full')\n"
     "    return real(self, claim_id, **changes)\n"
     "journal.Journal.update = update\n"
+    "real_each = journal.Journal.update_each\n"
+    "def update_each(self, changes):\n"
+    "    for claim_id, each in changes:\n"
+    "        if each.get('stage') == 'archived' and not getattr(journal, 'hit', False):\n"
+    "            journal.hit = True\n"
+    "            raise sqlite3.OperationalError('database or disk is full')\n"
+    "    return real_each(self, changes)\n"
+    "journal.Journal.update_each = update_each\n"
 )
 
 

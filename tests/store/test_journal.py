@@ -210,3 +210,32 @@ def test_several_claims_change_stage_in_one_durable_transaction(tmp_path: Path) 
         journal.update_many(["sw-3"], stage=Stage.SENDING, colour="red")
     assert [e.stage for e in journal.open_entries()][-1] == Stage.CLAIMED
     journal.close()
+
+
+def test_claims_change_each_their_own_way_in_one_durable_transaction(tmp_path: Path) -> None:
+    """``update_each`` journals each claim's own changes in one commit: all seen by another
+    connection when it returns (the sent ones remembered for the duplicate check, each
+    under its own message id); a change naming an unknown column writes nothing."""
+    journal = Journal(tmp_path)
+    for n in range(3):
+        journal.record_claim(f"sw-{n}", tmp_path, "conv", f"{n}.pdf", n)
+        journal.update(f"sw-{n}", sha256=f"{n}" * 64, stage=Stage.SENDING)
+    journal.update_each(
+        [
+            ("sw-0", {"stage": Stage.SENT, "message_id": "msg_0"}),
+            ("sw-1", {"stage": Stage.SENT, "message_id": "msg_1"}),
+        ]
+    )
+    with sqlite3.connect(tmp_path / "journal.sqlite3") as other:
+        rows = other.execute("SELECT claim_id, stage, message_id FROM claims").fetchall()
+        remembered = other.execute("SELECT claim_id, message_id FROM sent_hashes").fetchall()
+    assert sorted(rows) == [
+        ("sw-0", "sent", "msg_0"),
+        ("sw-1", "sent", "msg_1"),
+        ("sw-2", "sending", None),
+    ]
+    assert sorted(remembered) == [("sw-0", "msg_0"), ("sw-1", "msg_1")]
+    with pytest.raises(ValueError, match="unknown journal columns"):
+        journal.update_each([("sw-2", {"stage": Stage.SENT}), ("sw-2", {"colour": "red"})])
+    assert journal.get("sw-2").stage == Stage.SENDING  # type: ignore[union-attr]
+    journal.close()
