@@ -286,8 +286,7 @@ class Finisher:
     def close(self, closings: list[Closing]) -> None:
         """Journal the files of ``closings`` archived, in one commit, then say each one's
         outcome and close its claim. The archiver closes the files it archived together:
-        one commit for them all (its own writes are not grouped with others': it waits for
-        each)."""
+        one thread, it would otherwise wait for a sync per file."""
         changes = [
             (each.job.claim.claim_id, {"stage": Stage.ARCHIVED, "archived_as": each.archived_as})
             for each in closings
