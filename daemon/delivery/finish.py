@@ -144,37 +144,26 @@ class Finisher:
         return found[1]
 
     def journal_replies(self, jobs: list[Job]) -> None:
-        """Journal what the replies of several sends changed, in one commit: the archiver
-        does so for the files it takes together, before it archives any of them. Should
-        the journal refuse, each file's :meth:`archive_sent` tries its own again, and its
-        error is handled there."""
-        waiting = [job for job in jobs if job.unjournaled is not None]
+        """Journal what the replies of ``jobs``' sends changed, in one commit, durably; then
+        the memory of them for the duplicate check is the journal's (``sent_hashes``). The
+        archiver does so for the files it takes together, before it archives any of them;
+        should the journal refuse, each file's :meth:`archive_sent` tries its own again,
+        and its error is handled there."""
+        waiting = [(job, job.unjournaled) for job in jobs if job.unjournaled is not None]
         if not waiting:
             return
-        self.journal.update_each([(job.claim.claim_id, job.unjournaled or {}) for job in waiting])
-        for job in waiting:
-            self._reply_journaled(job)
-
-    def _journal_reply(self, job: Job) -> None:
-        """Journal what the reply of ``job``'s send changed, durably; then the memory of it
-        for the duplicate check is the journal's (``sent_hashes``)."""
-        changes = job.unjournaled
-        if changes is None:
-            return
-        self.journal.update(job.claim.claim_id, **changes)
-        self._reply_journaled(job)
-
-    def _reply_journaled(self, job: Job) -> None:
-        """The changes of ``job``'s reply (already in its entry: :meth:`replied`) are
-        journaled: forget them, and the file's place in the duplicate check."""
-        job.unjournaled = None
-        job.progressed = time.monotonic()
-        sha256 = job.entry.sha256
-        if sha256 is not None:
-            key = (job.entry.conversation_id, sha256)
-            with self._mutex:
-                if self._replied.get(key, ("",))[0] == job.claim.claim_id:
-                    del self._replied[key]
+        self.journal.update_each([(job.claim.claim_id, changes) for job, changes in waiting])
+        now = time.monotonic()
+        for job, _ in waiting:
+            # Its changes are in its entry already (replied()): only forget them.
+            job.unjournaled = None
+            job.progressed = now
+            sha256 = job.entry.sha256
+            if sha256 is not None:
+                key = (job.entry.conversation_id, sha256)
+                with self._mutex:
+                    if self._replied.get(key, ("",))[0] == job.claim.claim_id:
+                        del self._replied[key]
 
     def sent(self, job: Job) -> None:
         """Journal a sent file ``sent``, then move it into ``sent/`` and say so; or, when it
@@ -184,7 +173,7 @@ class Finisher:
 
     def archive_sent(self, job: Job) -> Closing:
         """:meth:`sent` up to the move, with the rest for :meth:`close`."""
-        self._journal_reply(job)
+        self.journal_replies([job])
         if changed_since_upload(job):
             return self._changed_after_send(job)
         target = self._archive(
