@@ -28,7 +28,7 @@ import math
 import queue
 import threading
 import time
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -47,7 +47,7 @@ from daemon.logs import get_logger
 from daemon.states import JobState, Reason, Stage
 from daemon.store.archive import move_no_overwrite
 from daemon.store.claims import Claim, Owner, drop_claim_folder
-from daemon.store.journal import Entry, Journal
+from daemon.store.journal import Entry, Journal, NewClaim
 
 #: Seconds before a file whose step hit an unforeseen error is first tried again; the
 #: wait doubles from there up to ``retry.max_delay``.
@@ -271,38 +271,93 @@ class Pipeline:
 
     def take(self, inbox: InboxConfig, name: str, arrived_ns: int) -> bool:
         """Claim ``inbox/name`` and queue it; False when it was gone (another daemon)."""
-        if self._stopping:
-            return False
-        claim = self.owner.claim(inbox.path, name)
-        if claim is None:
-            return False
-        try:
-            route = self.router.route(inbox.route, name)
-            entry = self._record_claim(claim, inbox, name, arrived_ns, route)
-        except Exception:
-            # The journal refused (full disk, a locked or foreign database): the file goes
-            # back to its inbox for a later scan, rather than wait unjournaled in its claim
-            # folder until a restart. If even that fails, the restart adopts it.
-            with contextlib.suppress(OSError):
-                move_no_overwrite(claim.path, inbox.path, name)
-                drop_claim_folder(claim)
-            raise
-        self._enqueue(Job(claim, inbox, entry, route_fields=route.fields))
-        return True
+        (taken,) = self.take_all(inbox, [(name, arrived_ns)])
+        if isinstance(taken, Exception):
+            raise taken
+        return taken
 
-    def _record_claim(
-        self, claim: Claim, inbox: InboxConfig, name: str, arrived_ns: int, route: Route
-    ) -> Entry:
-        """Journal a new claim for its routed conversation (the lane it waits in); one that
-        cannot be routed is journaled ``no_route`` for its delivery to fail."""
-        conversation = route.conversation_id or inbox.conversation_id
-        entry = self.journal.record_claim(
-            claim.claim_id, inbox.path, conversation, name, arrived_ns
+    def take_all(
+        self, inbox: InboxConfig, files: Sequence[tuple[str, int]]
+    ) -> list[bool | Exception]:
+        """Claim and queue each of ``files`` (name, arrival time) of ``inbox``; per file,
+        True, False when it was gone (another daemon), or the error that left it in its
+        inbox. Their renames are made durable together and their claims journaled in one
+        commit: one thread claims every file, and each sync of its own (with the workers
+        busy, a wait for the interpreter lock too) is a wait for every file behind it."""
+        if self._stopping:
+            return [False] * len(files)
+        try:
+            claims = self.owner.claim_all(inbox.path, [name for name, _ in files])
+        except OSError as error:
+            return [error] * len(files)
+        taken: list[bool | Exception] = [
+            claim if isinstance(claim, OSError) else claim is not None for claim in claims
+        ]
+        new: list[tuple[int, Claim, int, Route]] = []
+        for index, claim in enumerate(claims):
+            if not isinstance(claim, Claim):
+                continue
+            try:
+                route = self.router.route(inbox.route, claim.name)
+            except Exception as error:  # noqa: BLE001 - its own file's error, below
+                self._give_back(claim, inbox)
+                taken[index] = error
+                continue
+            new.append((index, claim, files[index][1], route))
+        try:
+            entries: list[Entry | Exception] = [
+                *self._record_claims(inbox, [(c, arrived, r) for _, c, arrived, r in new])
+            ]
+        except Exception:  # noqa: BLE001 - each file on its own, so the error is its own
+            entries = []
+            for _, claim, arrived, route in new:
+                try:
+                    entries.extend(self._record_claims(inbox, [(claim, arrived, route)]))
+                except Exception as error:  # noqa: BLE001 - said for its file
+                    entries.append(error)
+        jobs: list[Job] = []
+        for (index, claim, _, route), entry in zip(new, entries, strict=True):
+            if isinstance(entry, Exception):
+                self._give_back(claim, inbox)
+                taken[index] = entry
+            else:
+                jobs.append(Job(claim, inbox, entry, route_fields=route.fields))
+        self._enqueue(*jobs)
+        return taken
+
+    def _give_back(self, claim: Claim, inbox: InboxConfig) -> None:
+        """A claim that could not be journaled goes back to its inbox for a later scan,
+        rather than wait unjournaled in its claim folder until a restart (the journal
+        refused: a full disk, a locked or foreign database). If even that fails, the
+        restart adopts it."""
+        with contextlib.suppress(OSError):
+            move_no_overwrite(claim.path, inbox.path, claim.name)
+            drop_claim_folder(claim)
+
+    def _record_claims(
+        self, inbox: InboxConfig, claims: Sequence[tuple[Claim, int, Route]]
+    ) -> list[Entry]:
+        """Journal new claims, each for its routed conversation (the lane it waits in), in
+        one commit; one that cannot be routed is journaled ``no_route`` for its delivery to
+        fail."""
+        entries = self.journal.record_claims(
+            [
+                NewClaim(
+                    claim.claim_id,
+                    inbox.path,
+                    route.conversation_id or inbox.conversation_id,
+                    claim.name,
+                    arrived_ns,
+                )
+                for claim, arrived_ns, route in claims
+            ]
         )
-        if route.problem is not None and entry.stage == Stage.CLAIMED and entry.reason is None:
-            self.journal.update(claim.claim_id, reason=Reason.NO_ROUTE, detail=route.problem)
-            entry = entry.changed(reason=Reason.NO_ROUTE, detail=route.problem)
-        return entry
+        for index, (claim, _, route) in enumerate(claims):
+            entry = entries[index]
+            if route.problem is not None and entry.stage == Stage.CLAIMED and entry.reason is None:
+                self.journal.update(claim.claim_id, reason=Reason.NO_ROUTE, detail=route.problem)
+                entries[index] = entry.changed(reason=Reason.NO_ROUTE, detail=route.problem)
+        return entries
 
     def resume(self, inbox: InboxConfig, adopted: Iterable[Claim] | None = None) -> int:
         """Queue this inbox's unfinished claims: ours, and those of dead daemons; or only
@@ -323,10 +378,9 @@ class Pipeline:
                 # Claimed but not journaled (crash in between, or another state_dir):
                 # nothing was sent for it, and its claim id stays its Idempotency-Key.
                 arrived = claim.path.lstat().st_mtime_ns
-                entry = self._record_claim(claim, inbox, claim.name, arrived, route)
+                (entry,) = self._record_claims(inbox, [(claim, arrived, route)])
             jobs.append(Job(claim, inbox, entry, route_fields=route.fields))
-        for job in sorted(jobs, key=lambda job: job.order):  # appends: no re-sorting
-            self._enqueue(job)
+        self._enqueue(*sorted(jobs, key=lambda job: job.order))  # appends: no re-sorting
         return len(jobs)
 
     def _jobs(self) -> Iterator[Job]:
@@ -334,12 +388,13 @@ class Pipeline:
             jobs = self._lanes.jobs()
         yield from jobs
 
-    def _enqueue(self, job: Job) -> None:
+    def _enqueue(self, *jobs: Job) -> None:
         with self._cond:
-            self._lanes.of(job.entry.conversation_id).insert(job)
-            self._open[job.inbox.path] = self._open.get(job.inbox.path, 0) + 1
-            self.outcomes.queued(job.inbox)
-            self._cond.notify()
+            for job in jobs:
+                self._lanes.of(job.entry.conversation_id).insert(job)
+                self._open[job.inbox.path] = self._open.get(job.inbox.path, 0) + 1
+                self.outcomes.queued(job.inbox)
+            self._cond.notify(len(jobs))
 
     # -- scheduling ------------------------------------------------------------------
 

@@ -256,15 +256,20 @@ class Service:
         # A file offered before a reload is claimed with the inbox's settings now: its
         # conversation may have changed, or the inbox may be gone from the configuration.
         current = {inbox.path: inbox for inbox in self.watcher.inboxes}
+        per_inbox: dict[Path, list[tuple[str, int]]] = {}
         for item in batch:
-            inbox = current.get(item.inbox.path)
-            if inbox is None:
-                continue
+            if item.inbox.path in current:
+                per_inbox.setdefault(item.inbox.path, []).append((item.name, item.mtime_ns))
+        for path, files in per_inbox.items():
+            inbox = current[path]
             try:
-                self.pipeline.take(inbox, item.name, item.mtime_ns)
-            except Exception as error:  # noqa: BLE001 - any failure: the file stays, said
-                self.claim_failures += 1
-                self.log.error("claim_failed", inbox=inbox.name, file=item.name, error=str(error))
+                taken = self.pipeline.take_all(inbox, files)
+            except Exception as error:  # noqa: BLE001 - any failure: the files stay, said
+                taken = [error] * len(files)
+            for (name, _), outcome in zip(files, taken, strict=True):
+                if isinstance(outcome, Exception):  # the file stays in its inbox, said
+                    self.claim_failures += 1
+                    self.log.error("claim_failed", inbox=inbox.name, file=name, error=str(outcome))
 
     def _new_folder(self, path: Path) -> None:
         """A spool folder that appeared, or an inbox folder made anew: watch it."""

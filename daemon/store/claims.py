@@ -25,7 +25,7 @@ import functools
 import os
 import secrets
 import threading
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -130,21 +130,24 @@ class Owner:
 
     def claim(self, inbox: Path, name: str) -> Claim | None:
         """Take ``inbox/name`` by atomic rename; ``None`` when someone else was faster."""
-        claim = Claim(inbox, new_claim_id(), name, self.folder(inbox))
-        claim.folder.mkdir()
-        if "/" in name:  # from a subfolder: its folders inside the claim folder too
-            claim.path.parent.mkdir(parents=True, exist_ok=True)
-        try:
-            os.rename(inbox / name, claim.path)
-        except FileNotFoundError:
-            drop_claim_folder(claim)
-            return None
-        except OSError:
-            drop_claim_folder(claim)
-            raise
-        fsync_dir((inbox / name).parent)
-        fsync_dir(claim.folder)
-        return claim
+        (taken,) = self.claim_all(inbox, [name])
+        if isinstance(taken, OSError):
+            raise taken
+        return taken
+
+    def claim_all(self, inbox: Path, names: Sequence[str]) -> list[Claim | OSError | None]:
+        """Take each of ``names`` of ``inbox`` by atomic rename, then make the renames
+        durable together (:func:`sync_claims`); per name, its claim, ``None`` when someone
+        else was faster, or the error that left it in the inbox."""
+        owner_dir = self.folder(inbox)
+        taken: list[Claim | OSError | None] = []
+        for name in names:
+            try:
+                taken.append(_take(inbox, name, owner_dir))
+            except OSError as error:
+                taken.append(error)
+        sync_claims([claim for claim in taken if isinstance(claim, Claim)])
+        return taken
 
     def own_claims(self, inbox: Path) -> Iterator[Claim]:
         """Claims in this owner's folder of ``inbox`` (e.g. after adopting)."""
@@ -223,6 +226,37 @@ def _claims_in(inbox: Path, owner_dir: Path) -> Iterator[Claim]:
         elif not names:
             # Claimed folder whose file already went to sent/ or failed/ (or never came).
             yield Claim(inbox, folder.name, "", owner_dir)
+
+
+def _take(inbox: Path, name: str, owner_dir: Path) -> Claim | None:
+    """Rename ``inbox/name`` into a new claim folder in ``owner_dir`` (not yet synced)."""
+    claim = Claim(inbox, new_claim_id(), name, owner_dir)
+    claim.folder.mkdir()
+    if "/" in name:  # from a subfolder: its folders inside the claim folder too
+        claim.path.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        os.rename(inbox / name, claim.path)
+    except FileNotFoundError:
+        drop_claim_folder(claim)
+        return None
+    except OSError:
+        drop_claim_folder(claim)
+        raise
+    return claim
+
+
+def sync_claims(claims: Sequence[Claim]) -> None:
+    """Make the renames of ``claims`` durable: each folder they left and each folder they
+    went to, synced once however many claims share it. A batch of claims from one inbox
+    syncs the inbox once, not once per file."""
+    folders: dict[Path, None] = {}
+    for claim in claims:
+        folders[(claim.inbox / claim.name).parent] = None
+    for claim in claims:
+        folders[claim.path.parent] = None
+        folders[claim.folder] = None
+    for folder in folders:
+        fsync_dir(folder)
 
 
 def claimed_names(folder: Path) -> list[str]:

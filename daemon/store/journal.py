@@ -19,6 +19,7 @@ import functools
 import sqlite3
 import threading
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
@@ -91,6 +92,17 @@ class SentBefore:
 
 
 @dataclass(frozen=True)
+class NewClaim:
+    """A claim to journal (:meth:`Journal.record_claims`)."""
+
+    claim_id: str
+    inbox: Path
+    conversation_id: str
+    name: str
+    arrived_ns: int
+
+
+@dataclass(frozen=True)
 class Entry:
     """One claim as the journal knows it."""
 
@@ -159,6 +171,27 @@ _FIELDS = frozenset(_COLUMNS)
 _STAGE = _COLUMNS.index("stage")
 _REASON = _COLUMNS.index("reason")
 _SEND_ANYWAY = _COLUMNS.index("send_anyway")
+
+
+_INSERT_CLAIM = (
+    "INSERT OR IGNORE INTO claims (claim_id, inbox, conversation_id, name, stage,"
+    " arrived_ns, claimed_at, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?)"
+)
+
+
+def _insert_args(entry: Entry) -> tuple[object, ...]:
+    """The values of :data:`_INSERT_CLAIM` for a new claim's entry."""
+    row = (
+        entry.claim_id,
+        entry.inbox,
+        entry.conversation_id,
+        entry.name,
+        entry.stage,
+        entry.arrived_ns,
+        entry.claimed_at,
+        entry.updated_at,
+    )
+    return tuple(map(_stored, row))
 
 
 def _stored(value: object) -> object:
@@ -409,20 +442,40 @@ class Journal:
         self, claim_id: str, inbox: Path, conversation_id: str, name: str, arrived_ns: int
     ) -> Entry:
         """A new claim (or, after a crash before it was journaled, a recovered one)."""
-        now = time.time()
-        inserted = self._write(
-            "INSERT OR IGNORE INTO claims (claim_id, inbox, conversation_id, name, stage,"
-            " arrived_ns, claimed_at, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-            (claim_id, str(inbox), conversation_id, name, Stage.CLAIMED, arrived_ns, now, now),
+        (entry,) = self.record_claims(
+            [NewClaim(claim_id, inbox, conversation_id, name, arrived_ns)]
         )
-        if inserted:
-            return Entry(
-                claim_id, str(inbox), conversation_id, name, Stage.CLAIMED, arrived_ns, now, now
-            )
-        entry = self.get(claim_id)  # journaled before a crash: keep what it knew
-        if entry is None:
-            raise RuntimeError(f"claim {claim_id} vanished from the journal")
         return entry
+
+    def record_claims(self, claims: Sequence[NewClaim]) -> list[Entry]:
+        """New claims (or recovered ones, see :meth:`record_claim`), in one commit (one
+        sync), durably before this returns; their entries, in the same order. Should the
+        journal refuse one of them, its error is raised, and the others may have been made."""
+        now = time.time()
+        made = [
+            Entry(
+                c.claim_id,
+                str(c.inbox),
+                c.conversation_id,
+                c.name,
+                Stage.CLAIMED,
+                c.arrived_ns,
+                now,
+                now,
+            )
+            for c in claims
+        ]
+        inserted = self._write_all([_Write(_INSERT_CLAIM, _insert_args(e)) for e in made])
+        entries: list[Entry] = []
+        for entry, rows in zip(made, inserted, strict=True):
+            if rows:
+                entries.append(entry)
+                continue
+            known = self.get(entry.claim_id)  # journaled before a crash: keep what it knew
+            if known is None:
+                raise RuntimeError(f"claim {entry.claim_id} vanished from the journal")
+            entries.append(known)
+        return entries
 
     def update(self, claim_id: str, **changes: Any) -> None:
         """Set columns of one claim (``stage=``, ``attachment_id=``, …) durably."""

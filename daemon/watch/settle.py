@@ -73,6 +73,9 @@ WARNED_PATHS_MAX = 10_000
 #: An offer lstat()s this many names at a time, so that the stats of a huge inbox are never
 #: all held at once (a name and an mtime is all that waits in a backlog).
 OFFER_CHUNK = 1024
+#: Files of one inbox handed over at a time: inboxes take turns, so that a backlog in
+#: several inboxes starts every conversation at once, not one inbox after another.
+HAND_OVER_MOST = 32
 
 
 class Clock(Protocol):
@@ -813,15 +816,27 @@ class Settler:
                 if candidate is not None and candidate.due == at:
                     due.append(path)
         inboxes = {inbox for path in due if (inbox := self._check(path)) is not None}
-        with self._cond:
-            inboxes |= self._release_now
-            self._release_now = set()
-        for inbox in sorted(inboxes):
-            self._release(inbox)
+        # The inboxes take turns, HAND_OVER_MOST files at a time: in line, an ordered set.
+        # One whose turn left more to hand over goes to the back, behind the inboxes that
+        # became ready during its turn (an offer that ended, room that freed).
+        line = dict.fromkeys(sorted(inboxes))
+        again: Path | None = None
+        while True:
+            with self._cond:
+                line.update(dict.fromkeys(sorted(self._release_now - line.keys())))
+                self._release_now = set()
+            if again is not None:
+                line[again] = None
+            if not line:
+                return
+            inbox = next(iter(line))
+            del line[inbox]
+            again = inbox if self._release(inbox) else None
 
-    def _release(self, inbox: Path) -> None:
+    def _release(self, inbox: Path) -> bool:
         """Hand over the finished files of ``inbox`` in arrival order (mtime, then name),
-        as many as its room allows.
+        as many as its room allows, at most :data:`HAND_OVER_MOST`; True when that many
+        went and more may follow now.
 
         A finished file waits while an older file of its inbox is still settling: arrival
         order is kept even when files finish at different moments. A file still being
@@ -830,22 +845,22 @@ class Settler:
         with self._cond:
             backlog = self._backlogs.get(inbox)
             if backlog is None or self._offering.get(inbox):
-                return  # nothing waits; or an offer is going on, which releases it at its end
+                return False  # nothing waits; or an offer is going on, which releases it
             config, waiting = backlog.inbox, len(backlog)
         room = waiting if self._room is None else self._room(config)
         if room <= 0 or room < min(self._refill, waiting):
-            return  # room_freed() says when files of it are finished
+            return False  # room_freed() says when files of it are finished
         with self._cond:
             if self._backlogs.get(inbox) is not backlog:
-                return
+                return False
             # A file still written holds none back: its mtime will be newer than theirs.
             unfinished = [
                 c.order for c in self._pending.values() if c.inbox.path == inbox and not c.held_open
             ]
-            taken = backlog.take(room, min(unfinished, default=None))
+            taken = backlog.take(min(room, HAND_OVER_MOST), min(unfinished, default=None))
             ready = [Settled(backlog.inbox, name, mtime) for mtime, name in taken]
         if not ready:
-            return
+            return False
         try:
             self._on_settled(ready)
         finally:
@@ -855,8 +870,9 @@ class Settler:
                 backlog.handed(name for _, name in taken)
                 if not backlog and self._backlogs.get(inbox) is backlog:
                     del self._backlogs[inbox]
-                elif self._room is not None:
+                elif self._room is not None and len(taken) < HAND_OVER_MOST:
                     self._release_now.add(inbox)  # the room may have grown meanwhile
+        return len(taken) == HAND_OVER_MOST  # its next turn is the caller's to give
 
     def _check(self, path: Path) -> Path | None:
         """Look at one candidate; its inbox when the files held there may go now."""

@@ -358,12 +358,12 @@ def test_a_run_killed_between_claim_and_marker_deletion(api: FakeApi, tmp_path: 
         tmp_path / "inject",
         "import os, signal\n"
         "import daemon.store.claims as claims\n"
-        "_claim = claims.Owner.claim\n"
-        "def claim(self, inbox, name):\n"
-        "    taken = _claim(self, inbox, name)\n"
+        "_claim_all = claims.Owner.claim_all\n"
+        "def claim_all(self, inbox, names):\n"
+        "    taken = _claim_all(self, inbox, names)\n"
         "    os.kill(os.getpid(), signal.SIGKILL)\n"
         "    return taken\n"
-        "claims.Owner.claim = claim\n",
+        "claims.Owner.claim_all = claim_all\n",
     )
 
     killed = run_cli("run", "-c", str(config), "--once", env=env)

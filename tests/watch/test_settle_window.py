@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from daemon.config import InboxConfig
-from daemon.watch.settle import FileEvent, Settled, Settler
+from daemon.watch.settle import HAND_OVER_MOST, FileEvent, Settled, Settler
 from tests.watch.test_settle import FakeClock, Taken, drop
 
 SETTLE_SECONDS = 2.0
@@ -194,10 +194,30 @@ def test_the_room_is_looked_at_once_a_batch_has_room(inbox: InboxConfig) -> None
     """Files finished one by one wake the settle thread once ``refill`` of them are done, not
     once each: a look at the room (the pipeline's lock) per finished file slowed a backlog."""
     scene = backlogged(inbox, 11, room=4, refill=3).offered()
-    scene.settler.check_due()  # the look after a hand-over (the room may have grown meanwhile)
     looked = scene.room.asked
     scene.finish(2)
     assert scene.room.asked == looked
     scene.finish()
-    assert scene.room.asked == looked + 1
+    # The look that hands the batch over, and one after it (the room may have grown
+    # meanwhile).
+    assert scene.room.asked == looked + 2
     assert scene.taken.batches == [scene.arrival[:4], scene.arrival[4:7]]
+
+
+def test_inboxes_take_turns_handing_over(tmp_path: Path) -> None:
+    """A backlog in two inboxes goes HAND_OVER_MOST files of each at a time, in turns: the
+    second inbox's first files go before the first inbox's last ones. One inbox after the
+    other, the second conversation would wait for the whole of the first."""
+    most = HAND_OVER_MOST
+    inboxes = []
+    for name in ("conv_1", "conv_2"):
+        (tmp_path / name).mkdir()
+        inboxes.append(InboxConfig(tmp_path / name, name, None, name, from_spool=True))
+    arrivals = [old_files(inbox, most + 3) for inbox in inboxes]
+    clock = FakeClock(max(p.stat().st_ctime for p in tmp_path.rglob("*.pdf")) + 60)
+    settler, taken = windowed(Room(10 * most), clock)
+    for inbox in inboxes:
+        settler.offer(inbox, names(inbox))
+    settler.check_due()
+    first, second = arrivals
+    assert taken.batches == [first[:most], second[:most], first[most:], second[most:]]
