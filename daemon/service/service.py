@@ -25,6 +25,7 @@ from typing import TYPE_CHECKING
 from daemon import __version__
 from daemon.config import Config, InboxConfig, load_config
 from daemon.config.model import changed_keys, restart_keys
+from daemon.delivery.lanes import LANE_AHEAD
 from daemon.delivery.outcomes import LogOutcomes, Outcomes
 from daemon.delivery.pipeline import Pipeline
 from daemon.delivery.retry import ONCE, WATCH
@@ -61,6 +62,12 @@ CLAIM_WINDOW_PER_WORKER = 32
 #: Files waiting for room are claimed once this share of the window is free (1/16: 16 or
 #: more at a time), not one by one as each file finishes.
 CLAIM_REFILL_SHARE = 16
+#: All inboxes together hold at most this many windows of claimed files: with more inboxes
+#: than that, each one's window is its even share of them (a backlog in a hundred inboxes
+#: would otherwise claim a hundred windows, over a kilobyte of memory a file).
+CLAIM_WINDOWS_IN_ALL = 16
+#: ... but never fewer files than a conversation uploads ahead of its send.
+CLAIM_WINDOW_LEAST = LANE_AHEAD
 #: For tests only: a claim window of this many files instead (a few files show it at work).
 CLAIM_WINDOW_ENV = "SENDSEVEN_WATCH_TEST_CLAIM_WINDOW"
 
@@ -71,6 +78,14 @@ def claim_window(workers: int) -> int:
     if forced:
         return max(1, int(forced))
     return max(CLAIM_WINDOW_FILES, workers * CLAIM_WINDOW_PER_WORKER)
+
+
+def inbox_window(window: int, inboxes: int) -> int:
+    """The claim window of each inbox while ``inboxes`` are watched: the whole ``window``
+    while their windows together stay within :data:`CLAIM_WINDOWS_IN_ALL` of it, else an
+    even share of that many (at least :data:`CLAIM_WINDOW_LEAST` files)."""
+    share = window * CLAIM_WINDOWS_IN_ALL // max(1, inboxes)
+    return max(min(window, CLAIM_WINDOW_LEAST), min(window, share))
 
 
 class _EmitterStopRace(logging.Filter):
@@ -196,7 +211,7 @@ class Service:
             self._take,
             max_write_pause=config.max_write_pause,
             room=self._room,
-            refill=self.claim_window // CLAIM_REFILL_SHARE,
+            refill=self._refill,
         )
         self.pipeline.on_finished(self.settler.room_freed)
         self.watcher = Watcher(
@@ -248,9 +263,17 @@ class Service:
     def _offer(self, inbox: InboxConfig, names: list[str]) -> None:
         self.settler.offer(inbox, names)
 
+    def _window(self) -> int:
+        """Each inbox's claim window now (it shrinks with many inboxes: :func:`inbox_window`)."""
+        return inbox_window(self.claim_window, self.watcher.count())
+
     def _room(self, inbox: InboxConfig) -> int:
         """How many more files of ``inbox`` may be claimed now (the claim window)."""
-        return self.claim_window - self.pipeline.claimed(inbox.path)
+        return self._window() - self.pipeline.claimed(inbox.path)
+
+    def _refill(self, inbox: InboxConfig) -> int:
+        """Files of ``inbox`` waiting for room go once this many places are free."""
+        return max(1, self._window() // CLAIM_REFILL_SHARE)
 
     def _take(self, batch: list[Settled]) -> None:
         # A file offered before a reload is claimed with the inbox's settings now: its

@@ -301,7 +301,8 @@ class Settler:
 
     ``room(inbox)``: how many more of the inbox's files may be handed over now (None: no
     bound); when it says 0, the rest wait in the backlog until :meth:`room_freed`. Files
-    then go ``refill`` at a time (or the last few): one hand-over, not one per file.
+    then go ``refill`` at a time (or the last few): one hand-over, not one per file
+    (``refill`` a number, or the number for each inbox).
     """
 
     def __init__(
@@ -314,7 +315,7 @@ class Settler:
         warned_max: int = WARNED_PATHS_MAX,
         max_write_pause: float = MAX_WRITE_PAUSE_SECONDS,
         room: Callable[[InboxConfig], int] | None = None,
-        refill: int = 1,
+        refill: int | Callable[[InboxConfig], int] = 1,
     ) -> None:
         self._rule = _same_for_all(settle_seconds, ignore)
         self._max_write_pause = max_write_pause
@@ -331,7 +332,7 @@ class Settler:
         #: Set by :meth:`only_known` (``run --once``): names not pending are not taken.
         self._closed = False
         self._room = room
-        self._refill = max(1, refill)
+        self._refill = refill
         #: Per inbox folder, its files that stood still and wait to be handed over.
         self._backlogs: dict[Path, _Backlog] = {}
         #: Inbox folders whose backlog may go now (the settle thread hands them over).
@@ -350,7 +351,7 @@ class Settler:
         warned_max: int = WARNED_PATHS_MAX,
         max_write_pause: float = MAX_WRITE_PAUSE_SECONDS,
         room: Callable[[InboxConfig], int] | None = None,
-        refill: int = 1,
+        refill: int | Callable[[InboxConfig], int] = 1,
     ) -> Settler:
         """A settler that judges each file by its inbox's own ``settle_seconds`` and
         ``ignore``; a reload hands it the new inbox settings (:meth:`update_inboxes`)."""
@@ -393,6 +394,10 @@ class Settler:
                 return False
             return any(c.due > now for c in self._pending.values())
 
+    def _refill_of(self, inbox: InboxConfig) -> int:
+        """Places that must be free before files of ``inbox`` waiting for room go."""
+        return max(1, self._refill if isinstance(self._refill, int) else self._refill(inbox))
+
     def room_freed(self, inbox: Path) -> None:
         """Files of ``inbox`` (its folder) were finished: more of its backlog may go.
         Cheap and never raises (called for every file finished)."""
@@ -404,7 +409,7 @@ class Settler:
             # once a batch has room, not once per file finished (at 10,000 files of
             # backlog, a wake-up each cost a fifth of the rate: 93 -> 115 files/s).
             backlog.freed += 1
-            if backlog.freed < min(self._refill, len(backlog)):
+            if backlog.freed < min(self._refill_of(backlog.inbox), len(backlog)):
                 return
             backlog.freed = 0
             self._release_now.add(inbox)
@@ -416,7 +421,9 @@ class Settler:
         with self._cond:
             if self._pending or not self._backlogs:
                 return False
-            wanted = [(b.inbox, min(self._refill, len(b))) for b in self._backlogs.values()]
+            wanted = [
+                (b.inbox, min(self._refill_of(b.inbox), len(b))) for b in self._backlogs.values()
+            ]
         room = self._room
         return room is not None and all(room(inbox) < least for inbox, least in wanted)
 
@@ -848,7 +855,7 @@ class Settler:
                 return False  # nothing waits; or an offer is going on, which releases it
             config, waiting = backlog.inbox, len(backlog)
         room = waiting if self._room is None else self._room(config)
-        if room <= 0 or room < min(self._refill, waiting):
+        if room <= 0 or room < min(self._refill_of(config), waiting):
             return False  # room_freed() says when files of it are finished
         with self._cond:
             if self._backlogs.get(inbox) is not backlog:

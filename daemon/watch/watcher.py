@@ -196,6 +196,11 @@ class Watcher:
             if spool is not None:
                 observer.schedule(spool)
 
+    def count(self) -> int:
+        """How many inboxes are watched. No lock, no copy (a dict's size is read in one
+        step): the claim window asks it for every hand-over."""
+        return len(self._inboxes)
+
     def add(self, inbox: InboxConfig) -> bool:
         """Watch ``inbox``, or take its new settings if its folder is watched already
         (a reload that changed its conversation or caption). True when it is new, or

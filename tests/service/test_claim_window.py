@@ -9,7 +9,12 @@ from pathlib import Path
 
 from daemon.fake.api import FakeApi
 from daemon.fake.rules import Faults
-from daemon.service.service import CLAIM_WINDOW_ENV
+from daemon.service.service import (
+    CLAIM_WINDOW_ENV,
+    CLAIM_WINDOW_LEAST,
+    CLAIM_WINDOWS_IN_ALL,
+    inbox_window,
+)
 from daemon.store.claims import WORK_DIR
 from tests.helpers import DATA, Daemon, clean_env, inject, run_cli, write_config
 
@@ -182,3 +187,38 @@ def test_once_ends_when_a_file_error_leaves_its_inbox_window_full(
     again = run_cli("run", "-c", str(config), "--once", env=window_env())
     assert again.returncode == 0, again.stderr
     assert sent_names(api, "conv_a") == arrival
+
+
+def test_many_inboxes_share_the_windows_of_all() -> None:
+    """Up to CLAIM_WINDOWS_IN_ALL inboxes, each has the whole window; beyond, an even share
+    of that many windows, never below CLAIM_WINDOW_LEAST (nor above the window itself)."""
+    window = 512
+    assert inbox_window(window, 1) == window
+    assert inbox_window(window, CLAIM_WINDOWS_IN_ALL) == window
+    assert inbox_window(window, 100) == window * CLAIM_WINDOWS_IN_ALL // 100
+    assert inbox_window(window, 100_000) == CLAIM_WINDOW_LEAST
+    assert inbox_window(2, 100_000) == 2  # a window smaller than the least stays as it is
+
+
+def test_a_backlog_in_many_inboxes_claims_each_inbox_its_share(
+    api: FakeApi, tmp_path: Path
+) -> None:
+    """run --once over twice CLAIM_WINDOWS_IN_ALL inboxes with a backlog each: no inbox ever
+    has more than its share claimed (half the window here), and every file is sent, in
+    order."""
+    window, inboxes_count, per_inbox = 2 * CLAIM_WINDOW_LEAST, 2 * CLAIM_WINDOWS_IN_ALL, 6
+    share = inbox_window(window, inboxes_count)
+    assert share == CLAIM_WINDOW_LEAST < per_inbox < window
+    config = write_config(tmp_path, api.url, workers=4)
+    inboxes = [tmp_path / "spool" / f"conv_{n:02d}" for n in range(inboxes_count)]
+    arrivals = [backlog(inbox, per_inbox) for inbox in inboxes]
+    api.faults = Faults(latency_s=0.02)
+    watch = Watch(*inboxes)
+    try:
+        result = run_cli("run", "-c", str(config), "--once", env=window_env(window), timeout=90)
+    finally:
+        most = watch.stop()
+    assert result.returncode == 0, result.stderr
+    assert 1 <= max(most.values()) <= share
+    for inbox, arrival in zip(inboxes, arrivals, strict=True):
+        assert sent_names(api, inbox.name) == arrival
