@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import os
 import stat
 import threading
 import time
@@ -174,12 +175,14 @@ class Finisher:
     def archive_sent(self, job: Job) -> Closing:
         """:meth:`sent` up to the move, with the rest for :meth:`close`."""
         self.journal_replies([job])
-        if changed_since_upload(job):
+        st = lstat_or_none(job.claim.path)  # one look for both questions below
+        if changed_since_upload(job, st):
             return self._changed_after_send(job)
         target = self._archive(
             job,
             lambda: move_to_sent(job.claim, job.inbox.archive_layout),
             lambda: self.archive_sent(job),
+            looked=st,
         )
         return Closing(job, target, duration_ms=round((time.monotonic() - job.started) * 1000))
 
@@ -360,7 +363,12 @@ class Finisher:
         drop_claim_folder(claim)
 
     def _archive(
-        self, job: Job, step: Callable[[], Path], again: Callable[[], Closing]
+        self,
+        job: Job,
+        step: Callable[[], Path],
+        again: Callable[[], Closing],
+        *,
+        looked: os.stat_result | None = None,
     ) -> str | None:
         """Archive the claimed file; the archived name, or None when it vanished.
 
@@ -369,7 +377,8 @@ class Finisher:
         archiving step, for the caller to retry and then close). A file someone deleted from
         its claim folder (or put something else than a file in its place) is gone: that is
         its outcome, logged once as ``file_vanished`` (with the message id when it was sent
-        before it went), and the claim is closed.
+        before it went), and the claim is closed. ``looked``: the claimed file's ``lstat``
+        the caller took just now, so that the first try need not look again.
 
         Done once per claim: when the bookkeeping after it fails (the journal refuses to
         record it) and the file's outcome is tried again, the file is already in
@@ -380,7 +389,11 @@ class Finisher:
             if claim_id in self._archived:
                 return self._archived[claim_id]
         while True:
-            if not _is_regular_file(job.claim.path):
+            if looked is None:
+                looked = lstat_or_none(job.claim.path)
+            regular = looked is not None and stat.S_ISREG(looked.st_mode)
+            looked = None  # a later try looks afresh
+            if not regular:
                 entry = job.entry
                 self._log.error(
                     "file_vanished",
@@ -416,13 +429,12 @@ class Finisher:
             self._archived.pop(job.claim.claim_id, None)
 
 
-def changed_since_upload(job: Job) -> bool:
-    """Whether the claimed file is no longer what was uploaded: its signature moved (or,
+def changed_since_upload(job: Job, st: os.stat_result | None) -> bool:
+    """Whether the claimed file, whose ``lstat`` is ``st`` (None: it is gone, and archiving
+    says so: ``file_vanished``), is no longer what was uploaded: its signature moved (or,
     when only the journal's ``size`` is known, after a restart, its size did)."""
-    try:
-        st = job.claim.path.lstat()
-    except OSError:
-        return False  # gone: archiving says so (file_vanished)
+    if st is None:
+        return False
     now = signature(st)
     if job.uploaded_as is not None:
         if now == job.uploaded_as:
@@ -451,11 +463,12 @@ def sha256_of(path: Path, size: int | None) -> str | None:
     return digest.hexdigest()
 
 
-def _is_regular_file(path: Path) -> bool:
+def lstat_or_none(path: Path) -> os.stat_result | None:
+    """The ``lstat`` of ``path``; None when it cannot be looked at (gone)."""
     try:
-        return stat.S_ISREG(path.lstat().st_mode)
+        return path.lstat()
     except OSError:
-        return False
+        return None
 
 
 def _size_of(path: Path) -> int | None:

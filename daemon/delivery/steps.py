@@ -30,6 +30,7 @@ the send starts the file over once it stands still again; after the send it is
 from __future__ import annotations
 
 import dataclasses
+import os
 import threading
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -41,7 +42,13 @@ from daemon.api.replies import Attachment, Message
 from daemon.config import ApiConfig, Config
 from daemon.config.caption import render_caption
 from daemon.config.model import Duplicates
-from daemon.delivery.finish import DuplicateFile, Finisher, changed_since_upload, sha256_of
+from daemon.delivery.finish import (
+    DuplicateFile,
+    Finisher,
+    changed_since_upload,
+    lstat_or_none,
+    sha256_of,
+)
 from daemon.delivery.job import Job, record
 from daemon.delivery.outcomes import Outcomes
 from daemon.delivery.retry import (
@@ -170,11 +177,20 @@ class Uploaded:
     """The file's size and times as uploaded (None: not known, e.g. after a restart)."""
 
 
-def upload(context: RunContext, file: OutgoingFile, attempts: Attempts) -> Uploaded:
-    """Classify and upload ``file``; :class:`FileRejected` when it can never be sent."""
+def upload(
+    context: RunContext,
+    file: OutgoingFile,
+    attempts: Attempts,
+    *,
+    looked: os.stat_result | None = None,
+) -> Uploaded:
+    """Classify and upload ``file``; :class:`FileRejected` when it can never be sent.
+    ``looked``: the file's ``lstat`` taken just now, so that the first try need not look
+    again before it starts."""
     policy = context.retry_policy(file.events)
     while True:
-        before = _signature_of(file.path)
+        before = signature(looked) if looked is not None else _signature_of(file.path)
+        looked = None  # a later try looks afresh
         try:
             message_type, content_type = _classify(file)
         except FileRejected as rejected:
@@ -220,14 +236,13 @@ def _signature_of(path: Path) -> Signature | None:
         return None
 
 
-def _sha256_now(path: Path) -> str | None:
-    """The sha256 of the file at ``path`` as it is now, for the duplicate check before its
-    upload (None: unreadable, or larger than any the API takes)."""
-    try:
-        size = path.lstat().st_size
-    except OSError:
+def _sha256_now(path: Path, st: os.stat_result | None) -> str | None:
+    """The sha256 of the file at ``path`` (whose ``lstat`` is ``st``) as it is now, for
+    the duplicate check before its upload (None: unreadable, or larger than any the API
+    takes)."""
+    if st is None:
         return None
-    return sha256_of(path, size)
+    return sha256_of(path, st.st_size)
 
 
 def file_changed(file: OutgoingFile, stage: Stage) -> None:
@@ -423,10 +438,13 @@ class Delivery:
                 job, FileRejected(entry.reason or Reason.REJECTED, entry.detail or "", entry.status)
             )
             return False
+        # One look at the claimed file for the three questions before its upload: a key
+        # left by requeue, its size for the duplicate check, and what it was like before.
+        st = lstat_or_none(job.claim.path)
         if (
             job.entry.idempotency_key is None
             and not job.entry.send_anyway
-            and (requeued := requeued_key(job.claim.inbox, job.claim.path))
+            and (requeued := requeued_key(job.claim.inbox, job.claim.path, st))
         ):
             # Journaled, then forgotten.
             record(
@@ -438,10 +456,10 @@ class Delivery:
             requeued.forget()
         file, journaled = self._outgoing(job)
         attempts = Attempts(job.entry.attempts, job.entry.first_failure)
-        if self._duplicate(job, lambda: _sha256_now(job.claim.path)):
+        if self._duplicate(job, lambda: _sha256_now(job.claim.path, st)):
             return False
         try:
-            job.uploaded_as = upload(self.context, file, attempts).signature
+            job.uploaded_as = upload(self.context, file, attempts, looked=st).signature
         except FileRejected as rejected:
             journaled.keep(attempts)  # the sidecar counts the requests made
             self.finish.failed(job, rejected)
@@ -497,7 +515,7 @@ class Delivery:
         file, journaled = self._outgoing(job)
         attempts = Attempts(entry.attempts, entry.first_failure)
         try:
-            if unsent and changed_since_upload(job):
+            if unsent and changed_since_upload(job, lstat_or_none(job.claim.path)):
                 # Written again after its upload, before its send: what the API holds is
                 # not the file. Start over once it stands still (nothing was sent yet).
                 file_changed(file, Stage.UPLOADED)

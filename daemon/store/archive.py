@@ -150,6 +150,12 @@ def move_no_overwrite(source: Path, folder: Path, name: str, *, with_sidecar: bo
     # One mkdir, no stat: a file named like the folder fails the link below instead.
     with contextlib.suppress(FileExistsError):
         folder.mkdir()
+    return _move(source, folder, name, with_sidecar=with_sidecar)
+
+
+def _move(source: Path, folder: Path, name: str, *, with_sidecar: bool = False) -> Path:
+    """:func:`move_no_overwrite` into a folder that exists (made by :func:`_make_folder`:
+    no second look at it, for every file archived)."""
     earlier = _earlier_link(source, folder, name)
     if earlier is not None:  # a crash fell between link and unlink: finish that move
         os.unlink(source)
@@ -215,7 +221,7 @@ def move_to_sent(claim: Claim, layout: ArchiveLayout = ArchiveLayout.FLAT) -> Pa
     top = archive_folder(claim.inbox / SENT_DIR, layout, datetime.now(UTC))
     folder, name = _kept_path(top, claim.name)
     _make_folder(folder)
-    return move_no_overwrite(claim.path, folder, name)
+    return _move(claim.path, folder, name)
 
 
 def sidecar_text(body: Mapping[str, object]) -> str:
@@ -248,7 +254,7 @@ def move_to_failed(
     draft.write_text(sidecar_text(body), encoding="utf-8")
     os.utime(draft, (now, now))
     _make_folder(folder)
-    target = move_no_overwrite(claim.path, folder, name, with_sidecar=True)
+    target = _move(claim.path, folder, name, with_sidecar=True)
     os.replace(draft, folder / sidecar_name(target.name))
     fsync_dir(folder)
     return target

@@ -60,10 +60,11 @@ def leave_key(inbox: Path, file: Path, key: str | None, *, send_anyway: bool = F
     return marker
 
 
-def requeued_key(inbox: Path, file: Path) -> RequeuedKey | None:
-    """The key ``file`` (claimed from ``inbox``) keeps, if ``requeue`` left one for it."""
+def requeued_key(inbox: Path, file: Path, st: os.stat_result | None = None) -> RequeuedKey | None:
+    """The key ``file`` (claimed from ``inbox``; ``st``: its ``lstat``, if taken just now)
+    keeps, if ``requeue`` left one for it."""
     try:
-        st = os.lstat(file)
+        st = st or os.lstat(file)
         marker = _marker(inbox, st)
         # Asked for every file, and almost never there: the plain calls, not pathlib's.
         with open(marker, encoding="utf-8") as handle:  # noqa: PTH123
