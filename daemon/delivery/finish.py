@@ -472,6 +472,5 @@ def lstat_or_none(path: Path) -> os.stat_result | None:
 
 
 def _size_of(path: Path) -> int | None:
-    with contextlib.suppress(OSError):
-        return path.lstat().st_size
-    return None
+    st = lstat_or_none(path)
+    return None if st is None else st.st_size

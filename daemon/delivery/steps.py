@@ -230,10 +230,8 @@ def upload(
 
 
 def _signature_of(path: Path) -> Signature | None:
-    try:
-        return signature(path.lstat())
-    except OSError:
-        return None
+    st = lstat_or_none(path)
+    return None if st is None else signature(st)
 
 
 def _sha256_now(path: Path, st: os.stat_result | None) -> str | None:
