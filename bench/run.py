@@ -689,6 +689,32 @@ def wire_floor(files: int, per_conversation: int, latency: float, workers: int) 
     return max(files * 2 * latency / workers, (per_conversation + 1) * latency)
 
 
+def report_least_wall(
+    report: Report,
+    label: str,
+    runs: DaemonRuns,
+    *,
+    empty: Sequence[Measured],
+    parallel_wall: float,
+    total: int,
+) -> None:
+    """What the machine allows ``runs``: the daemon's CPU and the fake API's, both needed
+    for these files, cannot take less wall than their sum spread perfectly over every core;
+    and the daemon's start-up and shutdown (the CPU of a run with no files, ``empty``) run
+    on one core while there is nothing else to do, in any design with one process."""
+    cores = os.cpu_count() or 1
+    api_cpu = statistics.median(runs.api_cpu)
+    serial = statistics.median(run.cpu for run in empty)
+    least = serial + (runs.cpu - serial + api_cpu) / cores
+    report.add(
+        "throughput",
+        f"{label}: least wall for its CPU and the fake API's on {cores} cores, "
+        f"start-up and shutdown ({fmt_s(serial)}) on one; parallel script / that",
+        f"{fmt_s(least)} ({per_file_ms(runs.cpu, total)} + {per_file_ms(api_cpu, total)} "
+        f"per file); {parallel_wall / least:.2f}x",
+    )
+
+
 def scenario_throughput(report: Report, opts: Options) -> None:
     """The 500 files at 20 ms: the baseline once; then, ``--repeat`` rounds of the parallel
     script and the daemon at 4, 8 and 16 workers, one after another in each round, so that
@@ -702,9 +728,11 @@ def scenario_throughput(report: Report, opts: Options) -> None:
     parallel_sides = [f"parallel_{n}" for n in rounds]
     sides = ["baseline", *parallel_sides, *(s for w in pool for s in daemon_sides[w])]
     make_sides(folder, sides, conversations=conversations, per_conversation=per)
+    (folder / "empty" / "spool" / "conv_00").mkdir(parents=True)
     wait_settled(opts)
     found = {w: DaemonRuns() for w in pool}
     parallels: list[Measured] = []
+    empty: list[Measured] = []
     with fake_server(opts.latency) as server:
         log(f"[throughput] baseline loop: {total} files …")
         base = run_baseline(
@@ -723,6 +751,8 @@ def scenario_throughput(report: Report, opts: Options) -> None:
                 found[w] += daemon_runs(
                     server, folder, [daemon_sides[w][n]], opts, total, workers=w, name="throughput"
                 )
+            log("[throughput] daemon run --once on an empty spool (start-up and shutdown) …")
+            empty.append(run_daemon_once(folder / "empty", server.url, opts))
     parallel = Measured(
         wall=statistics.median(m.wall for m in parallels),
         code=0,
@@ -780,17 +810,8 @@ def scenario_throughput(report: Report, opts: Options) -> None:
         ">= 2x",
         ahead >= 2,
     )
-    # What the machine allows: this daemon's CPU and the fake API's, both needed for these
-    # files, cannot take less wall than their sum spread perfectly over every core.
-    cores = os.cpu_count() or 1
-    api_cpu = statistics.median(best.api_cpu)
-    least = (best.cpu + api_cpu) / cores
-    report.add(
-        "throughput",
-        f"workers={pool[-1]}: least wall for its CPU and the fake API's on {cores} cores; "
-        "parallel script / that",
-        f"{fmt_s(least)} ({per_file_ms(best.cpu, total)} + {per_file_ms(api_cpu, total)} "
-        f"per file); {parallel.wall / least:.1f}x",
+    report_least_wall(
+        report, f"workers={pool[-1]}", best, empty=empty, parallel_wall=parallel.wall, total=total
     )
     kept = all(runs.kept for runs in found.values())
     n = sum(len(runs.runs) for runs in found.values())
@@ -804,6 +825,7 @@ def scenario_throughput(report: Report, opts: Options) -> None:
     report.raw["throughput"] = {
         "baseline": asdict(base) | {"stdout": ""},
         "parallel": [asdict(m) for m in parallels],
+        "empty": [asdict(run) | {"stdout": ""} for run in empty],
         "daemon": {str(w): found[w].raw() for w in pool},
         "fake_api_cpu": {str(w): found[w].api_cpu for w in pool},
         "spans": {str(w): found[w].spans for w in pool},
