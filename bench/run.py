@@ -1300,8 +1300,10 @@ def _time_archive(inbox: Path, names: Sequence[str], data: bytes) -> list[float]
 
 
 def scenario_sent_full(report: Report, opts: Options) -> None:
-    """The archive step with an empty ``sent/`` and with one holding a million files
-    (empty ones: only the directory's size matters), some with the names that arrive."""
+    """The archive step into a ``sent/`` holding a million files (empty ones: only the
+    directory's size matters), among them the names that arrive, against one holding only
+    those names: both take ``name (1).jpg`` for every file, so that the size of ``sent/``
+    is the one difference. And into an empty ``sent/``, for what a name in use costs."""
     wanted = opts.sent_files
     free = shutil.disk_usage(opts.work)
     inodes = os.statvfs(opts.work).f_favail
@@ -1312,7 +1314,7 @@ def scenario_sent_full(report: Report, opts: Options) -> None:
     arriving = [f"scan_{i:05d}.jpg" for i in range(opts.scale(2000, 200))]
     data = jpeg_bytes(16 * KB)
     figures = {}
-    for label, size in (("empty", 0), ("full", count)):
+    for label, size in (("empty", 0), ("names", len(arriving)), ("full", count)):
         inbox = folder / label / "conv_00"
         sent = inbox / "sent"
         sent.mkdir(parents=True)
@@ -1322,9 +1324,12 @@ def scenario_sent_full(report: Report, opts: Options) -> None:
                 os.close(os.open(sent / f"old_{i:07d}.jpg", os.O_CREAT | os.O_WRONLY, 0o644))
             for name in arriving:  # the same names again: each arrival takes "name (1).jpg"
                 (sent / name).touch()
+            # Written back before the timing: a sent/ fills over months, and the timed
+            # syncs must not wait for the writeback of a million files created just now.
+            os.sync()
         log(f"[sent_full] archiving {len(arriving)} files into the {label} sent/ …")
         figures[label] = statistics.median(_time_archive(inbox, arriving, data))
-    ratio = figures["full"] / figures["empty"]
+    ratio = figures["full"] / figures["names"]
     report.add(
         "sent_full",
         "archive step per file, empty sent/ (median of batches)",
@@ -1332,10 +1337,22 @@ def scenario_sent_full(report: Report, opts: Options) -> None:
     )
     report.add(
         "sent_full",
-        f"archive step per file, sent/ holding {count} files",
+        f"archive step per file, sent/ holding the {len(arriving)} names that arrive "
+        "(each file takes name (1).jpg)",
+        f"{figures['names'] * 1e6:.0f} us ({figures['names'] / figures['empty']:.2f}x empty)",
+    )
+    report.add(
+        "sent_full",
+        f"archive step per file, sent/ holding {count} files, those names among them",
         f"{figures['full'] * 1e6:.0f} us",
     )
-    report.add("sent_full", "full / empty", f"{ratio:.2f}x", "<= 1.25x", ratio <= 1.25)
+    report.add(
+        "sent_full",
+        f"{count} files / the names alone",
+        f"{ratio:.2f}x",
+        "<= 1.25x",
+        ratio <= 1.25,
+    )
     report.raw["sent_full"] = {"per_file_s": figures, "files": count}
 
 
