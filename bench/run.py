@@ -691,26 +691,28 @@ def wire_floor(files: int, per_conversation: int, latency: float, workers: int) 
 
 def report_least_wall(
     report: Report,
+    scenario: str,
     label: str,
-    runs: DaemonRuns,
     *,
-    empty: Sequence[Measured],
+    cpu: float,
+    api_cpu: float,
+    serial: float,
     parallel_wall: float,
     total: int,
 ) -> None:
-    """What the machine allows ``runs``: the daemon's CPU and the fake API's, both needed
-    for these files, cannot take less wall than their sum spread perfectly over every core;
-    and the daemon's start-up and shutdown (the CPU of a run with no files, ``empty``) run
-    on one core while there is nothing else to do, in any design with one process."""
+    """What the machine allows: the daemons' CPU (``cpu``) and the fake API's, both needed
+    for these files, cannot take less wall than their sum spread perfectly over every core,
+    except ``serial`` seconds of it that run on one core while nothing else has work (one
+    daemon's start-up and shutdown; none where a daemon starts on each core). Printed with
+    the parallel script's wall over it: the most such a design could be ahead."""
     cores = os.cpu_count() or 1
-    api_cpu = statistics.median(runs.api_cpu)
-    serial = statistics.median(run.cpu for run in empty)
-    least = serial + (runs.cpu - serial + api_cpu) / cores
+    least = serial + (cpu - serial + api_cpu) / cores
+    on_one = f", start-up and shutdown ({fmt_s(serial)}) on one" if serial else ""
     report.add(
-        "throughput",
-        f"{label}: least wall for its CPU and the fake API's on {cores} cores, "
-        f"start-up and shutdown ({fmt_s(serial)}) on one; parallel script / that",
-        f"{fmt_s(least)} ({per_file_ms(runs.cpu, total)} + {per_file_ms(api_cpu, total)} "
+        scenario,
+        f"{label}: least wall for {'its' if serial else 'their'} CPU and the fake API's on "
+        f"{cores} cores{on_one}; parallel script / that",
+        f"{fmt_s(least)} ({per_file_ms(cpu, total)} + {per_file_ms(api_cpu, total)} "
         f"per file); {parallel_wall / least:.2f}x",
     )
 
@@ -811,7 +813,14 @@ def scenario_throughput(report: Report, opts: Options) -> None:
         ahead >= 2,
     )
     report_least_wall(
-        report, f"workers={pool[-1]}", best, empty=empty, parallel_wall=parallel.wall, total=total
+        report,
+        "throughput",
+        f"workers={pool[-1]}",
+        cpu=best.cpu,
+        api_cpu=statistics.median(best.api_cpu),
+        serial=statistics.median(run.cpu for run in empty),
+        parallel_wall=parallel.wall,
+        total=total,
     )
     kept = all(runs.kept for runs in found.values())
     n = sum(len(runs.runs) for runs in found.values())
@@ -936,18 +945,17 @@ def scenario_split(report: Report, opts: Options) -> None:
         ">= 2x",
         parallel_wall / wall >= 2,
     )
-    # Their start-ups run side by side, one daemon per core: all of their CPU and the fake
-    # API's may spread over the cores (a bound that is only looser where cores outnumber
-    # the daemons).
-    cores = os.cpu_count() or 1
-    api_cpu = statistics.median(split_api)
-    least = (cpu + api_cpu) / cores
-    report.add(
+    # Their start-ups run side by side, one daemon per core (a bound that is only looser
+    # where cores outnumber the daemons).
+    report_least_wall(
+        report,
         "split",
-        f"{parts} daemons: least wall for their CPU and the fake API's on {cores} cores; "
-        "parallel script / that",
-        f"{fmt_s(least)} ({per_file_ms(cpu, total)} + {per_file_ms(api_cpu, total)} per "
-        f"file); {parallel_wall / least:.2f}x",
+        f"{parts} daemons",
+        cpu=cpu,
+        api_cpu=statistics.median(split_api),
+        serial=0.0,
+        parallel_wall=parallel_wall,
+        total=total,
     )
     report.raw["split"] = {
         "parallel": [asdict(m) for m in parallels],
