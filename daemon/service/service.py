@@ -272,8 +272,9 @@ class Service:
         return self._window() - self.pipeline.claimed(inbox.path)
 
     def _refill(self, inbox: InboxConfig) -> int:
-        """Files of ``inbox`` waiting for room go once this many places are free."""
-        return max(1, self._window() // CLAIM_REFILL_SHARE)
+        """Files of ``inbox`` waiting for room go once this many places are free (the
+        settler makes it at least one)."""
+        return self._window() // CLAIM_REFILL_SHARE
 
     def _take(self, batch: list[Settled]) -> None:
         # A file offered before a reload is claimed with the inbox's settings now: its
